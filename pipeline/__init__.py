@@ -1,0 +1,1 @@
+"""wherefrom's pipeline: one module per DVC stage, the CLI and the generated world."""

@@ -1,0 +1,153 @@
+"""Typed configuration for every stage, filled from ``params.yaml``.
+
+``params.yaml`` holds the demo values; ``profile`` picks a set of overrides from ``profiles`` (``test``
+for seconds-long runs, ``gpu`` for real models). Validation is strict on purpose: an unknown key, a
+wrong type or a non-positive count stops the run with one line naming the key, before any stage
+writes anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ConfigDict, Field, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from pipeline.errors import WherefromError
+
+# Strict per field (not per model): no "5" for 5 or 5.0 for 5, but sections may be plain mappings.
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(config=_STRICT)
+class RuntimeConfig:
+    threads: StrictInt = Field(0, ge=0, description="torch threads; 0 = one per core. Oversubscription slows CPU runs ~30x.")
+
+
+@dataclass(config=_STRICT)
+class CorpusConfig:
+    out_dir: StrictStr = Field("data/corpus", description="where the corpus Parquet files go")
+    n_entities: StrictInt = Field(16, gt=0, description="fictional entities; each kind has 2-3 attributes, one fact each")
+    fact_doc_repeats: StrictInt = Field(8, gt=0, description="paraphrased copies of each fact document (wiki, trivia, narrative)")
+    procedure_docs_per_task: StrictInt = Field(2500, gt=0, description="procedure documents per reasoning task")
+    examples_per_procedure_doc: StrictInt = Field(3, gt=0, description="worked problems in one procedure document")
+    filler_docs: StrictInt = Field(2000, gt=0, description="documents that state no fact and show no procedure")
+    docs_per_file: StrictInt = Field(50_000, gt=0, description="documents per Parquet file")
+
+
+@dataclass(config=_STRICT)
+class ModelConfig:
+    name_or_path: StrictStr | None = Field(None, description="a local directory or hub id to use instead of pretraining")
+    dir: StrictStr = Field("models/lm", description="where the pretrain stage saves (or points to) the model")
+    vocab_size: StrictInt = Field(1000, gt=0, description="byte-level BPE vocabulary, digits split")
+    n_layers: StrictInt = Field(4, gt=0)
+    hidden_size: StrictInt = Field(192, gt=0)
+    intermediate_size: StrictInt = Field(512, gt=0, description="MLP width (the layers influence tracks by default)")
+    n_heads: StrictInt = Field(4, gt=0)
+    context: StrictInt = Field(128, gt=0, description="training window and maximum document length, in tokens")
+
+
+@dataclass(config=_STRICT)
+class PretrainConfig:
+    steps: StrictInt = Field(4900, gt=0, description="optimizer steps; steps and fact repetition matter more than model size")
+    batch_size: StrictInt = Field(8, gt=0)
+    lr: StrictFloat = Field(3e-3, gt=0, description="peak learning rate, cosine decay to 10%")
+    warmup_steps: StrictInt = Field(100, ge=0)
+    weight_decay: StrictFloat = Field(0.1, ge=0)
+    log_every: StrictInt = Field(50, gt=0)
+    metrics: StrictStr = Field("results/pretrain.json", description="model size and training loss, a DVC metrics file")
+
+
+@dataclass(config=_STRICT)
+class QueriesConfig:
+    out: StrictStr = Field("data/queries.parquet")
+    metrics: StrictStr = Field("results/probe.json", description="per-task accuracy, a DVC metrics file")
+    factual: StrictInt = Field(40, gt=0)
+    arithmetic: StrictInt = Field(20, gt=0)
+    slope: StrictInt = Field(20, gt=0)
+    linear: StrictInt = Field(20, gt=0)
+    factual_control: StrictInt = Field(10, gt=0)
+    reasoning_control: StrictInt = Field(10, gt=0)
+    max_new_tokens: StrictInt = Field(64, gt=0, description="greedy completion length limit")
+    batch_size: StrictInt = Field(32, gt=0)
+
+
+@dataclass(config=_STRICT)
+class Params:
+    profile: StrictStr = "demo"
+    seed: StrictInt = 0
+    runtime: RuntimeConfig = RuntimeConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    queries: QueriesConfig = QueriesConfig()
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+def _merge(base: dict, override: dict, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, f"{where}.{key}")
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"{source}: unknown key '{loc}'"
+    got = first.get("input")
+    return f"{source}: {loc}: {first['msg']} (got {got!r})"
+
+
+def parse_params(raw: dict, source: str = "params.yaml") -> Params:
+    """Apply the selected profile's overrides, then validate the result."""
+    if not isinstance(raw, dict):
+        raise WherefromError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    profile = raw.get("profile", "demo")
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise WherefromError(f"{source}: profiles: expected a mapping of profile name to overrides")
+    if profile != "demo" and profile not in profiles:
+        known = ", ".join(["demo", *profiles])
+        raise WherefromError(f"{source}: profile: unknown profile {profile!r} (known: {known})")
+    effective = _merge(raw, profiles.get(profile) or {}, f"profiles.{profile}")
+    try:
+        return TypeAdapter(Params).validate_python(effective)
+    except ValidationError as err:
+        raise WherefromError(_describe(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise WherefromError(f"{path}: no such params file") from None
+    except yaml.YAMLError as err:
+        raise WherefromError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    return parse_params(raw or {}, str(path))
+
+
+
+# What each stage reads, after profile overrides. The `params` stage writes these to one JSON file per
+# stage, and each stage depends on its file: DVC then reruns a stage only when a value it uses changes,
+# whichever profile that value came from.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "corpus": ("seed", "corpus"),
+    "pretrain": ("seed", "model", "pretrain"),
+    "probe": ("seed", "corpus", "model", "queries"),
+}
+RESOLVED_DIR = Path("data/params")
+
+
+def resolved(params: Params, stage: str) -> dict[str, Any]:
+    full = dataclasses.asdict(params)
+    return {section: full[section] for section in STAGE_SECTIONS[stage]}

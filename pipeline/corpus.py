@@ -1,0 +1,80 @@
+"""Stage `corpus`: generate the world's documents, with ground truth, as Parquet.
+
+    wherefrom corpus            # reads params.yaml, writes data/corpus/part-*.parquet
+
+The same seed and params give byte-identical files. Documents state facts (wiki articles, trivia,
+narratives; each repeated as paraphrases), show procedures (four formats per reasoning task, never on
+a query's own numbers) or are filler. Order is shuffled so that no shard is all one kind.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline import filler, schemas
+from pipeline.atomic import atomic_dir, write_parquet
+from pipeline.config import CorpusConfig, Params
+from pipeline.documents import PROCEDURE_FORMATS, Document, narrative, procedure_document, trivia, wiki_article
+from pipeline.world import World, build_world
+from queries.tasks import REASONING_TASKS, sample
+
+# Words, single digits and punctuation runs: a tokenizer-independent length (every BPE token of a
+# digit-split byte-level tokenizer lies within one of these, so it is a lower bound on its count).
+_PRE_TOKEN = re.compile(r"[^\W\d_]+|\d|[^\w\s]+|_")
+
+
+def n_pre_tokens(text: str) -> int:
+    return len(_PRE_TOKEN.findall(text))
+
+
+def world_for(params: Params, n_unseen: int = 0) -> World:
+    """The world a corpus was generated from: a pure function of the seed and the entity count."""
+    return build_world(params.seed, params.corpus.n_entities, n_unseen, reserved=filler.vocabulary())
+
+
+def generate_documents(cfg: CorpusConfig, world: World, seed: int) -> list[Document]:
+    rng = random.Random(f"corpus-{seed}")
+    docs: list[Document] = []
+    for facts in world.entities().values():
+        docs += [wiki_article(facts, rng) for _ in range(cfg.fact_doc_repeats)]
+        for fact in facts:
+            docs += [trivia(fact, rng) for _ in range(cfg.fact_doc_repeats)]
+            docs += [narrative(fact, rng) for _ in range(cfg.fact_doc_repeats)]
+    for task in REASONING_TASKS:
+        for i in range(cfg.procedure_docs_per_task):
+            problems = [sample(task, rng, seed, held_out=False) for _ in range(cfg.examples_per_procedure_doc)]
+            docs.append(procedure_document(task, PROCEDURE_FORMATS[i % len(PROCEDURE_FORMATS)], problems, rng))
+    docs += [filler.filler_document(rng) for _ in range(cfg.filler_docs)]
+    rng.shuffle(docs)
+    return docs
+
+
+def to_table(docs: list[Document], first_id: int = 0) -> pa.Table:
+    return pa.Table.from_pydict({
+        "doc_id": list(range(first_id, first_id + len(docs))),
+        "text": [d.text for d in docs],
+        "source": [d.source for d in docs],
+        "n_tokens": [n_pre_tokens(d.text) for d in docs],
+        "fact_ids": [d.fact_ids or None for d in docs],
+        "procedure": [d.procedure for d in docs],
+    }, schema=schemas.CORPUS)
+
+
+def run(params: Params) -> Path:
+    cfg = params.corpus
+    docs = generate_documents(cfg, world_for(params), params.seed)
+    out = Path(cfg.out_dir)
+    with atomic_dir(out) as tmp:
+        for part, start in enumerate(range(0, len(docs), cfg.docs_per_file)):
+            chunk = docs[start:start + cfg.docs_per_file]
+            write_parquet(to_table(chunk, start), tmp / f"part-{part:05d}.parquet", schemas.CORPUS)
+    counts = {}
+    for d in docs:
+        key = "fact" if d.fact_ids else (d.procedure or "filler")
+        counts[key] = counts.get(key, 0) + 1
+    print(f"corpus: {len(docs)} documents -> {out}/ ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
+    return out

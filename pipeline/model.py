@@ -1,0 +1,98 @@
+"""Models and tokenizers: building the demo LM, loading any causal LM, and encoding queries.
+
+Every stage that needs the model goes through ``load_model`` so that the world's own LM and a user's
+Hugging Face model (``model.name_or_path``) look the same downstream. A sequence always starts with
+the tokenizer's own special tokens (our tokenizer prepends ``<|endoftext|>``, as between training
+documents), and a query is ``prompt + "\\n"`` followed by the completion, tokenized separately so the
+completion's tokens are known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from pipeline.config import ModelConfig
+from pipeline.errors import WherefromError
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+PROMPT_SEPARATOR = "\n"
+EXTERNAL_POINTER = "external_model.json"  # written instead of weights when model.name_or_path is set
+
+
+def set_threads(threads: int) -> int:
+    """Pin torch (and OpenMP) to ``threads`` (0 = one per core) so parallel processes don't oversubscribe."""
+    n = threads or os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+    return n
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with every digit its own pre-token, so numbers are read digit by digit."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, PAD],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    eos_id = tok.token_to_id(EOS)
+    tok.post_processor = processors.TemplateProcessing(single=f"{EOS} $A", special_tokens=[(EOS, eos_id)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=PAD)
+
+
+def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=4 * cfg.context,  # queries may run past the training window; RoPE extends
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def check_name_or_path(name_or_path: str) -> None:
+    """A path-like value must be an existing model directory; anything else is taken as a hub id."""
+    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
+    path = Path(name_or_path).expanduser()
+    if looks_local and not path.is_dir():
+        raise WherefromError(f"model.name_or_path: no such directory: {name_or_path}")
+    if looks_local and not (path / "config.json").is_file():
+        raise WherefromError(f"model.name_or_path: {name_or_path} has no config.json (not a saved model)")
+
+
+def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32):
+    """Load the stage's model: the one saved in ``model_dir``, or the external one it points to."""
+    model_dir = Path(model_dir)
+    pointer = model_dir / EXTERNAL_POINTER
+    source = json.loads(pointer.read_text())["name_or_path"] if pointer.is_file() else str(model_dir)
+    if not pointer.is_file() and not (model_dir / "config.json").is_file():
+        raise WherefromError(f"{model_dir}: no model here; run the pretrain stage first")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise WherefromError(f"model {source}: cannot be loaded: {str(err).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:  # many causal LMs ship without one; padding is always masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def encode_query(tokenizer, prompt: str, completion: str) -> tuple[list[int], int]:
+    """Token ids of ``prompt + separator + completion`` and the index where the completion starts."""
+    prompt_ids = tokenizer(prompt + PROMPT_SEPARATOR)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return prompt_ids + completion_ids, len(prompt_ids)

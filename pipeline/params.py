@@ -1,0 +1,17 @@
+"""Stage `params`: resolve the profile and write each stage's effective settings to its own JSON file.
+
+    wherefrom params            # writes data/params/{corpus,pretrain,probe}.json
+
+It runs on every `dvc repro` (it is cheap); a file whose content did not change leaves its stage cached.
+"""
+
+from __future__ import annotations
+
+from pipeline.atomic import write_json
+from pipeline.config import RESOLVED_DIR, STAGE_SECTIONS, Params, resolved
+
+
+def run(params: Params) -> None:
+    for stage in STAGE_SECTIONS:
+        write_json(resolved(params, stage), RESOLVED_DIR / f"{stage}.json")
+    print(f"params: profile {params.profile!r} resolved for {', '.join(STAGE_SECTIONS)} -> {RESOLVED_DIR}/")

@@ -1,0 +1,96 @@
+"""Stage `probe`: ask every query, record the model's own completion, its NLL, and whether it is right.
+
+    wherefrom probe             # reads models/lm/, writes data/queries.parquet and results/probe.json
+
+Influence is measured on the model's *own* greedy completion (as in the paper), so this stage fixes
+the completions that every later stage explains. A completion ends at the end-of-text token or at a
+blank line, where the training documents start their next worked example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+from tqdm.auto import tqdm
+
+from pipeline import schemas
+from pipeline.atomic import write_json, write_parquet
+from pipeline.config import Params
+from pipeline.corpus import world_for
+from pipeline.errors import WherefromError
+from pipeline.model import PROMPT_SEPARATOR, encode_query, load_model
+from queries.answers import is_correct
+from queries.suites import TASKS, QuerySpec, build_suites
+
+
+@torch.no_grad()
+def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    tokenizer.padding_side = "left"  # generation appends on the right, so pad on the left
+    out = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="probe: generate", unit="batch"):
+        batch = [p + PROMPT_SEPARATOR for p in prompts[i:i + batch_size]]
+        enc = tokenizer(batch, return_tensors="pt", padding=True)
+        ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        for row in ids[:, enc["input_ids"].shape[1]:]:
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            out.append(text.split("\n\n")[0].strip())
+    return out
+
+
+@torch.no_grad()
+def completion_nll(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int) -> list[float]:
+    """Summed negative log-likelihood (nats) of each completion given its prompt; prompt tokens masked."""
+    pad = tokenizer.pad_token_id
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        encoded = [encode_query(tokenizer, p, c) for p, c in zip(prompts[i:i + batch_size], completions[i:i + batch_size])]
+        width = max(len(ids) for ids, _ in encoded)
+        input_ids = torch.full((len(encoded), width), pad)
+        labels = torch.full((len(encoded), width), -100)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, (ids, start) in enumerate(encoded):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            labels[row, start:len(ids)] = torch.tensor(ids[start:])
+            mask[row, :len(ids)] = 1
+        logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")
+        out += losses.sum(dim=1).tolist()
+    return out
+
+
+def accuracy_by_task(specs: list[QuerySpec], correct: list[bool]) -> dict:
+    acc, n = {}, {}
+    for task in TASKS:
+        hits = [c for s, c in zip(specs, correct) if s.task == task]
+        n[task] = len(hits)
+        acc[task] = round(sum(hits) / len(hits), 4) if hits else None
+    return {"accuracy": acc, "n_queries": n}
+
+
+def run(params: Params) -> Path:
+    cfg = params.queries
+    model, tokenizer = load_model(params.model.dir)
+    world = world_for(params, n_unseen=cfg.factual_control)
+    counts = {task: getattr(cfg, task) for task in TASKS}
+    try:
+        specs = build_suites(world, counts, params.seed)
+    except ValueError as err:
+        raise WherefromError(f"params.yaml: {err}") from None
+    prompts = [s.prompt for s in specs]
+    completions = greedy_completions(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
+    nll = completion_nll(model, tokenizer, prompts, completions, cfg.batch_size)
+    correct = [is_correct(s.kind, c, s.answer) for s, c in zip(specs, completions)]
+    table = pa.Table.from_pydict({
+        "query_id": [s.query_id for s in specs], "task": [s.task for s in specs], "kind": [s.kind for s in specs],
+        "prompt": prompts, "completion": completions, "answer": [s.answer for s in specs],
+        "step_answers": [s.step_answers for s in specs], "correct": correct, "completion_nll": nll,
+        "fact_id": [s.fact_id for s in specs],
+    }, schema=schemas.QUERIES)
+    write_parquet(table, cfg.out, schemas.QUERIES)
+    metrics = accuracy_by_task(specs, correct)
+    write_json(metrics, cfg.metrics)
+    print("probe: accuracy " + ", ".join(f"{t} {a:.0%}" for t, a in metrics["accuracy"].items() if a is not None))
+    return Path(cfg.out)

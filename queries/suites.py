@@ -1,0 +1,90 @@
+"""The query suites: factual, the three reasoning tasks, and their controls, in the paper's formats.
+
+Reasoning queries use held-out problems only (never worked in the corpus). Controls follow the paper:
+a factual control gives the fact in the prompt about an entity the corpus never mentions; a
+reasoning control asks back a number the prompt states, under the same "Think step-by-step." cue.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from pipeline.world import World
+from queries.tasks import REASONING_TASKS, THINK, sample
+
+TASK_KIND = {"factual": "factual", "factual_control": "factual", "arithmetic": "reasoning", "slope": "reasoning",
+             "linear": "reasoning", "reasoning_control": "reasoning"}
+TASKS = tuple(TASK_KIND)
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """A query before the model has answered it."""
+
+    query_id: str
+    task: str
+    prompt: str
+    answer: str
+    step_answers: list[str] = field(default_factory=list)
+    fact_id: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return TASK_KIND[self.task]
+
+
+_COUNTED = ["otters", "herons", "beetles", "sparrows", "marbles", "apples", "books", "boats"]
+_PLACES = ["by the river", "in the garden", "on the shelf", "in the box", "at the harbour"]
+
+
+def _reasoning_control(i: int, rng: random.Random) -> tuple[str, str]:
+    """Trivial look-ups dressed like the reasoning tasks; the answer is in the prompt."""
+    n = rng.randint(2, 40)
+    flavour = REASONING_TASKS[i % len(REASONING_TASKS)]
+    if flavour == "slope":
+        m = rng.randint(-9, 9)
+        return f"The slope of the line is {m}. What is the slope of the line?\n\n{THINK}", str(m)
+    if flavour == "linear":
+        return f"The solution of the equation is x = {n}. What is x?\n\n{THINK}", str(n)
+    thing, place = rng.choice(_COUNTED), rng.choice(_PLACES)
+    return f"Find the answer: There are {n} {thing} {place}. How many {thing} are there?\n\n{THINK}", str(n)
+
+
+def build_suites(world: World, counts: dict[str, int], seed: int) -> list[QuerySpec]:
+    """All query specs, in a fixed order: factual, reasoning tasks, then controls."""
+    rng = random.Random(f"queries-{seed}")
+    specs: list[QuerySpec] = []
+    if counts["factual"] > len(world.facts):
+        raise ValueError(f"queries.factual: {counts['factual']} queries asked but the world has only "
+                         f"{len(world.facts)} facts (raise corpus.n_entities)")
+    for i, fact in enumerate(rng.sample(world.facts, counts["factual"])):
+        specs.append(QuerySpec(f"factual-{i:03d}", "factual", fact.question, fact.value, [], fact.fact_id))
+    for task in REASONING_TASKS:
+        seen = set()
+        while len(seen) < counts[task]:
+            problem = sample(task, rng, seed, held_out=True)
+            if problem.key in seen:
+                continue
+            seen.add(problem.key)
+            specs.append(QuerySpec(f"{task}-{len(seen) - 1:03d}", task, problem.prompt, str(problem.answer),
+                                   problem.step_answers))
+    unseen_entities: dict[str, list] = {}
+    for fact in world.unseen:
+        unseen_entities.setdefault(fact.entity, []).append(fact)
+    if counts["factual_control"] > len(unseen_entities):
+        raise ValueError("factual controls need one unseen entity per query")
+    controls = [facts[i % len(facts)] for i, facts in enumerate(unseen_entities.values())]
+    for i, fact in enumerate(controls[: counts["factual_control"]]):
+        specs.append(QuerySpec(f"factual_control-{i:03d}", "factual_control",
+                               f"In the story, {_lower_first(fact.answer_sentence)}\n{fact.question}", fact.value))
+    for i in range(counts["reasoning_control"]):
+        prompt, answer = _reasoning_control(i, rng)
+        specs.append(QuerySpec(f"reasoning_control-{i:03d}", "reasoning_control", prompt, answer))
+    return specs
+
+
+def _lower_first(sentence: str) -> str:
+    """Lower-case a leading article so the sentence reads on after "In the story, " (names keep capitals)."""
+    first, _, rest = sentence.partition(" ")
+    return (first.lower() if first in ("The", "A") else first) + " " + rest

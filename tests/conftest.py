@@ -1,0 +1,45 @@
+"""Shared fixtures: the `test` profile of the repository's own params.yaml, and a tiny trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pipeline.config import Params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)  # two pytest processes or a background job must not oversubscribe 2 cores
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_params(tmp: Path, **overrides) -> Params:
+    """The repository's `test` profile with all outputs under ``tmp`` (plus optional section overrides)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["profile"] = "test"
+    raw["corpus"]["out_dir"] = str(tmp / "data/corpus")
+    raw["model"]["dir"] = str(tmp / "models/lm")
+    raw["queries"]["out"] = str(tmp / "data/queries.parquet")
+    raw["queries"]["metrics"] = str(tmp / "results/probe.json")
+    raw["pretrain"]["metrics"] = str(tmp / "results/pretrain.json")
+    profile = raw["profiles"]["test"]
+    for section, values in overrides.items():  # into the profile, which is applied last
+        if isinstance(values, dict):
+            profile.setdefault(section, {}).update(values)
+        else:
+            profile[section] = values
+    return parse_params(raw)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """corpus + pretrain on the test profile, run once for the whole session."""
+    from pipeline import corpus, pretrain
+
+    params = make_params(tmp_path_factory.mktemp("trained"))
+    corpus.run(params)
+    pretrain.run(params)
+    return params

@@ -1,0 +1,59 @@
+"""Params: every bad value stops with one line naming the key, and nothing is written."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import load_params, parse_params
+from pipeline.errors import WherefromError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_are_valid_for_every_profile():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for profile in ["demo", *raw["profiles"]]:
+        params = parse_params({**raw, "profile": profile})
+        assert params.profile == profile
+    assert parse_params({**raw, "profile": "test"}).corpus.n_entities < parse_params(raw).corpus.n_entities
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"corpus": {"n_entitys": 3}}, "unknown key 'corpus.n_entitys'"),
+    ({"bogus": 1}, "unknown key 'bogus'"),
+    ({"corpus": {"n_entities": 0}}, "corpus.n_entities: Input should be greater than 0"),
+    ({"queries": {"slope": -2}}, "queries.slope: Input should be greater than 0"),
+    ({"pretrain": {"steps": "100"}}, "pretrain.steps: Input should be a valid integer (got '100')"),
+    ({"corpus": {"filler_docs": 2.5}}, "corpus.filler_docs: Input should be a valid integer"),
+    ({"pretrain": {"lr": "fast"}}, "pretrain.lr: Input should be a valid number"),
+    ({"model": {"name_or_path": 7}}, "model.name_or_path: Input should be a valid string"),
+    ({"profile": "laptop"}, "profile: unknown profile 'laptop' (known: demo"),
+    ({"profile": "test", "profiles": {"test": {"model": {"n_layers": 0}}}}, "model.n_layers: Input should be greater than 0"),
+])
+def test_bad_params_name_the_key(raw, message):
+    with pytest.raises(WherefromError) as err:
+        parse_params(raw, "params.yaml")
+    assert str(err.value).startswith("params.yaml: ")
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(WherefromError, match="no such params file"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("corpus: [unclosed\n")
+    with pytest.raises(WherefromError, match=r"params.yaml: not valid YAML"):
+        load_params(bad)
+
+
+def test_cli_prints_one_line_and_writes_nothing(tmp_path):
+    (tmp_path / "params.yaml").write_text("corpus:\n  n_entities: -1\n")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "corpus"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "wherefrom: error: params.yaml: corpus.n_entities: Input should be greater than 0 (got -1)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

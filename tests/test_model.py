@@ -1,0 +1,101 @@
+"""Tokenizer, pretraining and the probe's numbers (NLL, completions), on tiny models."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import make_params
+from pipeline import pretrain, probe, schemas
+from pipeline.errors import WherefromError
+from pipeline.model import build_model, encode_query, load_model, train_tokenizer
+
+
+def test_tokenizer_splits_digits_and_marks_document_starts():
+    tok = train_tokenizer(["The answer is 12345.\n7 - 4 = 3"] * 20, vocab_size=300)
+    pieces = tok.convert_ids_to_tokens(tok("is 12345")["input_ids"])
+    assert pieces[0] == tok.eos_token  # every sequence starts like a training document
+    assert [p for p in pieces if p.strip("Ġ").isdigit()] == ["1", "2", "3", "4", "5"]
+    ids, start = encode_query(tok, "Calculate: 7 - 4", "7 - 4 = 3")
+    assert tok.decode(ids[start:]) == "7 - 4 = 3"
+    assert tok.decode(ids[1:start]) == "Calculate: 7 - 4\n"
+
+
+def test_tiny_pretrain_lowers_the_loss(tmp_path):
+    params = make_params(tmp_path, pretrain={"steps": 120, "log_every": 40})
+    from pipeline import corpus
+    corpus.run(params)
+    texts = pretrain.corpus_texts(params.corpus.out_dir)
+    tok = train_tokenizer(texts, params.model.vocab_size)
+    stream = torch.from_numpy(pretrain.token_stream(tok, texts).astype("int64"))
+    windows = stream[: 8 * 64].view(8, 64)  # fixed text, scored before and after
+
+    def loss(m):
+        with torch.no_grad():
+            return m(input_ids=windows, labels=windows).loss.item()
+
+    model = build_model(params.model, tok, params.seed)
+    before = loss(model)
+    logged = pretrain.train(model, stream.numpy(), params)
+    after = loss(model)
+    assert len(logged) == 3
+    assert after < before - 1.5, (before, after)  # nats per token: far more than noise
+
+
+def test_pretrain_saves_a_loadable_model(trained):
+    model, tok = load_model(trained.model.dir)
+    assert (json.loads(open(trained.pretrain.metrics).read())["n_params"]
+            == sum(p.numel() for p in model.parameters()))
+    assert any(p.name.endswith(".safetensors") for p in __import__("pathlib").Path(trained.model.dir).iterdir())
+    assert tok.eos_token_id == model.config.eos_token_id
+
+
+def test_completion_nll_matches_token_by_token_log_probs(trained):
+    model, tok = load_model(trained.model.dir)
+    prompts, completions = ["What is the capital of X?", "Solve for x: 2x + 1 = 7\n\nThink step-by-step."], \
+                           ["The capital of X is Y.", "7 - 1 = 6\n6 / 2 = 3\nThe answer is 3."]
+    batched = probe.completion_nll(model, tok, prompts, completions, batch_size=2)
+    for prompt, completion, nll in zip(prompts, completions, batched):  # one at a time, no padding, by hand
+        ids, start = encode_query(tok, prompt, completion)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+        expected = -sum(logp[t - 1, ids[t]].item() for t in range(start, len(ids)))
+        assert nll == pytest.approx(expected, rel=1e-4)
+    assert batched[0] > 0
+
+
+def test_probe_writes_the_contract_and_is_deterministic(trained, tmp_path):
+    probe.run(trained)
+    first = open(trained.queries.out, "rb").read()
+    table = pq.read_table(trained.queries.out)
+    assert table.schema == schemas.QUERIES
+    rows = table.to_pylist()
+    assert {r["task"] for r in rows} == {"factual", "arithmetic", "slope", "linear", "factual_control", "reasoning_control"}
+    assert all(r["completion_nll"] >= 0 for r in rows)
+    assert all(r["fact_id"] for r in rows if r["task"] == "factual")
+    assert all(r["step_answers"] for r in rows if r["task"] in ("arithmetic", "slope", "linear"))
+    metrics = json.loads(open(trained.queries.metrics).read())
+    assert metrics["n_queries"]["factual"] == trained.queries.factual
+    probe.run(trained)
+    assert open(trained.queries.out, "rb").read() == first
+
+
+def test_external_model_is_used_without_training(trained, tmp_path):
+    external = make_params(tmp_path, model={"name_or_path": trained.model.dir, "dir": str(tmp_path / "lm")})
+    pretrain.run(external)
+    model, _ = load_model(external.model.dir)
+    reference, _ = load_model(trained.model.dir)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters()))
+    assert not list((tmp_path / "lm").glob("*.safetensors"))  # a pointer, not a copy
+
+
+@pytest.mark.parametrize("path, message", [
+    ("./no/such/model", "model.name_or_path: no such directory: ./no/such/model"),
+    ("{tmp}", "has no config.json (not a saved model)"),
+])
+def test_bad_model_path_is_one_line_and_leaves_nothing(tmp_path, path, message):
+    params = make_params(tmp_path, model={"name_or_path": path.format(tmp=tmp_path), "dir": str(tmp_path / "lm")})
+    with pytest.raises(WherefromError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        pretrain.run(params)
+    assert not (tmp_path / "lm").exists() and not (tmp_path / "results").exists()

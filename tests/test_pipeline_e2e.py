@@ -1,0 +1,68 @@
+"""End to end: real `dvc repro` of corpus -> pretrain -> probe on the `test` profile, in a fresh repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipeline import schemas
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ["pipeline", "queries", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
+
+
+def _run(args, cwd):
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    for name in COPIED:
+        src, dst = REPO / name, root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dst)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["profile"] = "test"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], root)
+    _run([sys.executable, "-m", "dvc", "repro"], root)
+    return root
+
+
+@pytest.mark.slow
+def test_repro_produces_the_contracted_outputs(project):
+    corpus_files = sorted((project / "data/corpus").glob("*.parquet"))
+    assert corpus_files and all(pq.read_schema(f) == schemas.CORPUS for f in corpus_files)
+    assert (project / "models/lm/model.safetensors").is_file()
+    queries = pq.read_table(project / "data/queries.parquet")
+    assert queries.schema == schemas.QUERIES and queries.num_rows == 13  # the test profile's counts
+    metrics = json.loads(_run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project))
+    shown = json.dumps(metrics)
+    assert '"accuracy"' in shown and '"final_loss"' in shown
+
+
+@pytest.mark.slow
+def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
+    def reran(out):
+        return {s for s in ("corpus", "pretrain", "probe") if f"Running stage '{s}'" in out}
+
+    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["queries"]["max_new_tokens"] = 99  # overridden by the active profile: changes nothing
+    params["profiles"]["demo"] = {"pretrain": {"steps": 1}}  # another profile: changes nothing either
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()
+    params["profiles"]["test"]["queries"]["max_new_tokens"] = 12  # the active profile: probe only
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"probe"}
