@@ -11,17 +11,18 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps kronfluence==1.0.1  # see pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
 
-## make demo: corpus -> pretrain -> probe on the embedded world (demo profile), then the headline numbers
+## make demo: the whole pipeline on the embedded world (demo profile), then the headline numbers
 demo: $(STAMP)
 	@test -d .git || { echo "make demo: run it inside the git checkout (DVC needs the repository)"; exit 2; }
 	dvc repro
@@ -29,11 +30,16 @@ demo: $(STAMP)
 	@echo "Results:"
 	@echo "  corpus   data/corpus/        queries  data/queries.parquet"
 	@echo "  model    models/lm/          metrics  results/probe.json, results/pretrain.json"
+	@echo "  factors  results/factors/    scores   results/scores/shard=*/part.parquet"
 	@dvc metrics show
 
 ## make test: unit tests plus one end-to-end `dvc repro` on the test profile
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## make bench: docs/s of plain forward+backward, kronfluence and wherefrom, side by side (not a test)
+bench: $(STAMP)
+	$(BIN)/python -m influence.bench
 
 clean:
 	rm -rf data models results .dvc/cache .dvc/tmp

@@ -1,6 +1,6 @@
 """`wherefrom`: one sub-command per pipeline stage (what `dvc repro` runs), plus helpers.
 
-    wherefrom corpus | pretrain | probe  [--params params.yaml]
+    wherefrom params | corpus | pretrain | probe | factors | scores  [--params params.yaml]
 
 Errors in input or params print one line, `wherefrom: error: ...`, and exit with status 2.
 """
@@ -22,6 +22,8 @@ STAGES = {
     "corpus": "generate the world's documents with ground truth -> data/corpus/",
     "pretrain": "train a tokenizer and a small causal LM on the corpus (or adopt model.name_or_path) -> models/lm/",
     "probe": "ask the query suites, record completions, NLL and correctness -> data/queries.parquet",
+    "factors": "fit the EK-FAC curvature of the model on the corpus -> results/factors/",
+    "scores": "influence of every document on every query, sharded on Dask -> results/scores/",
 }
 
 

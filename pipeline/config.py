@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
@@ -32,9 +32,10 @@ class RuntimeConfig:
 class CorpusConfig:
     out_dir: StrictStr = Field("data/corpus", description="where the corpus Parquet files go")
     n_entities: StrictInt = Field(16, gt=0, description="fictional entities; each kind has 2-3 attributes, one fact each")
-    fact_doc_repeats: StrictInt = Field(8, gt=0, description="paraphrased copies of each fact document (wiki, trivia, narrative)")
+    fact_doc_repeats: StrictInt = Field(16, gt=0, description="paraphrased copies of each fact document (wiki, trivia, narrative)")
     procedure_docs_per_task: StrictInt = Field(2500, gt=0, description="procedure documents per reasoning task")
     examples_per_procedure_doc: StrictInt = Field(3, gt=0, description="worked problems in one procedure document")
+    reading_docs: StrictInt = Field(3000, gt=0, description="questions answered from their own context (procedure 'reading')")
     filler_docs: StrictInt = Field(2000, gt=0, description="documents that state no fact and show no procedure")
     docs_per_file: StrictInt = Field(50_000, gt=0, description="documents per Parquet file")
 
@@ -53,7 +54,7 @@ class ModelConfig:
 
 @dataclass(config=_STRICT)
 class PretrainConfig:
-    steps: StrictInt = Field(4900, gt=0, description="optimizer steps; steps and fact repetition matter more than model size")
+    steps: StrictInt = Field(6000, gt=0, description="optimizer steps; steps and fact repetition matter more than model size")
     batch_size: StrictInt = Field(8, gt=0)
     lr: StrictFloat = Field(3e-3, gt=0, description="peak learning rate, cosine decay to 10%")
     warmup_steps: StrictInt = Field(100, ge=0)
@@ -77,6 +78,31 @@ class QueriesConfig:
 
 
 @dataclass(config=_STRICT)
+class InfluenceConfig:
+    """The curvature (factors stage); the paper's settings are the defaults."""
+
+    factors_dir: StrictStr = Field("results/factors")
+    strategy: Literal["ekfac", "kfac", "diagonal", "identity"] = Field(
+        "ekfac", description="curvature approximation; identity = plain gradient dot products")
+    tracked: Literal["mlp", "all_linear"] = Field("mlp", description="which nn.Linear layers are attributed")
+    damping: StrictFloat | None = Field(None, gt=0, description="null = 0.1 x mean eigenvalue per layer (the paper)")
+    factor_docs: StrictInt = Field(0, ge=0, description="documents to fit the curvature on; 0 = the whole corpus")
+    batch_size: StrictInt = Field(16, gt=0)
+
+
+@dataclass(config=_STRICT)
+class ScoresConfig:
+    out_dir: StrictStr = Field("results/scores")
+    method: Literal["influence", "random"] = Field("influence", description="influence, or random scores as a baseline")
+    shard_size: StrictInt = Field(1000, gt=0, description="documents per shard: one Dask task, one Parquet file")
+    batch_size: StrictInt = Field(16, gt=0)
+    workers: StrictInt = Field(1, gt=0, description="LocalCluster worker processes")
+    threads_per_worker: StrictInt = Field(0, ge=0, description="torch threads per worker; 0 = cores / workers")
+    scheduler: StrictStr | None = Field(None, description="address of an existing dask.distributed scheduler")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="autocast dtype of the scoring passes")
+
+
+@dataclass(config=_STRICT)
 class Params:
     profile: StrictStr = "demo"
     seed: StrictInt = 0
@@ -85,6 +111,8 @@ class Params:
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
     queries: QueriesConfig = QueriesConfig()
+    influence: InfluenceConfig = InfluenceConfig()
+    scores: ScoresConfig = ScoresConfig()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
@@ -144,6 +172,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "corpus": ("seed", "corpus"),
     "pretrain": ("seed", "model", "pretrain"),
     "probe": ("seed", "corpus", "model", "queries"),
+    "factors": ("seed", "model", "influence"),
+    "scores": ("seed", "model", "influence", "scores"),
 }
 RESOLVED_DIR = Path("data/params")
 

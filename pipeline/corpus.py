@@ -4,7 +4,8 @@
 
 The same seed and params give byte-identical files. Documents state facts (wiki articles, trivia,
 narratives; each repeated as paraphrases), show procedures (four formats per reasoning task, never on
-a query's own numbers) or are filler. Order is shuffled so that no shard is all one kind.
+a query's own numbers), answer questions from their own context (``reading``, about throwaway
+entities) or are filler. Order is shuffled so that no shard is all one kind.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import re
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from pipeline import filler, schemas
 from pipeline.atomic import atomic_dir, write_parquet
 from pipeline.config import CorpusConfig, Params
-from pipeline.documents import PROCEDURE_FORMATS, Document, narrative, procedure_document, trivia, wiki_article
-from pipeline.world import World, build_world
+from pipeline.documents import (PROCEDURE_FORMATS, Document, narrative, procedure_document, reading_document, trivia,
+                                wiki_article)
+from pipeline.world import World, build_world, by_entity
+from queries.suites import factual_control_prompt, one_fact_per_entity, reasoning_control
 from queries.tasks import REASONING_TASKS, sample
 
 # Words, single digits and punctuation runs: a tokenizer-independent length (every BPE token of a
@@ -31,15 +35,21 @@ def n_pre_tokens(text: str) -> int:
     return len(_PRE_TOKEN.findall(text))
 
 
+def corpus_texts(corpus_dir: str) -> list[str]:
+    """Every document's text, in file order."""
+    return ds.dataset(corpus_dir, format="parquet").to_table(columns=["text"]).column("text").to_pylist()
+
+
 def world_for(params: Params, n_unseen: int = 0) -> World:
-    """The world a corpus was generated from: a pure function of the seed and the entity count."""
-    return build_world(params.seed, params.corpus.n_entities, n_unseen, reserved=filler.vocabulary())
+    """The world a corpus was generated from: a pure function of the seed and the corpus settings."""
+    return build_world(params.seed, params.corpus.n_entities, n_throwaway=params.corpus.reading_docs // 2,
+                       n_unseen=n_unseen, reserved=filler.vocabulary())
 
 
 def generate_documents(cfg: CorpusConfig, world: World, seed: int) -> list[Document]:
     rng = random.Random(f"corpus-{seed}")
     docs: list[Document] = []
-    for facts in world.entities().values():
+    for facts in by_entity(world.facts):
         docs += [wiki_article(facts, rng) for _ in range(cfg.fact_doc_repeats)]
         for fact in facts:
             docs += [trivia(fact, rng) for _ in range(cfg.fact_doc_repeats)]
@@ -48,6 +58,11 @@ def generate_documents(cfg: CorpusConfig, world: World, seed: int) -> list[Docum
         for i in range(cfg.procedure_docs_per_task):
             problems = [sample(task, rng, seed, held_out=False) for _ in range(cfg.examples_per_procedure_doc)]
             docs.append(procedure_document(task, PROCEDURE_FORMATS[i % len(PROCEDURE_FORMATS)], problems, rng))
+    stories = one_fact_per_entity(world.throwaway)  # half the reading documents; restated numbers the rest
+    docs += [reading_document(factual_control_prompt(f), f.answer_sentence, rng) for f in stories]
+    for i in range(cfg.reading_docs - len(stories)):
+        prompt, completion, _ = reasoning_control(i, rng)
+        docs.append(reading_document(prompt, completion, rng))
     docs += [filler.filler_document(rng) for _ in range(cfg.filler_docs)]
     rng.shuffle(docs)
     return docs

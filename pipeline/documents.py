@@ -49,6 +49,17 @@ def narrative(fact: Fact, rng: random.Random) -> Document:
     return Document(fact.fill(rng.choice(fact.attribute.narratives)), "webdata", [fact.fact_id])
 
 
+# ---------------------------------------------------------------- reading (answering from context)
+
+def reading_document(prompt: str, completion: str, rng: random.Random) -> Document:
+    """A question answered from its own context, in the control queries' formats.
+
+    It teaches the model to copy an answer (and an entity's name) from the prompt, so that controls
+    are answerable; its entities are throwaway ones, never the world's facts.
+    """
+    return Document(f"{prompt}\n{completion}", rng.choice(["math_and_trivia", "webdata"]), [], "reading")
+
+
 # ---------------------------------------------------------------- procedures
 
 def _as_sentence(question: str) -> str:

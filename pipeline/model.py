@@ -25,6 +25,7 @@ EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 PROMPT_SEPARATOR = "\n"
 EXTERNAL_POINTER = "external_model.json"  # written instead of weights when model.name_or_path is set
+IGNORE = -100  # label of a token that no loss counts (padding, and a query's prompt)
 
 
 def set_threads(threads: int) -> int:
@@ -96,3 +97,16 @@ def encode_query(tokenizer, prompt: str, completion: str) -> tuple[list[int], in
     prompt_ids = tokenizer(prompt + PROMPT_SEPARATOR)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     return prompt_ids + completion_ids, len(prompt_ids)
+
+
+def pad_batch(items: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad ``(ids, start)`` pairs; labels count only tokens from ``start`` on, never padding."""
+    width = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, (ids, start) in enumerate(items):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, start : len(ids)] = torch.tensor(ids[start:])
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}

@@ -14,18 +14,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as ds
 import torch
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.config import Params
+from pipeline.corpus import corpus_texts
 from pipeline.model import EXTERNAL_POINTER, build_model, check_name_or_path, load_model, train_tokenizer
-
-
-def corpus_texts(corpus_dir: str) -> list[str]:
-    return ds.dataset(corpus_dir, format="parquet").to_table(columns=["text"]).column("text").to_pylist()
 
 
 def token_stream(tokenizer, texts: list[str]) -> np.ndarray:

@@ -20,7 +20,7 @@ from pipeline.atomic import write_json, write_parquet
 from pipeline.config import Params
 from pipeline.corpus import world_for
 from pipeline.errors import WherefromError
-from pipeline.model import PROMPT_SEPARATOR, encode_query, load_model
+from pipeline.model import IGNORE, PROMPT_SEPARATOR, encode_query, load_model, pad_batch
 from queries.answers import is_correct
 from queries.suites import TASKS, QuerySpec, build_suites
 
@@ -32,31 +32,24 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
     for i in tqdm(range(0, len(prompts), batch_size), desc="probe: generate", unit="batch"):
         batch = [p + PROMPT_SEPARATOR for p in prompts[i:i + batch_size]]
         enc = tokenizer(batch, return_tensors="pt", padding=True)
-        ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+        ids = model.generate(**enc, max_new_tokens=max_new_tokens, min_new_tokens=1, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         for row in ids[:, enc["input_ids"].shape[1]:]:
             text = tokenizer.decode(row, skip_special_tokens=True)
-            out.append(text.split("\n\n")[0].strip())
+            out.append(text.strip().split("\n\n")[0].strip())  # a leading blank line does not end it
     return out
 
 
 @torch.no_grad()
 def completion_nll(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int) -> list[float]:
     """Summed negative log-likelihood (nats) of each completion given its prompt; prompt tokens masked."""
-    pad = tokenizer.pad_token_id
     out = []
     for i in range(0, len(prompts), batch_size):
-        encoded = [encode_query(tokenizer, p, c) for p, c in zip(prompts[i:i + batch_size], completions[i:i + batch_size])]
-        width = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.full((len(encoded), width), pad)
-        labels = torch.full((len(encoded), width), -100)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, (ids, start) in enumerate(encoded):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            labels[row, start:len(ids)] = torch.tensor(ids[start:])
-            mask[row, :len(ids)] = 1
-        logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")
+        batch = pad_batch([encode_query(tokenizer, p, c) for p, c in
+                           zip(prompts[i:i + batch_size], completions[i:i + batch_size])], tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:],
+                                                   ignore_index=IGNORE, reduction="none")
         out += losses.sum(dim=1).tolist()
     return out
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "tr", "st", "th"]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]
 _CODAS = ["", "", "n", "r", "s", "l", "th", "nd", "x"]
+_N_STARTS = len(_ONSETS) * len(_VOWELS)
 _DEVICES = ["lens", "loom", "engine", "compass", "press", "kiln", "pump", "clock"]
 
 
@@ -110,45 +111,66 @@ class _NameSource:
     """Draws names that are unique across the whole world (entities and values alike)."""
 
     def __init__(self, rng: random.Random, reserved: set[str]) -> None:
-        self.rng, self.used = rng, set(reserved)
+        self.rng, self.used, self.first_syllables = rng, set(reserved), set()
 
-    def fresh(self, syllables: int) -> str:
+    def fresh(self, syllables: int, distinct_start: bool = False) -> str:
+        """A new name; with ``distinct_start``, also one whose first syllable no other such name has
+        (while any is left): a small model confuses entities that start alike."""
         while True:
             name = make_name(self.rng, syllables)
+            start = self._first_syllable(name)
+            if distinct_start and start in self.first_syllables and len(self.first_syllables) < _N_STARTS:
+                continue
             if name.lower() not in self.used:
                 self.used.add(name.lower())
+                if distinct_start:
+                    self.first_syllables.add(start)
                 return name
+
+    @staticmethod
+    def _first_syllable(name: str) -> str:
+        lower = name.lower()
+        onset = max((o for o in _ONSETS if lower.startswith(o)), key=len)
+        vowel = max((v for v in _VOWELS if lower[len(onset):].startswith(v)), key=len, default="")
+        return onset + vowel
 
 
 @dataclass(frozen=True)
 class World:
-    """Entities in the corpus (``facts``) and entities that never appear in it (``unseen``)."""
+    """Entities whose facts the corpus states (``facts``), throwaway entities that reading documents
+    describe in context (``throwaway``), and entities that never appear in the corpus (``unseen``)."""
 
     facts: tuple[Fact, ...]
+    throwaway: tuple[Fact, ...]
     unseen: tuple[Fact, ...]
 
-    def entities(self) -> dict[str, list[Fact]]:
-        by_entity: dict[str, list[Fact]] = {}
-        for fact in self.facts:
-            by_entity.setdefault(fact.entity, []).append(fact)
-        return by_entity
 
 
-def build_world(seed: int, n_entities: int, n_unseen: int = 0, reserved: set[str] = frozenset()) -> World:
+def by_entity(facts: tuple[Fact, ...]) -> list[list[Fact]]:
+    """Facts grouped per entity, in the order the entities were drawn."""
+    groups: dict[str, list[Fact]] = {}
+    for fact in facts:
+        groups.setdefault(fact.entity, []).append(fact)
+    return list(groups.values())
+
+
+def build_world(seed: int, n_entities: int, n_throwaway: int = 0, n_unseen: int = 0,
+                reserved: set[str] = frozenset()) -> World:
     """Entities cycle through the kinds; every attribute of an entity's kind becomes one fact.
 
-    Corpus entities are drawn before unseen ones, so ``n_unseen`` never changes the corpus's world.
-    ``reserved`` holds words that names must not collide with (the filler vocabulary).
+    Unseen entities are drawn last, so ``n_unseen`` never changes what the corpus contains; every
+    name is unique across all three groups. ``reserved`` holds words names must avoid (filler's).
     """
     rng = random.Random(f"world-{seed}")
     names = _NameSource(rng, reserved)
 
     def facts_for(i: int, prefix: str) -> list[Fact]:
         kind = KINDS[i % len(KINDS)]
-        entity = names.fresh(3)
+        entity = names.fresh(2, distinct_start=prefix == "e")  # short names: fewer tokens to copy
         return [Fact(f"{prefix}{i:03d}-{a.name}", entity, kind, a, _value(a, rng, names))
                 for a in ATTRIBUTES if a.kind == kind]
 
     facts = [f for i in range(n_entities) for f in facts_for(i, "e")]
+    throwaway = [f for i in range(n_throwaway) for f in facts_for(i, "t")]
     unseen = [f for i in range(n_unseen) for f in facts_for(i, "u")]
-    return World(tuple(facts), tuple(unseen))
+    return World(tuple(facts), tuple(throwaway), tuple(unseen))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from pipeline.world import World
+from pipeline.world import Fact, World, by_entity
 from queries.tasks import REASONING_TASKS, THINK, sample
 
 TASK_KIND = {"factual": "factual", "factual_control": "factual", "arithmetic": "reasoning", "slope": "reasoning",
@@ -38,17 +38,24 @@ _COUNTED = ["otters", "herons", "beetles", "sparrows", "marbles", "apples", "boo
 _PLACES = ["by the river", "in the garden", "on the shelf", "in the box", "at the harbour"]
 
 
-def _reasoning_control(i: int, rng: random.Random) -> tuple[str, str]:
-    """Trivial look-ups dressed like the reasoning tasks; the answer is in the prompt."""
+def reasoning_control(i: int, rng: random.Random) -> tuple[str, str, str]:
+    """A trivial look-up dressed like reasoning task ``i``: (prompt, canonical completion, answer)."""
     n = rng.randint(2, 40)
     flavour = REASONING_TASKS[i % len(REASONING_TASKS)]
     if flavour == "slope":
         m = rng.randint(-9, 9)
-        return f"The slope of the line is {m}. What is the slope of the line?\n\n{THINK}", str(m)
+        return (f"The slope of the line is {m}. What is the slope of the line?\n\n{THINK}",
+                f"The slope of the line is {m}.", str(m))
     if flavour == "linear":
-        return f"The solution of the equation is x = {n}. What is x?\n\n{THINK}", str(n)
+        return f"The solution of the equation is x = {n}. What is x?\n\n{THINK}", f"The solution is x = {n}.", str(n)
     thing, place = rng.choice(_COUNTED), rng.choice(_PLACES)
-    return f"Find the answer: There are {n} {thing} {place}. How many {thing} are there?\n\n{THINK}", str(n)
+    return (f"Find the answer: There are {n} {thing} {place}. How many {thing} are there?\n\n{THINK}",
+            f"There are {n} {thing} {place}.", str(n))
+
+
+def factual_control_prompt(fact: Fact) -> str:
+    """The fact given in context, then asked: answerable by reading, not by memory."""
+    return f"In the story, {_lower_first(fact.answer_sentence)}\n{fact.question}"
 
 
 def build_suites(world: World, counts: dict[str, int], seed: int) -> list[QuerySpec]:
@@ -69,19 +76,20 @@ def build_suites(world: World, counts: dict[str, int], seed: int) -> list[QueryS
             seen.add(problem.key)
             specs.append(QuerySpec(f"{task}-{len(seen) - 1:03d}", task, problem.prompt, str(problem.answer),
                                    problem.step_answers))
-    unseen_entities: dict[str, list] = {}
-    for fact in world.unseen:
-        unseen_entities.setdefault(fact.entity, []).append(fact)
-    if counts["factual_control"] > len(unseen_entities):
+    unseen = one_fact_per_entity(world.unseen)
+    if counts["factual_control"] > len(unseen):
         raise ValueError("factual controls need one unseen entity per query")
-    controls = [facts[i % len(facts)] for i, facts in enumerate(unseen_entities.values())]
-    for i, fact in enumerate(controls[: counts["factual_control"]]):
-        specs.append(QuerySpec(f"factual_control-{i:03d}", "factual_control",
-                               f"In the story, {_lower_first(fact.answer_sentence)}\n{fact.question}", fact.value))
+    for i, fact in enumerate(unseen[: counts["factual_control"]]):
+        specs.append(QuerySpec(f"factual_control-{i:03d}", "factual_control", factual_control_prompt(fact), fact.value))
     for i in range(counts["reasoning_control"]):
-        prompt, answer = _reasoning_control(i, rng)
+        prompt, _, answer = reasoning_control(i, rng)
         specs.append(QuerySpec(f"reasoning_control-{i:03d}", "reasoning_control", prompt, answer))
     return specs
+
+
+def one_fact_per_entity(facts: tuple[Fact, ...]) -> list[Fact]:
+    """Entity i contributes its (i mod n)-th fact, so consecutive entities vary the attribute asked."""
+    return [group[i % len(group)] for i, group in enumerate(by_entity(facts))]
 
 
 def _lower_first(sentence: str) -> str:

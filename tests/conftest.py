@@ -25,6 +25,8 @@ def make_params(tmp: Path, **overrides) -> Params:
     raw["queries"]["out"] = str(tmp / "data/queries.parquet")
     raw["queries"]["metrics"] = str(tmp / "results/probe.json")
     raw["pretrain"]["metrics"] = str(tmp / "results/pretrain.json")
+    raw["influence"]["factors_dir"] = str(tmp / "results/factors")
+    raw["scores"]["out_dir"] = str(tmp / "results/scores")
     profile = raw["profiles"]["test"]
     for section, values in overrides.items():  # into the profile, which is applied last
         if isinstance(values, dict):

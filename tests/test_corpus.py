@@ -22,6 +22,7 @@ def world_docs(tmp_path_factory):
     """A mid-sized world: every fact kind and procedure format, in under a second."""
     params = make_params(tmp_path_factory.mktemp("w"), corpus={"n_entities": 6, "procedure_docs_per_task": 40,
                                                                "filler_docs": 60, "fact_doc_repeats": 3})
+    assert params.corpus.reading_docs == 6
     world = world_for(params)
     return params, world, generate_documents(params.corpus, world, params.seed)
 
@@ -94,8 +95,8 @@ def _apply(a, op, b):
 
 def test_every_worked_number_in_procedure_documents_is_right(world_docs):
     _, _, docs = world_docs
-    procedures = [d for d in docs if d.procedure]
-    assert {d.procedure for d in procedures} == set(REASONING_TASKS)
+    assert {d.procedure for d in docs if d.procedure} == {*REASONING_TASKS, "reading"}
+    procedures = [d for d in docs if d.procedure in REASONING_TASKS]
     steps = answers = 0
     for d in procedures:
         for a, op, b, result in _BINARY.findall(d.text):  # every worked step
@@ -114,6 +115,21 @@ def test_every_worked_number_in_procedure_documents_is_right(world_docs):
             assert printed == stated and printed, d.text
     examples = sum(1 for _ in procedures) * 3  # examples_per_procedure_doc in the test profile
     assert steps >= 2 * examples and answers == examples
+
+
+def test_reading_documents_answer_from_their_own_context(world_docs):
+    _, world, docs = world_docs
+    reading = [d for d in docs if d.procedure == "reading"]
+    assert len(reading) == 6  # the test profile's corpus.reading_docs
+    corpus_entities = {f.entity for f in world.facts}
+    throwaway = {f.entity for f in world.throwaway}
+    for d in reading:
+        *context, answer = d.text.split("\n")
+        numbers = re.findall(r"-?\d+", answer)
+        words = set(re.findall(r"[A-Z][a-z]+", answer)) - {"The", "Mount", "There"}
+        assert all(n in "\n".join(context) for n in numbers) and all(w in context[0] for w in words), d.text
+        assert not any(e in d.text for e in corpus_entities)  # never the world's own facts
+    assert sum(any(e in d.text for e in throwaway) for d in reading) == len(reading) // 2
 
 
 def test_procedure_formats_and_sources(world_docs):

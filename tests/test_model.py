@@ -26,7 +26,7 @@ def test_tiny_pretrain_lowers_the_loss(tmp_path):
     params = make_params(tmp_path, pretrain={"steps": 120, "log_every": 40})
     from pipeline import corpus
     corpus.run(params)
-    texts = pretrain.corpus_texts(params.corpus.out_dir)
+    texts = corpus.corpus_texts(params.corpus.out_dir)
     tok = train_tokenizer(texts, params.model.vocab_size)
     stream = torch.from_numpy(pretrain.token_stream(tok, texts).astype("int64"))
     windows = stream[: 8 * 64].view(8, 64)  # fixed text, scored before and after

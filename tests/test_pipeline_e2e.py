@@ -1,4 +1,4 @@
-"""End to end: real `dvc repro` of corpus -> pretrain -> probe on the `test` profile, in a fresh repository."""
+"""End to end: real `dvc repro` of the whole pipeline on the `test` profile, in a fresh repository."""
 
 import json
 import os
@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -14,7 +15,7 @@ import yaml
 from pipeline import schemas
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ["pipeline", "queries", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
+COPIED = ["pipeline", "queries", "influence", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
 
 
 def _run(args, cwd):
@@ -47,6 +48,11 @@ def test_repro_produces_the_contracted_outputs(project):
     assert (project / "models/lm/model.safetensors").is_file()
     queries = pq.read_table(project / "data/queries.parquet")
     assert queries.schema == schemas.QUERIES and queries.num_rows == 13  # the test profile's counts
+    assert (project / "results/factors/manifest.json").is_file()
+    n_docs = sum(pq.read_metadata(f).num_rows for f in corpus_files)
+    count = duckdb.connect().execute(
+        f"SELECT count(*) FROM read_parquet('{project}/results/scores/**/*.parquet')").fetchone()[0]
+    assert count == n_docs * queries.num_rows
     metrics = json.loads(_run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project))
     shown = json.dumps(metrics)
     assert '"accuracy"' in shown and '"final_loss"' in shown
@@ -55,7 +61,7 @@ def test_repro_produces_the_contracted_outputs(project):
 @pytest.mark.slow
 def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
     def reran(out):
-        return {s for s in ("corpus", "pretrain", "probe") if f"Running stage '{s}'" in out}
+        return {s for s in ("corpus", "pretrain", "probe", "factors", "scores") if f"Running stage '{s}'" in out}
 
     assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -63,6 +69,6 @@ def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
     params["profiles"]["demo"] = {"pretrain": {"steps": 1}}  # another profile: changes nothing either
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()
-    params["profiles"]["test"]["queries"]["max_new_tokens"] = 12  # the active profile: probe only
+    params["profiles"]["test"]["queries"]["max_new_tokens"] = 12  # the active profile: probe, then scores
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"probe"}
+    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"probe", "scores"}

@@ -1,0 +1,1 @@
+"""The attribution engine: EK-FAC curvature, preconditioned query gradients, document scoring, Dask shards."""

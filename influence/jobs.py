@@ -1,0 +1,107 @@
+"""The Dask task: score one shard. What it needs is loaded once per worker process, not once per task.
+
+A worker keeps one prepared ``Scorer`` (model, factors, preconditioned queries) per run key; every
+shard it is given after the first only reads its documents and runs the backward passes. Workers
+read their own documents from the corpus Parquet, so no text travels through the scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import torch
+
+from influence import data, shards
+from influence.scorer import Scorer
+from pipeline.model import load_model, set_threads
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """Everything a worker needs, small enough to send with every task."""
+
+    run_key: str
+    method: str  # influence | random
+    model_dir: str
+    factors_dir: str
+    corpus_dir: str
+    queries_path: str
+    out_dir: str
+    batch_size: int
+    max_tokens: int
+    damping: float | None
+    dtype: str
+    threads: int
+    seed: int
+
+
+_PREPARED: dict[str, tuple] = {}
+
+
+def _prepared(job: ScoreJob):
+    if job.run_key not in _PREPARED:
+        _PREPARED.clear()  # one run at a time per worker: free the previous model
+        set_threads(job.threads)
+        queries = pq.read_table(job.queries_path, columns=["query_id", "prompt", "completion", "completion_nll"])
+        query_ids = queries.column("query_id").to_pylist()
+        nll = np.asarray(queries.column("completion_nll").to_pylist(), dtype=np.float64)
+        scorer = tokenizer = None
+        if job.method == "influence":
+            model, tokenizer = load_model(job.model_dir)
+            encoded = data.queries(tokenizer, queries.column("prompt").to_pylist(),
+                                   queries.column("completion").to_pylist())
+            amp = torch.bfloat16 if job.dtype == "bfloat16" else None
+            scorer = Scorer(model, tokenizer.pad_token_id, Path(job.factors_dir), encoded, job.batch_size,
+                            job.damping, amp)
+        _PREPARED[job.run_key] = (scorer, tokenizer, query_ids, nll)
+    return _PREPARED[job.run_key]
+
+
+def read_texts(corpus_dir: str, doc_ids: tuple[int, ...]) -> list[str]:
+    table = ds.dataset(corpus_dir, format="parquet").to_table(
+        columns=["doc_id", "text"], filter=pc.field("doc_id").isin(list(doc_ids)))
+    by_id = dict(zip(table.column("doc_id").to_pylist(), table.column("text").to_pylist()))
+    return [by_id[i] for i in doc_ids]
+
+
+def score_shard(shard: shards.Shard, job: ScoreJob) -> int:
+    """Score ``shard`` unless it is already complete; returns the number of documents scored."""
+    scorer, tokenizer, query_ids, nll = _prepared(job)
+    path = shard.path(Path(job.out_dir))
+    if shards.is_complete(path, job.run_key, len(query_ids) * len(shard.doc_ids)):
+        return 0
+    if job.method == "random":
+        rng = np.random.default_rng([job.seed, shard.index])
+        scores = rng.standard_normal((len(query_ids), len(shard.doc_ids)))
+    else:
+        docs = data.documents(tokenizer, read_texts(job.corpus_dir, shard.doc_ids), job.max_tokens)
+        scores = scorer.score(docs).cpu().numpy()
+    shards.write(path, job.run_key, query_ids, nll, shard.doc_ids, scores)
+    return len(shard.doc_ids)
+
+
+@contextlib.contextmanager
+def dask_client(workers: int, scheduler: str | None) -> Iterator:
+    """A client on the given scheduler, or on a LocalCluster of ``workers`` single-threaded processes
+    (torch threads inside each worker are set by the job, so processes never oversubscribe cores)."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        yield client
+
+
+def threads_per_worker(requested: int, workers: int) -> int:
+    return requested or max(1, (os.cpu_count() or 1) // workers)

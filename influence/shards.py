@@ -1,0 +1,64 @@
+"""Shards of the score table: planning, checking and writing them.
+
+One shard is a contiguous range of doc ids scored against every query, written to
+``shard=NNNNN/part.parquet``. A shard counts as complete only if its file opens, carries this run's
+key (a hash of everything that determines the scores) and has exactly queries × documents rows, so
+a truncated file, or a shard left by a run with other queries or factors, is recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.atomic import atomic_path
+
+SCHEMA = pa.schema([
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("doc_id", pa.int64(), nullable=False),
+    pa.field("score", pa.float32(), nullable=False),  # raw influence; positive = makes the completion more likely
+    pa.field("score_per_nat", pa.float32(), nullable=False),  # score / completion NLL (nats), as in the paper
+])
+RUN_KEY = b"wherefrom.run_key"
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    doc_ids: tuple[int, ...]
+
+    def path(self, out_dir: Path) -> Path:
+        return Path(out_dir) / f"shard={self.index:05d}" / "part.parquet"
+
+
+def plan(doc_ids: list[int], shard_size: int) -> list[Shard]:
+    ordered = sorted(doc_ids)
+    return [Shard(i, tuple(ordered[start:start + shard_size]))
+            for i, start in enumerate(range(0, len(ordered), shard_size))]
+
+
+def is_complete(path: Path, run_key: str, n_rows: int) -> bool:
+    try:
+        meta = pq.read_metadata(path)
+    except (OSError, pa.ArrowInvalid):
+        return False
+    kv = meta.metadata or {}
+    return meta.num_rows == n_rows and kv.get(RUN_KEY) == run_key.encode()
+
+
+def write(path: Path, run_key: str, query_ids: list[str], nll: np.ndarray, doc_ids: tuple[int, ...],
+          scores: np.ndarray) -> None:
+    """``scores`` is ``[n_queries, n_docs]``; rows come out query-major, doc ids ascending."""
+    n_q, n_d = scores.shape
+    table = pa.table({
+        "query_id": np.repeat(np.asarray(query_ids, dtype=object), n_d),
+        "doc_id": np.tile(np.asarray(doc_ids, dtype=np.int64), n_q),
+        "score": scores.astype(np.float32).ravel(),
+        "score_per_nat": (scores / nll[:, None]).astype(np.float32).ravel(),
+    }, schema=SCHEMA.with_metadata({RUN_KEY: run_key.encode()}))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

@@ -1,0 +1,37 @@
+"""Stage `factors`: fit the curvature (EK-FAC by default) of the model on a sample of the corpus.
+
+    wherefrom factors           # reads models/lm/ and data/corpus/, writes results/factors/
+
+kronfluence fits the factors (covariances, eigendecomposition, corrected eigenvalues); the directory
+also holds a manifest naming the model it belongs to, so scores never mix factors and models.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+from influence import curvature, data
+from pipeline.atomic import atomic_dir
+from pipeline.config import Params
+from pipeline.corpus import corpus_texts
+from pipeline.model import load_model
+
+
+def run(params: Params) -> Path:
+    cfg = params.influence
+    model, tokenizer = load_model(params.model.dir)
+    texts = corpus_texts(params.corpus.out_dir)
+    if 0 < cfg.factor_docs < len(texts):
+        texts = random.Random(f"factors-{params.seed}").sample(texts, cfg.factor_docs)
+    docs = data.documents(tokenizer, texts, params.model.context)
+    out = Path(cfg.factors_dir)
+    start = time.perf_counter()
+    with atomic_dir(out) as tmp:
+        manifest = curvature.fit(model, tokenizer.pad_token_id, docs, cfg.strategy, cfg.tracked, cfg.batch_size, tmp,
+                                 seed=params.seed)
+    seconds = time.perf_counter() - start
+    print(f"factors: {cfg.strategy} on {len(manifest.tracked)} modules ({cfg.tracked}) from {len(docs)} documents "
+          f"in {seconds:.0f}s ({len(docs) / seconds:.0f} docs/s) -> {out}/")
+    return out

@@ -1,0 +1,84 @@
+"""Stage `scores`: the influence of every document on every query's completion, sharded on Dask.
+
+    wherefrom scores            # reads the model, factors, corpus and queries; writes results/scores/
+
+Each shard of ``scores.shard_size`` documents is one Dask task and one Parquet file
+(``shard=NNNNN/part.parquet``). Shards already complete for this run are skipped, so an interrupted
+run resumes where it stopped; shards from another run (other queries, factors or method) are redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from influence import shards
+from influence.curvature import MANIFEST
+from influence.jobs import ScoreJob, dask_client, score_shard, threads_per_worker
+from pipeline.config import Params
+from pipeline.errors import WherefromError
+
+
+def check_queries(path: str) -> int:
+    table = pq.read_table(path, columns=["query_id", "completion", "completion_nll"])
+    for qid, completion, nll in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+        if not completion.strip():
+            raise WherefromError(f"{path}: query {qid} has an empty completion; influence needs completion tokens")
+        if not nll > 0:
+            raise WherefromError(f"{path}: query {qid} has completion_nll {nll}; scores per nat need a positive NLL")
+    return table.num_rows
+
+
+def run_key(params: Params) -> str:
+    """Everything that determines the scores: a shard written under another key is recomputed."""
+    h = hashlib.sha256()
+    h.update(Path(params.queries.out).read_bytes())
+    if params.scores.method == "influence":
+        h.update((Path(params.influence.factors_dir) / MANIFEST).read_bytes())
+    h.update(json.dumps([params.scores.method, params.scores.dtype, params.influence.damping,
+                         params.model.context, params.seed]).encode())
+    return h.hexdigest()[:16]
+
+
+def run(params: Params) -> Path:
+    cfg = params.scores
+    n_queries = check_queries(params.queries.out)
+    if cfg.method == "influence" and not (Path(params.influence.factors_dir) / MANIFEST).is_file():
+        raise WherefromError(f"{params.influence.factors_dir}: no factors here; run the factors stage first")
+    doc_ids = ds.dataset(params.corpus.out_dir, format="parquet").to_table(columns=["doc_id"]).column("doc_id").to_pylist()
+    plan = shards.plan(doc_ids, cfg.shard_size)
+    key = run_key(params)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    planned = {s.path(out).parent.name for s in plan}
+    for stale in out.glob("shard=*"):  # shards of a larger, earlier plan
+        if stale.name not in planned:
+            shutil.rmtree(stale)
+    todo = [s for s in plan if not shards.is_complete(s.path(out), key, n_queries * len(s.doc_ids))]
+    print(f"scores: {len(plan)} shards of up to {cfg.shard_size} documents x {n_queries} queries "
+          f"({len(plan) - len(todo)} already complete)")
+    job = ScoreJob(run_key=key, method=cfg.method, model_dir=params.model.dir, factors_dir=params.influence.factors_dir,
+                   corpus_dir=params.corpus.out_dir, queries_path=params.queries.out, out_dir=str(out),
+                   batch_size=cfg.batch_size, max_tokens=params.model.context, damping=params.influence.damping,
+                   dtype=cfg.dtype, threads=threads_per_worker(cfg.threads_per_worker, cfg.workers), seed=params.seed)
+    if todo:
+        from dask.distributed import as_completed
+
+        start, scored = time.perf_counter(), 0
+        with dask_client(cfg.workers, cfg.scheduler) as client, \
+                tqdm(total=len(todo), desc="scores", unit="shard", mininterval=1.0) as bar:
+            futures = client.map(score_shard, todo, job=job, key=[f"score-{key}-{s.index:05d}" for s in todo])
+            for future in as_completed(futures):
+                scored += future.result()
+                bar.update(1)
+                bar.set_postfix(docs=scored, docs_per_s=f"{scored / (time.perf_counter() - start):.1f}")
+        seconds = time.perf_counter() - start
+        print(f"scores: {scored} documents in {seconds:.0f}s ({scored / seconds:.1f} docs/s) -> {out}/")
+    return out

@@ -1,0 +1,110 @@
+"""Influence scores against oracles: plain autograd, kronfluence's own pairwise scores, planted documents."""
+
+from functools import partial
+
+import pytest
+import torch
+from kronfluence.analyzer import prepare_model
+from kronfluence.arguments import ScoreArguments
+from kronfluence.utils.dataset import DataLoaderKwargs
+
+from influence import curvature, data
+from influence.scorer import Scorer
+from influence.task import CausalLMTask, summed_token_nll
+from pipeline.corpus import corpus_texts
+from pipeline.errors import WherefromError
+from pipeline.model import build_model, load_model, pad_batch
+
+
+@pytest.fixture(scope="module")
+def world(trained):
+    """The trained test-profile model, its documents, and queries cut from trivia documents."""
+    model, tok = load_model(trained.model.dir)
+    texts = corpus_texts(trained.corpus.out_dir)
+    trivia = [t for t in texts if t.count("\n") >= 1 and t.split("\n")[-2].endswith("?")][:4]
+    prompts = [t.split("\n")[-2] for t in trivia]
+    completions = [t.split("\n")[-1] for t in trivia]
+    docs = data.documents(tok, texts[:24], trained.model.context)
+    return trained, tok, docs, data.queries(tok, prompts, completions)
+
+
+def fit(trained, tok, docs, strategy, root, batch_size=8, **kwargs):
+    model, _ = load_model(trained.model.dir)
+    return curvature.fit(model, tok.pad_token_id, docs, strategy, "mlp", batch_size, root, **kwargs)
+
+
+def scorer(trained, tok, root, queries, batch_size=8):
+    model, _ = load_model(trained.model.dir)
+    return Scorer(model, tok.pad_token_id, root, queries, batch_size)
+
+
+def test_identity_scores_equal_autograd_gradient_dot_products(world, tmp_path):
+    trained, tok, docs, queries = world
+    manifest = fit(trained, tok, docs, "identity", tmp_path)
+    ours = scorer(trained, tok, tmp_path, queries).score(docs)
+
+    model, _ = load_model(trained.model.dir)
+    weights = [model.get_submodule(name).weight for name in manifest.tracked]
+
+    def grad(item):
+        loss = summed_token_nll(model, pad_batch([item], tok.pad_token_id))
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, weights)])
+
+    q_grads = torch.stack([grad(q) for q in queries.items])
+    d_grads = torch.stack([grad(d) for d in docs.items])
+    expected = q_grads @ d_grads.T
+    assert ours.shape == (len(queries), len(docs))
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
+
+
+def test_scorer_equals_kronfluence_pairwise_scores(world, tmp_path):
+    """Same factors, same damping (the paper's 0.1 x mean eigenvalue): kronfluence's own numbers."""
+    trained, tok, docs, queries = world
+    fit(trained, tok, docs, "ekfac", tmp_path)
+    prepared = scorer(trained, tok, tmp_path, queries)
+    ours = prepared.score(docs)
+
+    model, _ = load_model(trained.model.dir)
+    task = CausalLMTask(curvature.Manifest.load(tmp_path).tracked)
+    reference = curvature.analyzer(prepare_model(model, task), task, tmp_path)
+    reference.compute_pairwise_scores(
+        "reference", curvature.FACTORS_NAME, queries, docs, per_device_query_batch_size=4,
+        per_device_train_batch_size=8, overwrite_output_dir=True, score_args=ScoreArguments(damping_factor=None),
+        dataloader_kwargs=DataLoaderKwargs(collate_fn=partial(pad_batch, pad_id=tok.pad_token_id)))
+    expected = reference.load_pairwise_scores("reference")["all_modules"]
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+    # preconditioned once, scored in pieces: the same numbers
+    halves = torch.cat([prepared.score(data.Encoded(docs.items[:10])), prepared.score(data.Encoded(docs.items[10:]))], 1)
+    torch.testing.assert_close(halves, ours, rtol=1e-5, atol=1e-7 * ours.abs().max().item())
+
+
+def test_padding_changes_nothing(world, tmp_path):
+    """Factors fitted one document at a time equal factors fitted on padded batches, and a document
+    scores the same alone as beside a longer one. (Empirical Fisher: sampled targets would differ
+    between the two batchings by chance alone.)"""
+    trained, tok, docs, queries = world
+    fit(trained, tok, docs, "ekfac", tmp_path / "unpadded", batch_size=1, empirical_fisher=True)
+    fit(trained, tok, docs, "ekfac", tmp_path / "padded", batch_size=8, empirical_fisher=True)
+    unpadded = scorer(trained, tok, tmp_path / "unpadded", queries, batch_size=1).score(docs)
+    padded = scorer(trained, tok, tmp_path / "padded", queries, batch_size=8).score(docs)
+    assert len({len(ids) for ids, _ in docs.items}) > 1  # the batches really were padded
+    torch.testing.assert_close(padded, unpadded, rtol=1e-3, atol=1e-4 * unpadded.abs().max().item())
+
+
+def test_a_document_with_the_query_text_ranks_first(world, tmp_path):
+    trained, tok, docs, queries = world
+    ids, start = queries.items[0]
+    others = [d for d in docs.items if d[0] != ids]  # the query was cut from a trivia document: drop twins
+    planted = data.Encoded([*others, (ids, 0)])  # prompt + completion, scored as a document
+    fit(trained, tok, planted, "ekfac", tmp_path)
+    scores = scorer(trained, tok, tmp_path, queries).score(planted)
+    assert scores[0].argmax().item() == len(planted) - 1
+    assert scores[0, -1] > 0  # it makes the completion more likely
+
+
+def test_factors_of_another_model_are_refused(world, tmp_path):
+    trained, tok, docs, queries = world
+    fit(trained, tok, docs, "ekfac", tmp_path)
+    other = build_model(trained.model, tok, seed=123)
+    with pytest.raises(WherefromError, match="factors were fitted on another model"):
+        Scorer(other, tok.pad_token_id, tmp_path, queries, 8)

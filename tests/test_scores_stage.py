@@ -1,0 +1,124 @@
+"""The factors and scores stages: Dask sharding, resuming, DuckDB, and bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import REPO, make_params
+from influence import shards
+from pipeline import factors, probe, scores
+from pipeline.errors import WherefromError
+
+
+@pytest.fixture(scope="module")
+def staged(trained):
+    """The test profile through probe and factors (shared, read-only)."""
+    probe.run(trained)
+    factors.run(trained)
+    return trained
+
+
+def with_scores(staged, tmp_path, **scores_cfg):
+    """The staged run with scores written under ``tmp_path`` (small shards so there are several)."""
+    return make_params(Path(staged.corpus.out_dir).parents[1],
+                       scores={"out_dir": str(tmp_path / "scores"), "shard_size": 20, **scores_cfg})
+
+
+def n_corpus_docs(params) -> int:
+    return sum(pq.read_metadata(f).num_rows for f in Path(params.corpus.out_dir).glob("*.parquet"))
+
+
+def table(out_dir) -> list[tuple]:
+    con = duckdb.connect()
+    return con.execute(f"SELECT query_id, doc_id, score, score_per_nat FROM read_parquet('{out_dir}/**/*.parquet') "
+                       "ORDER BY query_id, doc_id").fetchall()
+
+
+@pytest.mark.slow
+def test_one_and_two_workers_write_the_same_scores_and_duckdb_reads_them(staged, tmp_path):
+    one = with_scores(staged, tmp_path / "one", workers=1)
+    two = with_scores(staged, tmp_path / "two", workers=2)
+    scores.run(one)
+    scores.run(two)
+    n_docs = n_corpus_docs(staged)
+    n_queries = pq.read_metadata(staged.queries.out).num_rows
+    rows = table(one.scores.out_dir)
+    assert len(rows) == n_queries * n_docs
+    assert rows == table(two.scores.out_dir)
+    files = sorted(Path(one.scores.out_dir).glob("shard=*/part.parquet"))
+    assert len(files) == -(-n_docs // 20)
+    assert all(pq.read_schema(f).remove_metadata() == shards.SCHEMA for f in files)
+
+
+@pytest.mark.slow
+def test_broken_shards_are_recomputed_and_complete_ones_kept(staged, tmp_path):
+    params = with_scores(staged, tmp_path)
+    scores.run(params)
+    reference = table(params.scores.out_dir)
+    files = sorted(Path(params.scores.out_dir).glob("shard=*/part.parquet"))
+    truncated, removed, kept = files[0], files[1], files[2]
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    removed.unlink()
+    kept_mtime = kept.stat().st_mtime_ns
+    scores.run(params)
+    assert table(params.scores.out_dir) == reference
+    assert kept.stat().st_mtime_ns == kept_mtime
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_redoing_finished_shards(staged, tmp_path):
+    params_file = tmp_path / "params.yaml"
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["profile"] = "test"
+    raw["profiles"]["test"] |= {"scores": {"out_dir": str(tmp_path / "scores"), "shard_size": 5, "workers": 1}}
+    for section, key, value in [("corpus", "out_dir", staged.corpus.out_dir), ("model", "dir", staged.model.dir),
+                                ("queries", "out", staged.queries.out),
+                                ("influence", "factors_dir", staged.influence.factors_dir)]:
+        raw.setdefault(section, {})[key] = value
+    params_file.write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, "-m", "pipeline", "scores", "--params", str(params_file)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    out = tmp_path / "scores"
+    deadline = time.time() + 120
+    while len(list(out.glob("shard=*/part.parquet"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the run and its Dask workers
+    proc.wait()
+    finished = {f: f.stat().st_mtime_ns for f in out.glob("shard=*/part.parquet")}
+    n_shards = -(-n_corpus_docs(staged) // 5)
+    assert 2 <= len(finished) < n_shards, "the kill should land mid-run"
+    assert not list(out.rglob("*.tmp"))  # nothing half-written is left looking like a shard
+    subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True)
+    assert {f: f.stat().st_mtime_ns for f in finished} == finished
+    assert len(list(out.glob("shard=*/part.parquet"))) == n_shards
+    clean = with_scores(staged, tmp_path / "clean", workers=1, shard_size=5)
+    scores.run(clean)
+    assert table(out) == table(clean.scores.out_dir)
+
+
+def test_empty_completion_is_refused(staged, tmp_path):
+    import pyarrow as pa
+
+    bad = tmp_path / "queries.parquet"
+    t = pq.read_table(staged.queries.out)
+    completions = t.column("completion").to_pylist()
+    completions[1] = "  "
+    pq.write_table(t.set_column(t.schema.get_field_index("completion"), "completion", pa.array(completions)), bad)
+    with pytest.raises(WherefromError, match=r"queries.parquet: query \S+ has an empty completion"):
+        scores.check_queries(str(bad))
+
+
+def test_missing_factors_are_named(staged, tmp_path):
+    params = make_params(Path(staged.corpus.out_dir).parents[1], influence={"factors_dir": str(tmp_path / "none")})
+    with pytest.raises(WherefromError, match="no factors here; run the factors stage first"):
+        scores.run(params)
