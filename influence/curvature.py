@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -68,6 +69,8 @@ class Manifest:
 
 def analyzer(model: torch.nn.Module, task: CausalLMTask, root: Path) -> Analyzer:
     logging.getLogger("kronfluence").setLevel(logging.WARNING)
+    # kronfluence 1.0.1 builds torch.cuda.amp.GradScaler, deprecated in torch 2.x: noise, not a problem.
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler", category=FutureWarning)
     return Analyzer(ANALYSIS, model, task, cpu=not torch.cuda.is_available(), output_dir=str(root),
                     disable_tqdm=True, log_level=logging.WARNING)
 

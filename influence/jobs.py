@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
+import transformers
 
 from influence import data, shards
 from influence.scorer import Scorer
@@ -50,6 +51,7 @@ def _prepared(job: ScoreJob):
     if job.run_key not in _PREPARED:
         _PREPARED.clear()  # one run at a time per worker: free the previous model
         set_threads(job.threads)
+        transformers.logging.disable_progress_bar()  # a worker's log is the shard bar, not weight loading
         queries = pq.read_table(job.queries_path, columns=["query_id", "prompt", "completion", "completion_nll"])
         query_ids = queries.column("query_id").to_pylist()
         nll = np.asarray(queries.column("completion_nll").to_pylist(), dtype=np.float64)

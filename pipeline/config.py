@@ -93,7 +93,8 @@ class InfluenceConfig:
 @dataclass(config=_STRICT)
 class ScoresConfig:
     out_dir: StrictStr = Field("results/scores")
-    method: Literal["influence", "random"] = Field("influence", description="influence, or random scores as a baseline")
+    method: Literal["influence", "bm25", "random"] = Field(
+        "influence", description="influence, or a baseline in the same schema: BM25 of the query text, or random")
     shard_size: StrictInt = Field(1000, gt=0, description="documents per shard: one Dask task, one Parquet file")
     batch_size: StrictInt = Field(16, gt=0)
     workers: StrictInt = Field(1, gt=0, description="LocalCluster worker processes")

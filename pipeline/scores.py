@@ -47,6 +47,30 @@ def run_key(params: Params) -> str:
     return h.hexdigest()[:16]
 
 
+def bm25(params: Params, todo: list[shards.Shard], key: str, out: Path) -> None:
+    """BM25 of each query's text (prompt and completion) against every document, in the scores schema.
+
+    It runs in this process, not on Dask: the IDF is a corpus-wide statistic, and bm25s scores
+    a whole corpus per query quickly from a sparse index.
+    """
+    import bm25s
+    import numpy as np
+
+    corpus = ds.dataset(params.corpus.out_dir, format="parquet").to_table(columns=["doc_id", "text"]).sort_by("doc_id")
+    column = {d: i for i, d in enumerate(corpus.column("doc_id").to_pylist())}
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(corpus.column("text").to_pylist(), stopwords="en", show_progress=False),
+                    show_progress=False)
+    queries = pq.read_table(params.queries.out, columns=["query_id", "prompt", "completion", "completion_nll"])
+    texts = [f"{p} {c}" for p, c in zip(queries.column("prompt").to_pylist(), queries.column("completion").to_pylist())]
+    tokens = bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+    matrix = np.stack([retriever.get_scores(t) for t in tokens])
+    nll = np.asarray(queries.column("completion_nll").to_pylist())
+    for shard in tqdm(todo, desc="scores (bm25)", unit="shard", mininterval=1.0):
+        scores = matrix[:, [column[d] for d in shard.doc_ids]]
+        shards.write(shard.path(out), key, queries.column("query_id").to_pylist(), nll, shard.doc_ids, scores)
+
+
 def run(params: Params) -> Path:
     cfg = params.scores
     n_queries = check_queries(params.queries.out)
@@ -68,7 +92,9 @@ def run(params: Params) -> Path:
                    corpus_dir=params.corpus.out_dir, queries_path=params.queries.out, out_dir=str(out),
                    batch_size=cfg.batch_size, max_tokens=params.model.context, damping=params.influence.damping,
                    dtype=cfg.dtype, threads=threads_per_worker(cfg.threads_per_worker, cfg.workers), seed=params.seed)
-    if todo:
+    if todo and cfg.method == "bm25":
+        bm25(params, todo, key, out)
+    elif todo:
         from dask.distributed import as_completed
 
         start, scored = time.perf_counter(), 0

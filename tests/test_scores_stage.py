@@ -15,6 +15,7 @@ import yaml
 from conftest import REPO, make_params
 from influence import shards
 from pipeline import factors, probe, scores
+from pipeline.corpus import world_for
 from pipeline.errors import WherefromError
 
 
@@ -122,3 +123,17 @@ def test_missing_factors_are_named(staged, tmp_path):
     params = make_params(Path(staged.corpus.out_dir).parents[1], influence={"factors_dir": str(tmp_path / "none")})
     with pytest.raises(WherefromError, match="no factors here; run the factors stage first"):
         scores.run(params)
+
+
+def test_bm25_baseline_writes_the_same_schema_and_finds_lexical_matches(staged, tmp_path):
+    params = with_scores(staged, tmp_path, method="bm25")
+    scores.run(params)
+    rows = table(params.scores.out_dir)
+    queries = pq.read_table(staged.queries.out).to_pylist()
+    assert len(rows) == len(queries) * n_corpus_docs(staged)
+    entity = {f.fact_id: f.entity for f in world_for(staged).facts}
+    texts = dict(duckdb.connect().execute(
+        f"SELECT doc_id, text FROM read_parquet('{staged.corpus.out_dir}/*.parquet')").fetchall())
+    for q in (q for q in queries if q["task"] == "factual"):
+        top = max((r for r in rows if r[0] == q["query_id"]), key=lambda r: r[2])
+        assert entity[q["fact_id"]] in texts[top[1]]
