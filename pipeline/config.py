@@ -97,10 +97,16 @@ class ScoresConfig:
         "influence", description="influence, or a baseline in the same schema: BM25 of the query text, or random")
     shard_size: StrictInt = Field(1000, gt=0, description="documents per shard: one Dask task, one Parquet file")
     batch_size: StrictInt = Field(16, gt=0)
-    workers: StrictInt = Field(1, gt=0, description="LocalCluster worker processes")
-    threads_per_worker: StrictInt = Field(0, ge=0, description="torch threads per worker; 0 = cores / workers")
-    scheduler: StrictStr | None = Field(None, description="address of an existing dask.distributed scheduler")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="autocast dtype of the scoring passes")
+
+
+@dataclass(config=_STRICT)
+class DaskConfig:
+    """Where the scores are computed; never what they are (so no stage depends on it)."""
+
+    scheduler: StrictStr | None = Field(None, description="address of an existing dask.distributed scheduler")
+    workers: StrictInt = Field(1, gt=0, description="LocalCluster worker processes (without a scheduler)")
+    threads_per_worker: StrictInt = Field(0, ge=0, description="torch threads per worker; 0 = cores / workers")
 
 
 @dataclass(config=_STRICT)
@@ -114,6 +120,7 @@ class Params:
     queries: QueriesConfig = QueriesConfig()
     influence: InfluenceConfig = InfluenceConfig()
     scores: ScoresConfig = ScoresConfig()
+    dask: DaskConfig = DaskConfig()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -91,14 +91,14 @@ def run(params: Params) -> Path:
     job = ScoreJob(run_key=key, method=cfg.method, model_dir=params.model.dir, factors_dir=params.influence.factors_dir,
                    corpus_dir=params.corpus.out_dir, queries_path=params.queries.out, out_dir=str(out),
                    batch_size=cfg.batch_size, max_tokens=params.model.context, damping=params.influence.damping,
-                   dtype=cfg.dtype, threads=threads_per_worker(cfg.threads_per_worker, cfg.workers), seed=params.seed)
+                   dtype=cfg.dtype, threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers), seed=params.seed)
     if todo and cfg.method == "bm25":
         bm25(params, todo, key, out)
     elif todo:
         from dask.distributed import as_completed
 
         start, scored = time.perf_counter(), 0
-        with dask_client(cfg.workers, cfg.scheduler) as client, \
+        with dask_client(params.dask.workers, params.dask.scheduler) as client, \
                 tqdm(total=len(todo), desc="scores", unit="shard", mininterval=1.0) as bar:
             futures = client.map(score_shard, todo, job=job, key=[f"score-{key}-{s.index:05d}" for s in todo])
             for future in as_completed(futures):

@@ -7,6 +7,7 @@ import torch
 from kronfluence.analyzer import prepare_model
 from kronfluence.arguments import ScoreArguments
 from kronfluence.utils.dataset import DataLoaderKwargs
+from scipy.stats import spearmanr
 
 from influence import curvature, data
 from influence.scorer import Scorer
@@ -108,3 +109,13 @@ def test_factors_of_another_model_are_refused(world, tmp_path):
     other = build_model(trained.model, tok, seed=123)
     with pytest.raises(WherefromError, match="factors were fitted on another model"):
         Scorer(other, tok.pad_token_id, tmp_path, queries, 8)
+
+
+def test_bfloat16_scores_rank_documents_like_float32(world, tmp_path):
+    trained, tok, docs, queries = world
+    fit(trained, tok, docs, "ekfac", tmp_path)
+    full = scorer(trained, tok, tmp_path, queries).score(docs)
+    model, _ = load_model(trained.model.dir)
+    half = Scorer(model, tok.pad_token_id, tmp_path, queries, 8, amp_dtype=torch.bfloat16).score(docs)
+    rho = [spearmanr(half[q], full[q]).statistic for q in range(len(queries))]
+    assert min(rho) > 0.95, rho  # measured 0.997-0.999 on this model

@@ -67,6 +67,7 @@ def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["queries"]["max_new_tokens"] = 99  # overridden by the active profile: changes nothing
     params["profiles"]["demo"] = {"pretrain": {"steps": 1}}  # another profile: changes nothing either
+    params["dask"]["workers"] = 2  # where scores are computed, not what they are
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()
     params["profiles"]["test"]["queries"]["max_new_tokens"] = 12  # the active profile: probe, then scores

@@ -27,9 +27,9 @@ def staged(trained):
     return trained
 
 
-def with_scores(staged, tmp_path, **scores_cfg):
+def with_scores(staged, tmp_path, workers=1, **scores_cfg):
     """The staged run with scores written under ``tmp_path`` (small shards so there are several)."""
-    return make_params(Path(staged.corpus.out_dir).parents[1],
+    return make_params(Path(staged.corpus.out_dir).parents[1], dask={"workers": workers},
                        scores={"out_dir": str(tmp_path / "scores"), "shard_size": 20, **scores_cfg})
 
 
@@ -79,7 +79,8 @@ def test_killed_run_resumes_without_redoing_finished_shards(staged, tmp_path):
     params_file = tmp_path / "params.yaml"
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profile"] = "test"
-    raw["profiles"]["test"] |= {"scores": {"out_dir": str(tmp_path / "scores"), "shard_size": 5, "workers": 1}}
+    raw["profiles"]["test"] |= {"scores": {"out_dir": str(tmp_path / "scores"), "shard_size": 5},
+                                "dask": {"workers": 1}}
     for section, key, value in [("corpus", "out_dir", staged.corpus.out_dir), ("model", "dir", staged.model.dir),
                                 ("queries", "out", staged.queries.out),
                                 ("influence", "factors_dir", staged.influence.factors_dir)]:
