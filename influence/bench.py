@@ -19,7 +19,6 @@ from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
-import torch
 from kronfluence.analyzer import prepare_model
 from kronfluence.arguments import ScoreArguments
 from kronfluence.utils.dataset import DataLoaderKwargs

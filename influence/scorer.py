@@ -9,13 +9,12 @@ gradients once (the first half of ``compute_pairwise_scores_with_loaders``), the
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import torch
 from kronfluence.analyzer import prepare_model
 from kronfluence.arguments import ScoreArguments
-from kronfluence.module.tracked_module import ModuleMode
+from kronfluence.module.tracked_module import ModuleMode, TrackedModule
 from kronfluence.module.utils import (
     accumulate_iterations,
     get_tracked_module_names,
@@ -26,15 +25,13 @@ from kronfluence.module.utils import (
     update_score_args,
 )
 from kronfluence.score.dot_product import compute_dot_products_with_loader
-from kronfluence.module.tracked_module import TrackedModule
 from kronfluence.utils.constants import ACCUMULATED_PRECONDITIONED_GRADIENT_NAME, ALL_MODULE_NAME
 from torch.amp import GradScaler
-from torch.utils.data import DataLoader
 
+from influence import data
 from influence.curvature import FACTORS_NAME, Manifest, analyzer
 from influence.data import Encoded
 from influence.task import CausalLMTask
-from pipeline.model import pad_batch
 
 
 class Scorer:
@@ -63,12 +60,8 @@ class Scorer:
         self.n_queries = len(queries)
         self._precondition(queries)
 
-    def _loader(self, data: Encoded) -> DataLoader:
-        return DataLoader(data, batch_size=self.batch_size, shuffle=False,
-                          collate_fn=partial(pad_batch, pad_id=self.pad_id))
-
     def _precondition(self, queries: Encoded) -> None:
-        for batch in self._loader(queries):
+        for batch in data.loader(queries, self.batch_size, self.pad_id):
             batch = {k: v.to(self.state.device) for k, v in batch.items()}
             self.model.zero_grad(set_to_none=True)
             with torch.autocast(self.state.device.type, enabled=self.score_args.amp_dtype is not None,
@@ -88,7 +81,8 @@ class Scorer:
         for module in self._modules():
             module.storage[ACCUMULATED_PRECONDITIONED_GRADIENT_NAME] = self._preconditioned[module.name]
         scores = compute_dot_products_with_loader(
-            model=self.model, task=self.task, state=self.state, train_loader=self._loader(docs),
+            model=self.model, task=self.task, state=self.state,
+            train_loader=data.loader(docs, self.batch_size, self.pad_id),
             factor_args=self.factor_args, score_args=self.score_args, tracked_module_names=self.tracked,
             scaler=self.scaler, disable_tqdm=True)
         return scores[ALL_MODULE_NAME].float()

@@ -124,11 +124,11 @@ class Params:
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
-def _merge(base: dict, override: dict, where: str) -> dict:
+def _merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, f"{where}.{key}")
+            out[key] = _merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -154,7 +154,7 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     if profile != "demo" and profile not in profiles:
         known = ", ".join(["demo", *profiles])
         raise WherefromError(f"{source}: profile: unknown profile {profile!r} (known: {known})")
-    effective = _merge(raw, profiles.get(profile) or {}, f"profiles.{profile}")
+    effective = _merge(raw, profiles.get(profile) or {})
     try:
         return TypeAdapter(Params).validate_python(effective)
     except ValidationError as err:
