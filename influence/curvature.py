@@ -40,12 +40,24 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def content_hash(root: Path) -> str:
+    """Hash of kronfluence's factor files: any refit (other documents, seed or version) changes it,
+    and with it the scores' run key. Computed once per fit, not per scoring run."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in (Path(root) / ANALYSIS).rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode())
+        with path.open("rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Manifest:
-    fingerprint: str
+    fingerprint: str  # of the model the factors belong to
     strategy: str
     tracked: list[str]
     n_docs: int
+    factors_sha256: str  # of the factors themselves
 
     def save(self, root: Path) -> None:
         (root / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -94,6 +106,6 @@ def fit(model, pad_id: int, docs: Encoded, strategy: str, tracked: str, batch_si
                         dataloader_kwargs=DataLoaderKwargs(collate_fn=partial(pad_batch, pad_id=pad_id)),
                         factor_args=FactorArguments(strategy=strategy, use_empirical_fisher=empirical_fisher),
                         overwrite_output_dir=True)
-    manifest = Manifest(fingerprint, strategy, names, len(docs))
+    manifest = Manifest(fingerprint, strategy, names, len(docs), content_hash(root))
     manifest.save(root)
     return manifest

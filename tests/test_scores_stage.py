@@ -138,3 +138,26 @@ def test_bm25_baseline_writes_the_same_schema_and_finds_lexical_matches(staged, 
     for q in (q for q in queries if q["task"] == "factual"):
         top = max((r for r in rows if r[0] == q["query_id"]), key=lambda r: r[2])
         assert entity[q["fact_id"]] in texts[top[1]]
+
+
+def test_refitted_factors_invalidate_finished_shards(staged, tmp_path):
+    """Same model, strategy and documents but other factors (another sampling seed): every shard is redone."""
+    import shutil
+
+    from influence import curvature, data
+    from pipeline.corpus import corpus_texts
+    from pipeline.model import load_model
+
+    factors_dir = tmp_path / "factors"
+    shutil.copytree(staged.influence.factors_dir, factors_dir)
+    params = make_params(Path(staged.corpus.out_dir).parents[1], influence={"factors_dir": str(factors_dir)},
+                         scores={"out_dir": str(tmp_path / "scores"), "shard_size": 20})
+    scores.run(params)
+    before = table(params.scores.out_dir)
+    model, tok = load_model(staged.model.dir)
+    docs = data.documents(tok, corpus_texts(staged.corpus.out_dir), staged.model.context)
+    curvature.fit(model, tok.pad_token_id, docs, "ekfac", "mlp", staged.influence.batch_size, factors_dir, seed=1)
+    scores.run(params)
+    after = table(params.scores.out_dir)
+    assert [r[:2] for r in after] == [r[:2] for r in before]
+    assert [r[2] for r in after] != [r[2] for r in before]
