@@ -13,26 +13,15 @@ a gradient step on the document lowers that NLL: the document makes the completi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from kronfluence.task import Task
 from torch import nn
 
-from pipeline.model import IGNORE
+from pipeline.model import sequence_nll
 
 
 def summed_token_nll(model: nn.Module, batch: dict[str, torch.Tensor], sample: bool = False) -> torch.Tensor:
-    """Sum of next-token NLL over labelled positions (labels shifted inside, as in HF models).
-
-    ``sample=True`` draws the targets from the model's own distribution instead, which makes
-    kronfluence's covariance the true Fisher (the Gauss-Newton matrix for this loss), as in the paper.
-    """
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-    logits, labels = logits[:, :-1], batch["labels"][:, 1:]
-    if sample:
-        with torch.no_grad():
-            drawn = torch.multinomial(F.softmax(logits.reshape(-1, logits.size(-1)), -1), 1).view_as(labels)
-        labels = torch.where(labels == IGNORE, labels, drawn)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    """The batch's total NLL over labelled tokens: what kronfluence differentiates."""
+    return sequence_nll(model, batch, sample=sample).sum()
 
 
 def tracked_module_names(model: nn.Module, which: str) -> list[str]:

@@ -110,3 +110,20 @@ def pad_batch(items: list[tuple[list[int], int]], pad_id: int) -> dict[str, torc
         labels[row, start : len(ids)] = torch.tensor(ids[start:])
         mask[row, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def sequence_nll(model, batch: dict[str, torch.Tensor], sample: bool = False) -> torch.Tensor:
+    """Summed next-token NLL of each sequence over its labelled positions (labels shifted here, as in HF).
+
+    ``sample=True`` draws the targets from the model's own distribution instead, which makes
+    kronfluence's covariance the true Fisher (the Gauss-Newton matrix for this loss), as in the paper.
+    One function for the probe's NLL and influence's measurement keeps score_per_nat consistent.
+    """
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    logits, labels = logits[:, :-1], batch["labels"][:, 1:]
+    if sample:
+        with torch.no_grad():
+            drawn = torch.multinomial(torch.softmax(logits.reshape(-1, logits.size(-1)), -1), 1).view_as(labels)
+        labels = torch.where(labels == IGNORE, labels, drawn)
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    return losses.sum(dim=1)

@@ -20,7 +20,7 @@ from pipeline.atomic import write_json, write_parquet
 from pipeline.config import Params
 from pipeline.corpus import world_for
 from pipeline.errors import WherefromError
-from pipeline.model import IGNORE, PROMPT_SEPARATOR, encode_query, load_model, pad_batch
+from pipeline.model import PROMPT_SEPARATOR, encode_query, load_model, pad_batch, sequence_nll
 from queries.answers import is_correct
 from queries.suites import TASKS, QuerySpec, build_suites
 
@@ -47,10 +47,7 @@ def completion_nll(model, tokenizer, prompts: list[str], completions: list[str],
     for i in range(0, len(prompts), batch_size):
         batch = pad_batch([encode_query(tokenizer, p, c) for p, c in
                            zip(prompts[i:i + batch_size], completions[i:i + batch_size])], tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:],
-                                                   ignore_index=IGNORE, reduction="none")
-        out += losses.sum(dim=1).tolist()
+        out += sequence_nll(model, batch).tolist()
     return out
 
 
