@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench screenshot install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ demo: $(STAMP)
 	@echo "Results:"
 	@echo "  corpus   data/corpus/        queries  data/queries.parquet"
 	@echo "  model    models/lm/          metrics  results/probe.json, results/pretrain.json"
-	@echo "  factors  results/factors/    scores   results/scores/shard=*/part.parquet"
-	@dvc metrics show
+	@echo "  factors  results/factors/    scores   results/scores/shard=*/part.parquet, results/baselines/"
+	@echo "  analysis results/*.parquet   query them: wherefrom sql --list"
+	@echo
+	@wherefrom sql --name findings --max-rows 20
+	@echo
+	@echo "Open the report: $(CURDIR)/reports/out/procedural_vs_factual.html"
 
 ## make test: unit tests plus one end-to-end `dvc repro` on the test profile
 test: $(STAMP)
@@ -40,6 +44,10 @@ test: $(STAMP)
 ## make bench: docs/s of plain forward+backward, kronfluence and wherefrom, side by side (not a test)
 bench: $(STAMP)
 	$(BIN)/python -m influence.bench
+
+## make screenshot: the HTML report in headless Chromium, as reports/out/screenshot-NN.png (needs Debian's chromium)
+screenshot: $(STAMP)
+	$(BIN)/python reports/screenshot.py reports/out/procedural_vs_factual.html
 
 clean:
 	rm -rf data models results .dvc/cache .dvc/tmp

@@ -1,6 +1,8 @@
 """`wherefrom`: one sub-command per pipeline stage (what `dvc repro` runs), plus helpers.
 
-    wherefrom params | corpus | pretrain | probe | factors | scores  [--params params.yaml]
+    wherefrom params | corpus | pretrain | probe | factors | scores | baselines | analyze | report  [--params params.yaml]
+    wherefrom sql "SELECT ..."                 # ad-hoc, read-only SQL over the pipeline's views
+    wherefrom sql --name NAME --param k=v      # a named query from reports/sql/NAME.sql (--list shows them)
 
 Errors in input or params print one line, `wherefrom: error: ...`, and exit with status 2.
 """
@@ -11,11 +13,8 @@ import argparse
 import importlib
 import sys
 
-import transformers
-
 from pipeline.config import load_params
 from pipeline.errors import WherefromError
-from pipeline.model import set_threads
 
 STAGES = {
     "params": "resolve the selected profile into each stage's settings -> data/params/",
@@ -24,6 +23,9 @@ STAGES = {
     "probe": "ask the query suites, record completions, NLL and correctness -> data/queries.parquet",
     "factors": "fit the EK-FAC curvature of the model on the corpus -> results/factors/",
     "scores": "influence of every document on every query, sharded on Dask -> results/scores/",
+    "baselines": "BM25 and random scores in the same schema -> results/baselines/METHOD/",
+    "analyze": "the paper's statistics, the classifier and the findings -> results/*.parquet, metrics.json",
+    "report": "execute the report notebook and render it -> reports/out/procedural_vs_factual.html",
 }
 
 
@@ -33,10 +35,28 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    sql = sub.add_parser("sql", help="read-only SQL over the scores, queries, corpus and results (DuckDB views)",
+                         description="Run SQL over views of the pipeline's Parquet files (see the README for the "
+                                     "views and their columns). Only SELECT statements run.")
+    sql.add_argument("query", nargs="?", help="a SELECT statement")
+    sql.add_argument("--name", help="run the named query reports/sql/NAME.sql instead")
+    sql.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a named query's parameter")
+    sql.add_argument("--list", action="store_true", help="list the named queries and their parameters")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument("--max-rows", type=int, default=40, help="rows shown in table format (default: 40)")
+    sql.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args(argv)
     try:
-        transformers.logging.disable_progress_bar()  # keep stage logs to our own progress bars
         params = load_params(args.params)
+        if args.command == "sql":
+            from pipeline import sql as sql_command
+
+            return sql_command.run(params, args)
+        import transformers
+
+        from pipeline.model import set_threads
+
+        transformers.logging.disable_progress_bar()  # keep stage logs to our own progress bars
         set_threads(params.runtime.threads)
         importlib.import_module(f"pipeline.{args.command}").run(params)
     except WherefromError as err:

@@ -101,6 +101,37 @@ class ScoresConfig:
 
 
 @dataclass(config=_STRICT)
+class BaselinesConfig:
+    """Scores computed beside influence, in its schema, and analysed the same way."""
+
+    methods: tuple[Literal["bm25", "random"], ...] = Field(
+        ("bm25", "random"), description="bm25: lexical overlap of the query text; random: chance")
+    out_dir: StrictStr = Field("results/baselines", description="one scores directory per method")
+
+
+@dataclass(config=_STRICT)
+class AnalysisConfig:
+    """The analyze stage: the paper's statistics, the classifier and the baselines beside influence."""
+
+    out_dir: StrictStr = Field("results", description="where the analysis tables and metrics.json go")
+    top_k: StrictInt = Field(500, gt=0, description="answer in top-k, recall, labels, procedure share (the paper's 500)")
+    tail_k: StrictInt = Field(500, gt=0, description="top scores the power law is fitted to")
+    top_percents: tuple[StrictFloat, ...] = Field((0.01, 0.1, 1.0, 10.0), description="top p% of documents whose "
+                                                  "influence is summed")
+    enrichment_ks: tuple[StrictInt, ...] = Field((10, 50, 100, 500, 1000), description="top/bottom k for source "
+                                                 "enrichment")
+    neighbours: StrictInt = Field(5, gt=0, description="classifier: how many most-correlated other queries to average")
+    sql_dir: StrictStr = Field("reports/sql", description="named DuckDB queries for `wherefrom sql --name`")
+
+
+@dataclass(config=_STRICT)
+class ReportConfig:
+    notebook: StrictStr = Field("reports/procedural_vs_factual.py", description="the jupytext (py:percent) notebook")
+    out_dir: StrictStr = Field("reports/out", description="the executed .ipynb and the self-contained .html")
+    docs_shown: StrictInt = Field(5, gt=0, description="top documents shown per example query")
+
+
+@dataclass(config=_STRICT)
 class DaskConfig:
     """Where the scores are computed; never what they are (so no stage depends on it)."""
 
@@ -120,6 +151,9 @@ class Params:
     queries: QueriesConfig = QueriesConfig()
     influence: InfluenceConfig = InfluenceConfig()
     scores: ScoresConfig = ScoresConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    report: ReportConfig = ReportConfig()
     dask: DaskConfig = DaskConfig()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -161,6 +195,11 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         raise WherefromError(_describe(err, source)) from None
 
 
+def from_resolved(effective: dict) -> Params:
+    """Params from ``dataclasses.asdict`` of a validated ``Params`` (the profile already applied)."""
+    return TypeAdapter(Params).validate_python(effective)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     try:
@@ -182,6 +221,9 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "probe": ("seed", "corpus", "model", "queries"),
     "factors": ("seed", "model", "influence"),
     "scores": ("seed", "model", "influence", "scores"),
+    "baselines": ("seed", "scores", "baselines"),
+    "analyze": ("baselines", "analysis"),
+    "report": ("baselines", "analysis", "report"),
 }
 RESOLVED_DIR = Path("data/params")
 

@@ -23,3 +23,123 @@ QUERIES = pa.schema([
     pa.field("completion_nll", pa.float64(), nullable=False),  # nats, summed over completion tokens
     pa.field("fact_id", pa.string()),
 ])
+
+# ---- the analyze stage's tables (results/NAME.parquet); every table has one row set per method
+_METHOD = pa.field("method", pa.string(), nullable=False)  # influence | bm25 | random
+
+QUERY_STATS = pa.schema([
+    _METHOD,
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("correct", pa.bool_(), nullable=False),
+    pa.field("n_docs", pa.int64(), nullable=False),
+    pa.field("total_positive", pa.float64()),  # sum of positive score_per_nat over all documents
+    pa.field("total_negative", pa.float64()),
+    pa.field("top_k", pa.int64(), nullable=False),  # analysis.top_k capped at 1% of documents
+    pa.field("topk_share", pa.float64()),  # share of total_positive in the top-k documents
+    pa.field("alpha", pa.float64()),  # power-law exponent of the top tail_k scores vs rank
+    pa.field("alpha_se", pa.float64()),
+    pa.field("tail_points", pa.int64()),
+    pa.field("answer_in_topk", pa.bool_()),  # the final answer appears (as a number, if one) in a top-k document
+    pa.field("step_answer_in_topk", pa.bool_()),  # an intermediate step's answer does
+    pa.field("answer_in_context_topk", pa.bool_()),  # a top-k document states the answer with the question's numbers and names
+    pa.field("working_share", pa.float64()),  # share of the top-k positive influence from documents that show working (text)
+    pa.field("fact_recall", pa.float64()),  # share of the documents stating the query's fact that are in its top-k
+    pa.field("neighbour_r", pa.float64()),  # mean Pearson r with its most correlated other queries
+    pa.field("procedural_score", pa.float64()),
+    pa.field("predicted", pa.string(), nullable=False),  # procedural | document_specific
+    pa.field("confidence", pa.float64()),
+    pa.field("expected", pa.string(), nullable=False),  # by kind: reasoning -> procedural, factual -> document_specific
+    pa.field("truth", pa.string()),  # generated world: what the query needs (null for controls and real corpora)
+])
+
+TOP_MASS = pa.schema([
+    _METHOD,
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("percent", pa.float64(), nullable=False),
+    pa.field("n_docs", pa.int64(), nullable=False),  # ceil(percent% of the documents)
+    pa.field("top_sum", pa.float64()),  # sum of the positive scores among them
+    pa.field("top_share", pa.float64()),  # top_sum / total_positive
+])
+
+TOP_DOCS = pa.schema([
+    _METHOD,
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("end", pa.string(), nullable=False),  # top (most positive first) | bottom (most negative first)
+    pa.field("rank", pa.int64(), nullable=False),
+    pa.field("doc_id", pa.int64(), nullable=False),
+    pa.field("score_per_nat", pa.float64(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("in_top_k", pa.bool_(), nullable=False),  # end = top and rank <= top_k
+    pa.field("mentions_answer", pa.bool_(), nullable=False),
+    pa.field("mentions_step_answer", pa.bool_(), nullable=False),
+    pa.field("answers_query", pa.bool_(), nullable=False),  # states the answer with the question's numbers and names
+    pa.field("label", pa.string(), nullable=False),  # label_truth where the corpus has it, else label_text
+    pa.field("label_truth", pa.string()),
+    pa.field("label_text", pa.string(), nullable=False),
+    pa.field("states_query_fact", pa.bool_(), nullable=False),
+    pa.field("states_a_fact", pa.bool_(), nullable=False),
+    pa.field("procedure", pa.string()),
+])
+
+CORRELATIONS = pa.schema([
+    _METHOD,
+    pa.field("query_a", pa.string(), nullable=False),
+    pa.field("query_b", pa.string(), nullable=False),
+    pa.field("task_a", pa.string(), nullable=False),
+    pa.field("task_b", pa.string(), nullable=False),
+    pa.field("group", pa.string(), nullable=False),  # within TASK, across reasoning tasks, KIND vs its control, ...
+    pa.field("pearson", pa.float64()),  # over all documents
+    pa.field("spearman", pa.float64()),
+])
+
+CORRELATION_GROUPS = pa.schema([
+    _METHOD,
+    pa.field("group", pa.string(), nullable=False),  # within TASK, across reasoning tasks, KIND vs its control, ...
+    pa.field("n_pairs", pa.int64(), nullable=False),
+    pa.field("mean_pearson", pa.float64()),
+    pa.field("sd_pearson", pa.float64()),
+    pa.field("max_pearson", pa.float64()),
+    pa.field("mean_spearman", pa.float64()),
+    pa.field("t_stat", pa.float64()),  # one-sample t-test of Fisher-z(r) against 0
+    pa.field("p_value", pa.float64()),
+])
+
+ENRICHMENT = pa.schema([
+    _METHOD,
+    pa.field("end", pa.string(), nullable=False),
+    pa.field("k", pa.int64(), nullable=False),
+    pa.field("level", pa.string(), nullable=False),  # task | kind
+    pa.field("group", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("share", pa.float64(), nullable=False),  # share of the group's top (bottom) k documents
+    pa.field("corpus_share", pa.float64(), nullable=False),
+    pa.field("enrichment", pa.float64(), nullable=False),  # share / corpus_share; 1 = as in the corpus
+])
+
+PROCEDURE_SHARE = pa.schema([
+    _METHOD,
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("category", pa.string(), nullable=False),  # own_procedure, other_procedure, own_fact, other_fact, filler
+    pa.field("n_docs", pa.int64(), nullable=False),  # of the top-k
+    pa.field("share", pa.float64()),  # of the top-k positive influence
+])
+
+FINDINGS = pa.schema([
+    pa.field("finding", pa.string(), nullable=False),
+    pa.field("claim", pa.string(), nullable=False),
+    pa.field("statistic", pa.string(), nullable=False),
+    pa.field("paper", pa.string(), nullable=False),  # the paper's number(s), as published
+    pa.field("paper_7b", pa.float64()),
+    pa.field("paper_35b", pa.float64()),
+    pa.field("influence", pa.float64()),  # ours
+    pa.field("bm25", pa.float64()),
+    pa.field("random", pa.float64()),
+    pa.field("test", pa.string(), nullable=False),  # what "reproduces" means, with its p-value where there is one
+    pa.field("reproduces", pa.bool_(), nullable=False),
+])
+
+ANALYSIS = {"query_stats": QUERY_STATS, "top_mass": TOP_MASS, "top_docs": TOP_DOCS, "correlations": CORRELATIONS,
+            "correlation_groups": CORRELATION_GROUPS, "enrichment": ENRICHMENT, "procedure_share": PROCEDURE_SHARE}

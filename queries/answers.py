@@ -54,3 +54,36 @@ def is_correct(kind: str, completion: str, answer: str) -> bool:
         value = final_answer(completion)
         return value is not None and value == as_number(answer)
     return mentions(completion, answer)
+
+
+# A capitalised word that does not start a sentence: a name ("Mount Nimair", "Bribrun").
+_CAPITALISED = re.compile(r"\b[A-Z][\w'-]*")
+_WITH_DIGIT = re.compile(r"\S*\d\S*")
+
+
+def key_terms(prompt: str) -> tuple[str, set[str]]:
+    """What identifies a question: its problem (the text from its first to its last word with a digit,
+    on the line with the most: ``(2 - 1) * 7``, ``7x + 3 = 59``), and the names it mentions."""
+    names = {m.group() for m in _CAPITALISED.finditer(prompt) if not _starts_sentence(prompt, m.start())}
+    line = max(prompt.splitlines() or [""], key=lambda s: len(_WITH_DIGIT.findall(s)))
+    found = list(_WITH_DIGIT.finditer(line))
+    return (squeeze(line[found[0].start():found[-1].end()]).strip("?.!,:;") if found else ""), names
+
+
+def squeeze(text: str) -> str:
+    """Whitespace runs as one space, so a problem matches however it is wrapped."""
+    return " ".join(text.split())
+
+
+def _starts_sentence(text: str, at: int) -> bool:
+    before = text[:at].rstrip(" ")
+    return not before or before[-1] in ".?!:\n"
+
+
+def answers_question(text: str, answer: str, prompt: str) -> bool:
+    """Whether ``text`` states ``answer`` together with what identifies the question (its numbers, in
+    order, and its names): the answer *to this question*, not a number that happens to be the same."""
+    if not mentions(text, answer):
+        return False
+    problem, names = key_terms(prompt)
+    return problem in squeeze(text) and all(mentions(text, name) for name in names)

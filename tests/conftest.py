@@ -18,6 +18,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def make_params(tmp: Path, **overrides) -> Params:
     """The repository's `test` profile with all outputs under ``tmp`` (plus optional section overrides)."""
+    return parse_params(raw_params(tmp, **overrides))
+
+
+def write_params(tmp: Path, **overrides) -> Path:
+    """The same, as a params file (for the CLI)."""
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw_params(tmp, **overrides), sort_keys=False))
+    return path
+
+
+def raw_params(tmp: Path, **overrides) -> dict:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profile"] = "test"
     raw["corpus"]["out_dir"] = str(tmp / "data/corpus")
@@ -27,13 +38,15 @@ def make_params(tmp: Path, **overrides) -> Params:
     raw["pretrain"]["metrics"] = str(tmp / "results/pretrain.json")
     raw["influence"]["factors_dir"] = str(tmp / "results/factors")
     raw["scores"]["out_dir"] = str(tmp / "results/scores")
+    raw["analysis"].update(out_dir=str(tmp / "results"), sql_dir=str(REPO / "reports/sql"))
+    raw["baselines"]["out_dir"] = str(tmp / "results/baselines")
     profile = raw["profiles"]["test"]
     for section, values in overrides.items():  # into the profile, which is applied last
         if isinstance(values, dict):
             profile.setdefault(section, {}).update(values)
         else:
             profile[section] = values
-    return parse_params(raw)
+    return raw
 
 
 @pytest.fixture(scope="session")

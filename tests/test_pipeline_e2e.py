@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import yaml
 from pipeline import schemas
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ["pipeline", "queries", "influence", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
+COPIED = ["pipeline", "queries", "influence", "reports/sql", "reports/procedural_vs_factual.py", "reports/offline.html.j2",
+          "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
 
 
 def _run(args, cwd):
@@ -53,15 +55,41 @@ def test_repro_produces_the_contracted_outputs(project):
     count = duckdb.connect().execute(
         f"SELECT count(*) FROM read_parquet('{project}/results/scores/**/*.parquet')").fetchone()[0]
     assert count == n_docs * queries.num_rows
+    for name, schema in schemas.ANALYSIS.items():
+        assert pq.read_schema(project / f"results/{name}.parquet") == schema, name
+    findings = pq.read_table(project / "results/findings.parquet")
+    assert findings.num_rows == 10 and findings.column("bm25").null_count < findings.num_rows  # BM25 beside ours
+    methods = duckdb.connect().execute(
+        f"SELECT DISTINCT method FROM read_parquet('{project}/results/query_stats.parquet') ORDER BY 1").fetchall()
+    assert methods == [("bm25",), ("influence",), ("random",)]
     metrics = json.loads(_run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project))
     shown = json.dumps(metrics)
-    assert '"accuracy"' in shown and '"final_loss"' in shown
+    assert '"accuracy"' in shown and '"final_loss"' in shown and '"findings_reproduced"' in shown
+    out = _run(["wherefrom", "sql", "--name", "answer_in_topk", "--param", "correct_only=false", "--format", "csv"],
+               project)
+    assert out.splitlines()[0].startswith("task,n_queries,top_k") and len(out.splitlines()) == 1 + 6  # six tasks
+
+
+@pytest.mark.slow
+def test_repro_renders_the_report(project):
+    notebook = json.loads((project / "reports/out/procedural_vs_factual.ipynb").read_text())
+    outputs = [o for cell in notebook["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    page = (project / "reports/out/procedural_vs_factual.html").read_text()
+    sections = re.findall(r"<h2[^>]*>(\d+)\. ", page)
+    assert sections == [str(i) for i in range(1, 12)]
+    figures = [s for s in re.split(r"<h2", page)[1:] if "data:image/png;base64," in s]
+    assert len(figures) == 9  # every section but the findings table (2) and the example documents (10)
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?:", page)  # renders offline
+    findings = pq.read_table(project / "results/findings.parquet").column("finding").to_pylist()
+    assert all(f"<td>{f}</td>" in page for f in findings)
 
 
 @pytest.mark.slow
 def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
     def reran(out):
-        return {s for s in ("corpus", "pretrain", "probe", "factors", "scores") if f"Running stage '{s}'" in out}
+        return {s for s in ("corpus", "pretrain", "probe", "factors", "scores", "baselines", "analyze", "report")
+                if f"Running stage '{s}'" in out}
 
     assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -70,6 +98,10 @@ def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
     params["dask"]["workers"] = 2  # where scores are computed, not what they are
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()
-    params["profiles"]["test"]["queries"]["max_new_tokens"] = 12  # the active profile: probe, then scores
+    params["profiles"]["test"]["queries"]["max_new_tokens"] = 12  # the active profile: probe and what reads it
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"probe", "scores"}
+    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"probe", "scores", "baselines", "analyze",
+                                                                          "report"}
+    params["analysis"]["neighbours"] = 3  # only the analysis
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"analyze", "report"}

@@ -1,0 +1,414 @@
+"""Stage `analyze`: the paper's statistics on the scores, the classifier, and the same for each baseline.
+
+    wherefrom analyze           # reads results/scores, results/baselines/*, the corpus and the queries
+
+Writes, under ``analysis.out_dir`` (``results/``), one Parquet table each (schemas in
+``pipeline/schemas.py``, views in ``wherefrom sql``): ``query_stats`` (one row per query: magnitude,
+tail, answer in top-k, recall, class), ``top_mass`` (top p% sums), ``top_docs`` (top and bottom
+documents with labels), ``correlations`` (query pairs), ``correlation_groups``, ``enrichment``
+(sources in the top/bottom k), ``procedure_share`` (generated world), ``findings`` (ours beside the
+paper's); and ``metrics.json``, the headline numbers for ``dvc metrics show``.
+
+Scores are read one shard at a time into a memory-mapped matrix (``pipeline/score_matrix.py``); every
+statistic takes one query's row or a block of columns, never the whole table in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from scipy import stats as sps
+from tqdm.auto import tqdm
+
+from pipeline import classify, findings, labels, schemas, stats
+from pipeline.atomic import write_json, write_parquet
+from pipeline.config import AnalysisConfig, Params
+from pipeline.errors import WherefromError
+from pipeline.score_matrix import open_matrix
+from queries.answers import as_number, key_terms, mentions, numbers_in, squeeze
+from queries.tasks import REASONING_TASKS
+
+UNKNOWN_SOURCE = "unknown"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What the analysis needs of the corpus besides the top documents' text: a few small aggregates."""
+
+    n_docs: int
+    source_share: dict[str, float]
+    fact_doc_counts: dict[str, int]  # fact id -> documents stating it
+    procedures: frozenset[str]  # procedures the corpus shows
+    has_truth: bool
+
+    @staticmethod
+    def read(corpus_dir: str) -> Corpus:
+        con = duckdb.connect()
+        files = f"read_parquet('{Path(corpus_dir).resolve()}/*.parquet')"
+        n_docs = con.execute(f"SELECT count(*) FROM {files}").fetchone()[0]
+        sources = con.execute(f"SELECT coalesce(source, '{UNKNOWN_SOURCE}'), count(*) FROM {files} GROUP BY 1").fetchall()
+        facts = con.execute(f"SELECT f, count(*) FROM (SELECT unnest(fact_ids) AS f FROM {files}) GROUP BY f").fetchall()
+        procedures = con.execute(f"SELECT DISTINCT procedure FROM {files} WHERE procedure IS NOT NULL").fetchall()
+        return Corpus(n_docs, {s: c / n_docs for s, c in sources}, dict(facts), frozenset(p for (p,) in procedures),
+                      bool(facts or procedures))
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str  # influence, bm25 or random
+    scores_dir: Path
+
+
+def methods(params: Params) -> list[Method]:
+    out = [Method("influence", Path(params.scores.out_dir))]
+    for name in params.baselines.methods:
+        path = Path(params.baselines.out_dir) / name
+        if not any(path.glob("shard=*/part.parquet")):
+            raise WherefromError(f"{path}: no scores for baseline {name!r}; run the baselines stage first")
+        out.append(Method(name, path))
+    return out
+
+
+def truth_class(task: str, fact_id: str | None, corpus: Corpus) -> str | None:
+    """What the generated world says a query needs: a stated fact, a shown procedure, or (controls) neither."""
+    if fact_id and corpus.fact_doc_counts.get(fact_id):
+        return classify.DOCUMENT_SPECIFIC
+    if task in REASONING_TASKS and task in corpus.procedures:
+        return classify.PROCEDURAL
+    return None
+
+
+class DocumentText:
+    """The top documents' text and ground truth, read once, with each text's numbers parsed once."""
+
+    def __init__(self, corpus_dir: str, doc_ids: set[int]):
+        table = ds.dataset(corpus_dir, format="parquet").to_table(
+            columns=["doc_id", "text", "source", "fact_ids", "procedure"], filter=pc.field("doc_id").isin(sorted(doc_ids)))
+        self.rows = {d: (t, s or UNKNOWN_SOURCE, f, p) for d, t, s, f, p in zip(*(table.column(c).to_pylist()
+                                                                                 for c in table.column_names))}
+        self._numbers: dict[int, set[float]] = {}
+        self._squeezed: dict[int, str] = {}
+
+    def numbers(self, doc_id: int) -> set[float]:
+        if doc_id not in self._numbers:
+            self._numbers[doc_id] = set(numbers_in(self.rows[doc_id][0]))
+        return self._numbers[doc_id]
+
+    def mentions(self, doc_id: int, answer: str) -> bool:
+        """``queries.answers.mentions``, with each document's numbers parsed once."""
+        value = as_number(answer)
+        return mentions(self.rows[doc_id][0], answer) if value is None else value in self.numbers(doc_id)
+
+    def answers(self, doc_id: int, answer: str, prompt: str) -> bool:
+        """``queries.answers.answers_question``, likewise."""
+        if not self.mentions(doc_id, answer):
+            return False
+        problem, names = key_terms(prompt)
+        if doc_id not in self._squeezed:
+            self._squeezed[doc_id] = squeeze(self.rows[doc_id][0])
+        return problem in self._squeezed[doc_id] and all(mentions(self.rows[doc_id][0], n) for n in names)
+
+
+def analyze_method(method: Method, queries: pa.Table, corpus: Corpus, params: Params, scratch: Path) -> dict[str, pa.Table]:
+    cfg = params.analysis
+    q = queries.to_pydict()
+    qids = q["query_id"]
+    with open_matrix(method.scores_dir, qids, scratch) as matrix:
+        n_docs = len(matrix.doc_ids)
+        if n_docs != corpus.n_docs:
+            raise WherefromError(f"{method.scores_dir}: scores cover {n_docs} of the corpus's {corpus.n_docs} documents; "
+                                 f"rerun the {'scores' if method.name == 'influence' else 'baselines'} stage")
+        k_top, k_tail = stats.capped_k(cfg.top_k, n_docs), stats.capped_k(cfg.tail_k, n_docs)
+        ks = sorted({min(k, n_docs) for k in cfg.enrichment_ks} | {k_top})
+        k_keep = max(ks)
+        per_query, mass_rows, top_rows = [], [], []
+        for i in tqdm(range(len(qids)), desc=f"analyze ({method.name})", unit="query", mininterval=1.0):
+            row = matrix.row(i)
+            order = stats.ranking(row)
+            ranked = row[order]
+            magnitude = stats.Magnitude.of(ranked, cfg.top_percents)
+            tail = stats.PowerLaw.fit(ranked, k_tail)
+            positive_top = np.clip(ranked[:k_top], 0, None).sum()
+            per_query.append(dict(total_positive=magnitude.total_positive, total_negative=magnitude.total_negative,
+                                  topk_share=positive_top / magnitude.total_positive if magnitude.total_positive > 0
+                                  else math.nan, alpha=tail.alpha, alpha_se=tail.alpha_se, tail_points=tail.n_points))
+            for p, s, share in zip(cfg.top_percents, magnitude.top_sums, magnitude.top_shares):
+                mass_rows.append((qids[i], p, max(1, math.ceil(p / 100 * n_docs)), s, share))
+            for end, positions in (("top", order[:k_keep]), ("bottom", order[::-1][:k_keep])):
+                for rank, pos in enumerate(positions, start=1):
+                    top_rows.append((qids[i], end, rank, int(matrix.doc_ids[pos]), float(row[pos])))
+        pearson = stats.pearson(matrix.values)
+        with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+            ranks = np.lib.format.open_memmap(Path(tmp) / "ranks.npy", mode="w+", dtype=np.float32,
+                                              shape=matrix.values.shape)
+            spearman = stats.pearson(stats.rank_rows(matrix.values, ranks))
+            del ranks
+
+    texts = DocumentText(params.corpus.out_dir, {r[3] for r in top_rows})
+    top_docs = _top_docs(top_rows, q, texts, k_top, corpus)
+    stats_table = _query_stats(q, per_query, top_docs, pearson, corpus, cfg, n_docs, k_top)
+    tables = {
+        "query_stats": stats_table,
+        "top_mass": pa.table(dict(zip(["query_id", "percent", "n_docs", "top_sum", "top_share"], zip(*mass_rows)))),
+        "top_docs": top_docs,
+        "correlations": _correlations(q, pearson, spearman),
+        "enrichment": _enrichment(top_docs, queries, corpus, ks),
+        "procedure_share": _procedure_share(top_docs, q, k_top) if corpus.has_truth else None,
+    }
+    tables["correlation_groups"] = _correlation_groups(tables["correlations"])
+    return {name: _with_method(t, method.name) for name, t in tables.items() if t is not None}
+
+
+def _with_method(table: pa.Table, method: str) -> pa.Table:
+    return table.add_column(0, "method", pa.array([method] * table.num_rows, pa.string()))
+
+
+def _top_docs(rows: list[tuple], q: dict, texts: DocumentText, k_top: int, corpus: Corpus) -> pa.Table:
+    index = {qid: i for i, qid in enumerate(q["query_id"])}
+    out: dict[str, list] = {c: [] for c in schemas.TOP_DOCS.names if c != "method"}
+    for qid, end, rank, doc_id, value in rows:
+        i = index[qid]
+        text, source, fact_ids, procedure = texts.rows[doc_id]
+        answer, steps = q["answer"][i], q["step_answers"][i] or []
+        prompt = q["prompt"][i]
+        states = texts.answers(doc_id, answer, prompt)
+        out["query_id"].append(qid)
+        out["end"].append(end)
+        out["rank"].append(rank)
+        out["doc_id"].append(doc_id)
+        out["score_per_nat"].append(value)
+        out["source"].append(source)
+        out["mentions_answer"].append(texts.mentions(doc_id, answer))
+        out["mentions_step_answer"].append(any(texts.mentions(doc_id, s) for s in steps))
+        out["answers_query"].append(states)
+        truth = labels.truth_label(q["task"][i], q["fact_id"][i], fact_ids, procedure) if corpus.has_truth else None
+        heuristic = labels.text_label(text, states)
+        out["label_truth"].append(truth)
+        out["label_text"].append(heuristic)
+        out["label"].append(truth or heuristic)
+        out["in_top_k"].append(end == "top" and rank <= k_top)
+        out["states_query_fact"].append(bool(q["fact_id"][i] and fact_ids and q["fact_id"][i] in fact_ids))
+        out["states_a_fact"].append(bool(fact_ids))
+        out["procedure"].append(procedure)
+    return pa.table(out)
+
+
+def _query_stats(q: dict, per_query: list[dict], top_docs: pa.Table, pearson: np.ndarray, corpus: Corpus,
+                 cfg: AnalysisConfig, n_docs: int, k_top: int) -> pa.Table:
+    in_top = top_docs.filter(pc.field("in_top_k"))
+    answer_in, step_in, context_in, fact_hits, working, positive = (Counter() for _ in range(6))
+    for qid, a, s, c, f, label, value in zip(*(in_top.column(c).to_pylist() for c in (
+            "query_id", "mentions_answer", "mentions_step_answer", "answers_query", "states_query_fact",
+            "label_text", "score_per_nat"))):
+        answer_in[qid] += a
+        step_in[qid] += s
+        context_in[qid] += c
+        fact_hits[qid] += f
+        working[qid] += max(value, 0.0) * (label == labels.SHOWS_PROCEDURE)
+        positive[qid] += max(value, 0.0)
+    qids = q["query_id"]
+    features = {
+        "neighbour_r": classify.neighbour_r(pearson, cfg.neighbours),
+        "topk_share": np.array([p["topk_share"] for p in per_query]),
+        "alpha": np.array([p["alpha"] for p in per_query]),
+        "answer_in_context": np.array([float(context_in[qid] > 0) for qid in qids]),
+        "working_share": np.array([working[qid] / positive[qid] if positive[qid] > 0 else np.nan for qid in qids]),
+    }
+    result = classify.classify(features)
+    columns: dict[str, list] = {c: [] for c in schemas.QUERY_STATS.names if c != "method"}
+    for i, qid in enumerate(qids):
+        fact_id = q["fact_id"][i]
+        n_fact_docs = corpus.fact_doc_counts.get(fact_id or "", 0)
+        row = dict(query_id=qid, task=q["task"][i], kind=q["kind"][i], correct=q["correct"][i], n_docs=n_docs,
+                   top_k=k_top, answer_in_topk=answer_in[qid] > 0, step_answer_in_topk=step_in[qid] > 0,
+                   answer_in_context_topk=context_in[qid] > 0, working_share=float(features["working_share"][i]),
+                   fact_recall=fact_hits[qid] / n_fact_docs if n_fact_docs else None,
+                   neighbour_r=float(features["neighbour_r"][i]), procedural_score=float(result.score[i]),
+                   predicted=result.label[i], confidence=float(result.confidence[i]),
+                   expected=classify.EXPECTED_FOR_KIND[q["kind"][i]],
+                   truth=truth_class(q["task"][i], fact_id, corpus), **per_query[i])
+        for c in columns:
+            columns[c].append(row[c])
+    return pa.table(columns)
+
+
+def _correlations(q: dict, pearson: np.ndarray, spearman: np.ndarray) -> pa.Table:
+    a, b = np.triu_indices(len(q["query_id"]), k=1)
+    ids, tasks = np.asarray(q["query_id"], dtype=object), np.asarray(q["task"], dtype=object)
+    groups = [pair_group(x, y) for x, y in zip(tasks[a], tasks[b])]
+    return pa.table({"query_a": ids[a], "query_b": ids[b], "task_a": tasks[a], "task_b": tasks[b], "group": groups,
+                     "pearson": pearson[a, b], "spearman": spearman[a, b]})
+
+
+def pair_group(task_a: str, task_b: str) -> str:
+    """The comparison a query pair belongs to: within one task, across reasoning tasks, against a control."""
+    kind = {t: ("reasoning" if t in REASONING_TASKS or t == "reasoning_control" else "factual") for t in (task_a, task_b)}
+    if task_a == task_b:
+        return f"within {task_a}"
+    if task_a in REASONING_TASKS and task_b in REASONING_TASKS:
+        return "across reasoning tasks"
+    controls = {"factual_control", "reasoning_control"}
+    if (task_a in controls) != (task_b in controls) and kind[task_a] == kind[task_b]:
+        return f"{kind[task_a]} vs its control"
+    if kind[task_a] != kind[task_b] and not ({task_a, task_b} & controls):
+        return "factual vs reasoning"
+    return "other"
+
+
+def _correlation_groups(pairs: pa.Table) -> pa.Table:
+    groups = np.asarray(pairs.column("group").to_pylist(), dtype=object)
+    pearson, spearman = pairs.column("pearson").to_numpy(), pairs.column("spearman").to_numpy()
+    out: dict[str, list] = {c: [] for c in schemas.CORRELATION_GROUPS.names if c != "method"}
+    for group in sorted(set(groups)):
+        mask = groups == group
+        t, p = stats.fisher_t_test(pearson[mask])
+        for c, v in dict(group=group, n_pairs=int(mask.sum()), mean_pearson=float(np.nanmean(pearson[mask])),
+                         sd_pearson=float(np.nanstd(pearson[mask])), max_pearson=float(np.nanmax(pearson[mask])),
+                         mean_spearman=float(np.nanmean(spearman[mask])), t_stat=t, p_value=p).items():
+            out[c].append(v)
+    return pa.table(out)
+
+
+def _enrichment(top_docs: pa.Table, queries: pa.Table, corpus: Corpus, ks: list[int]) -> pa.Table:
+    """Share of each source in the top/bottom k, pooled over a task's (or kind's) queries, over its corpus share."""
+    con = duckdb.connect()
+    con.register("top_docs", top_docs.select(["query_id", "end", "rank", "source"]))
+    con.register("queries", queries.select(["query_id", "task", "kind"]))
+    con.register("ks", pa.table({"k": ks}))
+    con.register("shares", pa.table({"source": list(corpus.source_share), "corpus_share": list(corpus.source_share.values())}))
+    return con.sql("""
+        WITH top AS (SELECT t.*, q.task, q.kind FROM top_docs t JOIN queries q USING (query_id)),
+        counted AS (
+            SELECT "end", k, 'task' AS level, task AS "group", source, count(*) AS n FROM top, ks WHERE rank <= k GROUP BY ALL
+            UNION ALL
+            SELECT "end", k, 'kind' AS level, kind AS "group", source, count(*) AS n FROM top, ks WHERE rank <= k GROUP BY ALL),
+        sizes AS (
+            SELECT 'task' AS level, task AS "group", count(*) AS n_queries FROM queries GROUP BY ALL
+            UNION ALL SELECT 'kind', kind, count(*) FROM queries GROUP BY ALL),
+        cells AS (SELECT e."end", ks.k, s.level, s."group", s.n_queries, sh.source, sh.corpus_share
+                  FROM (VALUES ('top'), ('bottom')) e("end"), ks, sizes s, shares sh)
+        SELECT c."end", c.k, c.level, c."group", c.source, coalesce(n, 0) / (c.n_queries * c.k) AS share,
+               c.corpus_share, coalesce(n, 0) / (c.n_queries * c.k) / c.corpus_share AS enrichment
+        FROM cells c LEFT JOIN counted USING ("end", k, level, "group", source)
+        ORDER BY c.level, c."group", c."end", c.k, c.source""").to_arrow_table()
+
+
+PROCEDURE_CATEGORIES = ("own_procedure", "other_procedure", "own_fact", "other_fact", "filler")
+
+
+def _procedure_share(top_docs: pa.Table, q: dict, k_top: int) -> pa.Table:
+    """Where each query's top-k positive influence comes from, by the generated world's ground truth."""
+    task_of = dict(zip(q["query_id"], q["task"]))
+    mass: dict[tuple[str, str], float] = Counter()
+    count: dict[tuple[str, str], int] = Counter()
+    rows = top_docs.filter(pc.field("in_top_k"))
+    for qid, value, label, own_fact, any_fact, procedure in zip(*(rows.column(c).to_pylist() for c in (
+            "query_id", "score_per_nat", "label_truth", "states_query_fact", "states_a_fact", "procedure"))):
+        if label == labels.SHOWS_PROCEDURE:
+            category = "own_procedure"
+        elif procedure is not None:
+            category = "other_procedure"
+        elif own_fact:
+            category = "own_fact"
+        elif any_fact:
+            category = "other_fact"
+        else:
+            category = "filler"
+        mass[qid, category] += max(value, 0.0)
+        count[qid, category] += 1
+    out: dict[str, list] = {c: [] for c in schemas.PROCEDURE_SHARE.names if c != "method"}
+    for qid in q["query_id"]:
+        total = sum(mass[qid, c] for c in PROCEDURE_CATEGORIES)
+        for c in PROCEDURE_CATEGORIES:
+            for col, v in dict(query_id=qid, task=task_of[qid], category=c, n_docs=count[qid, c],
+                               share=mass[qid, c] / total if total > 0 else None).items():
+                out[col].append(v)
+    return pa.table(out)
+
+
+def _agreement(top_docs: pa.Table) -> dict:
+    """How often the text labeller agrees with the ground truth, over the top-k documents."""
+    rows = top_docs.filter(pc.field("in_top_k") & pc.field("label_truth").is_valid())
+    truth, text = rows.column("label_truth").to_pylist(), rows.column("label_text").to_pylist()
+    if not truth:
+        return {}
+    confusion = {t: {p: sum(1 for a, b in zip(truth, text) if a == t and b == p) for p in labels.LABELS}
+                 for t in labels.LABELS}
+    return {"agreement": sum(a == b for a, b in zip(truth, text)) / len(truth), "n": len(truth), "confusion": confusion}
+
+
+def _summary(tables: dict[str, pa.Table]) -> dict:
+    """One method's headline numbers (the per-method part of metrics.json)."""
+    qs = tables["query_stats"].to_pydict()
+    kinds = np.asarray(qs["task"], dtype=object)
+    factual, reasoning = kinds == "factual", np.isin(kinds, REASONING_TASKS)
+    correct = np.asarray(qs["correct"], dtype=bool)
+    groups = dict(zip(tables["correlation_groups"].column("group").to_pylist(),
+                      tables["correlation_groups"].column("mean_pearson").to_pylist()))
+    alpha = np.asarray(qs["alpha"], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        tail = sps.ttest_ind(alpha[reasoning & np.isfinite(alpha)], alpha[factual & np.isfinite(alpha)], equal_var=False)
+    answer = np.asarray(qs["answer_in_topk"], dtype=bool)
+    in_context = np.asarray(qs["answer_in_context_topk"], dtype=bool)
+    predicted = qs["predicted"]
+    return {
+        "mean_r": {"factual_pairs": groups.get("within factual"),
+                   **{f"within_{t}": groups.get(f"within {t}") for t in REASONING_TASKS},
+                   "across_reasoning": groups.get("across reasoning tasks")},
+        "answer_in_topk": {"factual_correct": _mean(answer[factual & correct]),
+                           "reasoning_correct": _mean(answer[reasoning & correct])},
+        "answer_in_context_topk": {"factual_correct": _mean(in_context[factual & correct]),
+                                   "reasoning_correct": _mean(in_context[reasoning & correct])},
+        "tail_alpha": {"factual": _mean(alpha[factual]), "reasoning": _mean(alpha[reasoning]),
+                       "welch_t": float(tail.statistic), "p_value": float(tail.pvalue)},
+        "classifier": {"vs_kind": classify.confusion(qs["expected"], predicted),
+                       "vs_truth": classify.confusion(qs["truth"], predicted)},
+        "labels": _agreement(tables["top_docs"]),
+    }
+
+
+def _finite(obj):
+    """NaN and infinity as null: metrics.json must be valid JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _mean(values: np.ndarray) -> float | None:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else None
+
+
+def run(params: Params) -> Path:
+    cfg = params.analysis
+    queries = pq.read_table(params.queries.out)
+    corpus = Corpus.read(params.corpus.out_dir)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    per_method = {m.name: analyze_method(m, queries, corpus, params, out) for m in methods(params)}
+    for name, schema in schemas.ANALYSIS.items():
+        parts = [t[name].select(schema.names).cast(schema) for t in per_method.values() if name in t]
+        # every table is written, empty if it does not apply (procedure_share needs ground truth)
+        write_parquet(pa.concat_tables(parts) if parts else schema.empty_table(), out / f"{name}.parquet", schema)
+    summaries = {name: _summary(tables) for name, tables in per_method.items()}
+    table = findings.compute(per_method)
+    write_parquet(table, out / "findings.parquet", schemas.FINDINGS)
+    write_json({**_finite(summaries), "findings_reproduced": f"{sum(table.column('reproduces').to_pylist())}/{table.num_rows}"},
+               out / "metrics.json")
+    print(f"analyze: {len(per_method)} methods ({', '.join(per_method)}) x {queries.num_rows} queries x "
+          f"{corpus.n_docs} documents -> {out}/ (findings reproduced: "
+          f"{sum(table.column('reproduces').to_pylist())} of {table.num_rows})")
+    return out

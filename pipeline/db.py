@@ -1,0 +1,153 @@
+"""DuckDB over the pipeline's Parquet: views made at connect time, read-only, and named SQL files.
+
+Views are created on every connection (never stored in a ``.duckdb`` file, whose relative globs break
+from another directory). After that the connection is locked down: DuckDB may read only the
+project's data and results directories, its configuration is locked, and ``query`` accepts nothing
+but SELECT (and EXPLAIN), so no statement can write a file or change a table.
+
+Named queries live in ``reports/sql/NAME.sql``. Their header says what they return and which
+parameters they take::
+
+    -- Top documents of one query, with their source, label and text.
+    -- param query_id: the query, e.g. arithmetic-000
+    -- param k = 10: how many documents
+
+and the body uses them as ``$query_id`` and ``$k``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from pipeline.config import Params
+from pipeline.errors import WherefromError
+
+# The analyze stage's tables, each a view of results/NAME.parquet.
+RESULT_TABLES = ("query_stats", "top_mass", "top_docs", "correlations", "correlation_groups", "enrichment", "procedure_share",
+                 "findings")
+_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path.resolve()).replace("'", "''") + "'"
+
+
+def view_sources(params: Params) -> dict[str, str]:
+    """View name -> the SELECT behind it, for every input that exists on disk now."""
+    views: dict[str, str] = {}
+    scores = Path(params.scores.out_dir)
+    if any(scores.glob("shard=*/part.parquet")):
+        views["scores"] = f"SELECT * FROM read_parquet({_literal(scores)} || '/shard=*/part.parquet', hive_partitioning=false)"
+    baselines = [m for m in params.baselines.methods
+                 if any((Path(params.baselines.out_dir) / m).glob("shard=*/part.parquet"))]
+    if baselines:
+        views["baseline_scores"] = " UNION ALL ".join(
+            f"SELECT '{m}' AS method, * FROM read_parquet({_literal(Path(params.baselines.out_dir) / m)} "
+            f"|| '/shard=*/part.parquet', hive_partitioning=false)" for m in baselines)
+    if Path(params.queries.out).is_file():
+        views["queries"] = f"SELECT * FROM read_parquet({_literal(Path(params.queries.out))})"
+    corpus = Path(params.corpus.out_dir)
+    if any(corpus.glob("*.parquet")):
+        views["corpus"] = f"SELECT * FROM read_parquet({_literal(corpus)} || '/*.parquet')"
+    for name in RESULT_TABLES:
+        path = Path(params.analysis.out_dir) / f"{name}.parquet"
+        if path.is_file():
+            views[name] = f"SELECT * FROM read_parquet({_literal(path)})"
+    return views
+
+
+def connect(params: Params) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with a view per existing input and result, then locked read-only."""
+    con = duckdb.connect(":memory:")
+    for name, select in view_sources(params).items():
+        con.execute(f"CREATE VIEW {name} AS {select}")
+    readable = {str(Path(p).resolve()) + "/" for p in (params.scores.out_dir, params.baselines.out_dir,
+                                                       Path(params.queries.out).parent, params.corpus.out_dir,
+                                                       params.analysis.out_dir)}
+    con.execute("SET allowed_directories = ?", [sorted(readable)])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict | None = None, source: str = "sql") -> pa.Table:
+    """Run one read-only statement; any failure is a one-line ``WherefromError`` naming ``source``."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as err:
+        raise WherefromError(f"{source}: {_first_line(err)}") from None
+    if len(statements) != 1:
+        raise WherefromError(f"{source}: expected one SQL statement, got {len(statements)}")
+    if statements[0].type not in _READ_ONLY:
+        raise WherefromError(f"{source}: read-only: only SELECT statements run here, "
+                             f"not {statements[0].type.name}")
+    try:
+        return con.sql(sql, params=parameters or None).to_arrow_table()
+    except duckdb.Error as err:
+        raise WherefromError(f"{source}: {_first_line(err)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0]
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    name: str
+    path: Path
+    description: str
+    required: tuple[str, ...]
+    defaults: dict[str, str]
+    sql: str
+
+
+_PARAM = re.compile(r"^--\s*param\s+(\w+)\s*(?:=\s*([^:]+?))?\s*(?::.*)?$")
+
+
+def named_query(sql_dir: str | Path, name: str) -> NamedQuery:
+    path = Path(sql_dir) / f"{name}.sql"
+    if not re.fullmatch(r"\w+", name) or not path.is_file():
+        known = ", ".join(q.name for q in named_queries(sql_dir)) or "none"
+        raise WherefromError(f"{path}: no such named query (known: {known})")
+    text = path.read_text()
+    header = [line.strip() for line in text.splitlines() if line.strip().startswith("--")]
+    description = next((h.lstrip("- ").strip() for h in header if not _PARAM.match(h)), "")
+    required, defaults = [], {}
+    for line in header:
+        m = _PARAM.match(line)
+        if m and m.group(2) is None:
+            required.append(m.group(1))
+        elif m:
+            defaults[m.group(1)] = m.group(2).strip()
+    return NamedQuery(name, path, description, tuple(required), defaults, text)
+
+
+def named_queries(sql_dir: str | Path) -> list[NamedQuery]:
+    return [named_query(sql_dir, p.stem) for p in sorted(Path(sql_dir).glob("*.sql"))]
+
+
+def bind(q: NamedQuery, given: dict[str, str]) -> dict[str, object]:
+    """Given parameters merged over the defaults, as numbers where they look like numbers."""
+    unknown = sorted(set(given) - set(q.required) - set(q.defaults))
+    if unknown:
+        raise WherefromError(f"{q.path}: unknown parameter {unknown[0]!r} (takes: {', '.join([*q.required, *q.defaults])})")
+    missing = [p for p in q.required if p not in given]
+    if missing:
+        raise WherefromError(f"{q.path}: missing parameter {missing[0]!r} (give --param {missing[0]}=VALUE)")
+    values = {**q.defaults, **given}
+    used = set(re.findall(r"\$(\w+)", q.sql))
+    return {k: _typed(v) for k, v in values.items() if k in used}
+
+
+def _typed(value: str) -> object:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value

@@ -1,0 +1,379 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Which documents taught the model: facts or procedures?
+#
+# This report follows Ruis et al. (2024), *Procedural Knowledge in Pretraining Drives Reasoning in
+# Large Language Models*, on this pipeline's own run. For every query, EK-FAC influence estimates
+# how much each pretraining document made the model's completion more likely, per nat. The paper
+# finds that influence on factual answers is narrow (a few documents, which often contain the answer),
+# and that influence on reasoning is broad and procedural. Every number below is read through the same
+# DuckDB views and named queries as `wherefrom sql`. BM25 and random scores are analysed the same way
+# as baselines.
+
+# %% tags=["parameters"]
+params_file = "params.yaml"  # the pipeline's parameters: where the results are (when run by hand)
+resolved = None  # the same, already resolved: what the report stage passes
+method = "influence"  # the attribution shown in the figures
+baselines = ["bm25", "random"]  # shown beside it
+docs_shown = 5  # top documents shown per example query
+
+# %%
+import html
+import json
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from IPython.display import HTML, Markdown, display
+
+from pipeline import db
+from pipeline.config import from_resolved, load_params
+from pipeline.labels import WORKED_STEP
+
+params = from_resolved(resolved) if resolved else load_params(params_file)
+con = db.connect(params)
+TASKS = ["factual", "arithmetic", "slope", "linear", "factual_control", "reasoning_control"]
+COLOURS = {"factual": "#1f77b4", "arithmetic": "#d62728", "slope": "#ff7f0e", "linear": "#9467bd",
+           "factual_control": "#7fb2d9", "reasoning_control": "#e6a3a3", "influence": "#2ca02c", "bm25": "#8c564b",
+           "random": "#7f7f7f"}
+plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False, "font.size": 9})
+
+
+def sql(query: str, **parameters):
+    """A pandas frame of a read-only query (small results only: the views do the work)."""
+    return db.query(con, query, parameters or None).to_pandas()
+
+
+def named(name: str, **parameters):
+    q = db.named_query(params.analysis.sql_dir, name)
+    return db.query(con, q.sql, db.bind(q, {k: str(v) for k, v in parameters.items()}), source=str(q.path)).to_pandas()
+
+
+def note(text: str) -> None:
+    display(Markdown(text))
+
+
+findings = named("findings").set_index("finding")
+
+
+def verdict(finding: str) -> str:
+    row = findings.loc[finding]
+    return f"**{'reproduces' if row.reproduces else 'does not reproduce'}** ({row.test})"
+
+
+tasks_present = [t for t in TASKS if t in set(sql("SELECT DISTINCT task FROM queries").task)]
+
+# %% [markdown]
+# ## 1. Setup
+
+# %%
+sources = sql("SELECT source, count(*) AS n FROM corpus GROUP BY source ORDER BY n DESC")
+accuracy = sql("SELECT task, count(*) AS n, avg(correct::INT) AS accuracy FROM queries GROUP BY task")
+accuracy = accuracy.set_index("task").reindex(tasks_present)
+pretrain = json.loads(Path(params.pretrain.metrics).read_text()) if Path(params.pretrain.metrics).is_file() else {}
+fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+axes[0].barh(sources.source, sources.n, color="#888")
+axes[0].invert_yaxis()
+axes[0].set(title=f"Corpus: {sources.n.sum():,} documents by source", xlabel="documents")
+axes[1].bar(accuracy.index, accuracy.accuracy, color=[COLOURS[t] for t in accuracy.index])
+axes[1].set(title="Accuracy per task (greedy, exact answer)", ylim=(0, 1.05))
+axes[2].bar(accuracy.index, accuracy.n, color=[COLOURS[t] for t in accuracy.index])
+axes[2].set(title="Queries per task")
+for ax in axes[1:]:
+    ax.tick_params(axis="x", rotation=35)
+    plt.setp(ax.get_xticklabels(), ha="right")
+fig.tight_layout()
+plt.show()
+size = f"A {pretrain['n_params'] / 1e6:.2f}M-parameter" if pretrain.get("n_params") else "An external"
+note(f"{size} model, attributed over {sources.n.sum():,} documents for {int(accuracy.n.sum())} queries. "
+     f"Accuracy ranges from {accuracy.accuracy.min():.0%} to {accuracy.accuracy.max():.0%} per task. The paper "
+     "analyses correctly answered queries, and so does every answer-in-top-k statistic below.")
+
+# %% [markdown]
+# ## 2. Findings: ours beside the paper's
+
+# %%
+table = findings.reset_index()[["finding", "paper", "ours", "bm25", "random", "reproduces", "test"]]
+display(HTML("<style>table.findings td, table.findings th{text-align:left}</style>"
+             + table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", classes="findings")))
+note(f"**{int(findings.reproduces.sum())} of {len(findings)}** of the paper's findings reproduce on this run "
+     "(`ours` is influence). The test column says what each one requires; BM25 and random are the same "
+     "statistics on baseline scores.")
+
+# %% [markdown]
+# ## 3. Query x query correlation of document influence
+
+# %%
+def correlation_matrix(m: str):
+    order = sql("SELECT query_id, task FROM queries").assign(
+        rank=lambda d: d.task.map({t: i for i, t in enumerate(TASKS)})).sort_values(["rank", "query_id"])
+    index = {q: i for i, q in enumerate(order.query_id)}
+    pairs = sql("SELECT query_a, query_b, pearson FROM correlations WHERE method = $m", m=m)
+    matrix = np.eye(len(index))
+    for a, b, r in pairs.itertuples(index=False):
+        matrix[index[a], index[b]] = matrix[index[b], index[a]] = r
+    return matrix, order.task.to_numpy()
+
+
+shown = [method, *[b for b in baselines if b == "bm25"]]
+fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.6))
+for ax, m in zip(np.atleast_1d(axes), shown):
+    matrix, tasks = correlation_matrix(m)
+    off = np.abs(matrix[~np.eye(len(matrix), dtype=bool)])
+    vmax = max(float(np.quantile(off, 0.99)), 0.05)
+    im = ax.imshow(matrix, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+    bounds = [i for i in range(1, len(tasks)) if tasks[i] != tasks[i - 1]]
+    for b in bounds:
+        ax.axhline(b - 0.5, color="k", lw=0.6)
+        ax.axvline(b - 0.5, color="k", lw=0.6)
+    starts = [0, *bounds]
+    ends = [*bounds, len(tasks)]
+    ax.set_xticks([(s + e - 1) / 2 for s, e in zip(starts, ends)], [tasks[s] for s in starts], rotation=35, ha="right")
+    ax.set_yticks([(s + e - 1) / 2 for s, e in zip(starts, ends)], [tasks[s] for s in starts])
+    ax.set_title(f"{m}: Pearson r (colour scale ±{vmax:.2f})")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+fig.tight_layout()
+plt.show()
+groups = sql("SELECT \"group\", n_pairs, mean_pearson, p_value FROM correlation_groups WHERE method = $m", m=method)
+g = groups.set_index("group").mean_pearson
+same = [f"{t} {g.get('within ' + t, float('nan')):.3f}" for t in ("arithmetic", "slope", "linear")]
+note(f"Mean r within a task: {', '.join(same)}; among factual queries {g.get('within factual', float('nan')):.3f}; "
+     f"across reasoning tasks {g.get('across reasoning tasks', float('nan')):.3f}. The paper's central finding, "
+     f"strongly correlated influence within a reasoning task, {verdict('same_task_reasoning_r')}.")
+
+# %% [markdown]
+# ## 4. How concentrated is positive influence? Top-p% cumulative sums
+
+# %%
+mass = sql("""SELECT q.task, m.percent, avg(m.top_sum) AS top_sum, avg(m.top_share) AS top_share
+              FROM top_mass m JOIN queries q USING (query_id) WHERE m.method = $m GROUP BY ALL ORDER BY percent""",
+           m=method)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+for task in tasks_present:
+    part = mass[mass.task == task]
+    axes[0].plot(part.percent, part.top_sum, marker="o", color=COLOURS[task], label=task)
+    axes[1].plot(part.percent, part.top_share, marker="o", color=COLOURS[task], label=task)
+axes[0].set(xscale="log", yscale="log", xlabel="top p% of documents", ylabel="sum of positive influence per nat",
+            title="Absolute")
+axes[1].set(xscale="log", xlabel="top p% of documents", ylabel="share of all positive influence", title="Relative",
+            ylim=(0, 1.02))
+axes[1].legend(fontsize=7, frameon=False)
+fig.tight_layout()
+plt.show()
+row = findings.loc["total_positive_ratio"]
+note(f"Reasoning queries receive {row.ours:.2f}x the total positive influence per nat of factual ones (paper: "
+     f"smaller for reasoning); this {verdict('total_positive_ratio')}. The relative curves show how much of it sits "
+     "in the very top documents.")
+
+# %% [markdown]
+# ## 5. The tail: power laws on the top-k scores
+
+# %%
+tail = sql("""SELECT t.query_id, q.task, t.rank, t.score_per_nat FROM top_docs t JOIN queries q USING (query_id)
+              WHERE t.method = $m AND t."end" = 'top' AND t.rank <= (SELECT max(tail_points) FROM query_stats)
+              AND t.score_per_nat > 0""", m=method)
+alphas = sql("SELECT task, kind, alpha FROM query_stats WHERE method = $m", m=method)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+for task in tasks_present:
+    first = tail[tail.task == task].query_id.min()
+    part = tail[tail.query_id == first].sort_values("rank")
+    if len(part) < 3:
+        continue
+    x, y = np.log(part["rank"].to_numpy()), np.log(part.score_per_nat.to_numpy())
+    slope, intercept = np.polyfit(x, y, 1)
+    axes[0].scatter(part["rank"], part.score_per_nat, s=4, color=COLOURS[task], alpha=0.5)
+    axes[0].plot(part["rank"], np.exp(intercept + slope * x), color=COLOURS[task], label=f"{first}: alpha {-slope:.2f}")
+axes[0].set(xscale="log", yscale="log", xlabel="rank", ylabel="influence per nat", title="One query per task")
+axes[0].legend(fontsize=7, frameon=False)
+data = [alphas[alphas.task == t].alpha.dropna() for t in tasks_present]
+axes[1].boxplot(data, tick_labels=tasks_present)
+axes[1].tick_params(axis="x", rotation=35)
+axes[1].set(ylabel="power-law exponent alpha", title="Exponents per task")
+fig.tight_layout()
+plt.show()
+metrics = json.loads((Path(params.analysis.out_dir) / "metrics.json").read_text())[method]
+t = metrics["tail_alpha"]
+note(f"Mean exponent: factual {t['factual']:.2f}, reasoning {t['reasoning']:.2f} (Welch t = {t['welch_t']:.2f}, "
+     f"p = {t['p_value']:.2g}). The paper finds a power-law tail for both kinds; a larger alpha means influence "
+     "falls off faster from the top document.")
+
+# %% [markdown]
+# ## 6. Is the answer in the top documents?
+
+# %%
+answers = named("answer_in_topk", method=method)
+answers = answers.set_index("task").reindex(tasks_present)
+x = np.arange(len(answers))
+fig, ax = plt.subplots(figsize=(9, 3.2))
+ax.bar(x - 0.27, answers.answer_in_topk, 0.27, label="answer anywhere in a top-k document", color="#bbb")
+ax.bar(x, answers.answer_to_question_in_topk, 0.27, label="the answer to this question", color="#2ca02c")
+ax.bar(x + 0.27, answers.fact_recall.fillna(0), 0.27, label="recall of the fact's documents (truth)", color="#1f77b4")
+ax.set_xticks(x, answers.index, rotation=35, ha="right")
+top_k = int(sql("SELECT max(top_k) AS k FROM query_stats").k[0])
+ax.set(ylim=(0, 1.05), ylabel="share of correct queries", title=f"Top-{top_k} documents")
+ax.legend(fontsize=7, frameon=False, loc="upper right")
+fig.tight_layout()
+plt.show()
+f, r = findings.loc["answer_in_topk_factual"], findings.loc["answer_in_topk_reasoning"]
+note(f"A top document answers the question for {f.ours:.0%} of factual and {r.ours:.0%} of reasoning queries "
+     f"(paper: 55%/30% and 7%/0% at 7B/35B); this {verdict('answer_in_topk_factual')}. Matching any mention of "
+     "the answer (grey) is near chance for small numbers, which is why the stricter test is used.")
+
+# %% [markdown]
+# ## 7. Which sources do the top and bottom documents come from?
+
+# %%
+enrich = sql("SELECT * FROM enrichment WHERE method = $m AND level = 'kind'", m=method)
+fig, axes = plt.subplots(2, 2, figsize=(10, 5.6), sharex=True)
+for i, end in enumerate(["top", "bottom"]):
+    for j, kind in enumerate(["factual", "reasoning"]):
+        ax = axes[i, j]
+        part = enrich[(enrich["end"] == end) & (enrich.group == kind)]
+        for source in sorted(part.source.unique()):
+            s = part[part.source == source].sort_values("k")
+            ax.plot(s.k, s.enrichment, marker="o", ms=3, label=source)
+        ax.axhline(1, color="k", lw=0.6, ls="--")
+        ax.set(xscale="log", title=f"{kind} queries, {end} k", ylabel="share / corpus share")
+axes[1, 0].set_xlabel("k")
+axes[1, 1].set_xlabel("k")
+handles, labels_ = axes[0, 0].get_legend_handles_labels()
+fig.legend(handles, labels_, loc="lower center", ncol=len(labels_), frameon=False, fontsize=8)
+fig.tight_layout(rect=(0, 0.05, 1, 1))
+plt.show()
+note(f"Over-representation of StackExchange and code for reasoning {verdict('reasoning_sources')}; of wiki and "
+     f"trivia for factual queries {verdict('factual_sources')}. In the generated world, sources are assigned to "
+     "document kinds, so enrichment partly restates which kinds of documents rank high.")
+
+# %% [markdown]
+# ## 8. Procedure share of influence (ground truth of the generated world)
+
+# %%
+share = sql("""SELECT task, category, avg(share) AS share FROM procedure_share WHERE method = $m
+               GROUP BY ALL""", m=method)
+if len(share):
+    pivot = share.pivot(index="task", columns="category", values="share").reindex(tasks_present).fillna(0)
+    categories = ["own_procedure", "other_procedure", "own_fact", "other_fact", "filler"]
+    colours = ["#d62728", "#f4a582", "#1f77b4", "#92c5de", "#cccccc"]
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    left = np.zeros(len(pivot))
+    for c, colour in zip(categories, colours):
+        values = pivot.get(c, 0 * left)
+        ax.barh(pivot.index, values, left=left, color=colour, label=c)
+        left += np.asarray(values)
+    ax.invert_yaxis()
+    ax.set(xlabel="share of top-k positive influence", xlim=(0, 1))
+    ax.legend(fontsize=7, frameon=False, ncol=5, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    plt.show()
+    own = {t: pivot.loc[t, "own_procedure"] for t in ("arithmetic", "slope", "linear") if t in pivot.index}
+    note("Top-k influence on reasoning comes from documents showing the query's own procedure ("
+         + ", ".join(f"{t} {v:.0%}" for t, v in own.items()) + "), and on facts from the documents stating the fact "
+         f"({pivot.loc['factual', 'own_fact']:.0%}). This is the paper's procedural-vs-factual contrast, measured "
+         "against ground truth.")
+else:
+    note("This corpus has no ground truth (a real corpus), so there is no procedure share to show.")
+
+# %% [markdown]
+# ## 9. Classifying queries from their influence alone
+
+# %%
+confusion = sql("""SELECT expected, truth, predicted FROM query_stats WHERE method = $m""", m=method)
+classes = ["procedural", "document_specific"]
+fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), layout="constrained")
+for ax, reference in zip(axes, ["expected", "truth"]):
+    known = confusion.dropna(subset=[reference])
+    counts = np.array([[((known[reference] == a) & (known.predicted == b)).sum() for b in classes] for a in classes])
+    accuracy_ = np.trace(counts) / counts.sum() if counts.sum() else float("nan")
+    ax.imshow(counts, cmap="Greens", vmin=0)
+    for (a, b), v in np.ndenumerate(counts):
+        ax.text(b, a, str(v), ha="center", va="center", color="white" if v > counts.max() / 2 else "black")
+    ax.set_xticks([0, 1], classes)
+    ax.set_yticks([0, 1], classes)
+    ax.set(xlabel="predicted", ylabel="by kind" if reference == "expected" else "by ground truth",
+           title=f"accuracy {accuracy_:.0%} (n = {counts.sum()})")
+plt.show()
+c = metrics["classifier"]
+note(f"Without the task label, the classifier agrees with the query kind for {c['vs_kind']['accuracy']:.0%} of "
+     f"queries and with the world's ground truth for {c['vs_truth']['accuracy']:.0%}. The controls have no ground "
+     "truth: they are answered from the prompt.")
+
+# %% [markdown]
+# ## 10. The top documents of one query per task
+
+# %%
+def highlight(text: str, answer: str, label: str) -> str:
+    out = html.escape(text)
+    if label == "shows_procedure":
+        out = WORKED_STEP.sub(lambda m: f"<b>{m.group(0)}</b>", out)
+    pattern = rf"(?<![\w.]){re.escape(html.escape(answer))}(?![\w])"
+    return re.sub(pattern, lambda m: f"<mark>{m.group(0)}</mark>", out)
+
+
+examples = sql("""SELECT task, min(query_id) AS query_id FROM queries WHERE correct GROUP BY task""")
+parts = []
+for task in tasks_present:
+    qid = examples.set_index("task").query_id.get(task)
+    if qid is None:
+        continue
+    query = sql("SELECT prompt, completion, answer FROM queries WHERE query_id = $q", q=qid).iloc[0]
+    docs = named("top_documents", query_id=qid, k=docs_shown, method=method)
+    full = sql(f"SELECT doc_id, text FROM corpus WHERE doc_id IN ({','.join(map(str, docs.doc_id)) or 'NULL'})")
+    text = dict(zip(full.doc_id, full.text))
+    rows = "".join(f"<tr><td>{r.rank}</td><td>{r.source}</td><td>{r.label}</td><td>{r.score_per_nat:.3g}</td>"
+                   f"<td><pre>{highlight(text[r.doc_id][:400], query.answer, r.label)}</pre></td></tr>"
+                   for r in docs.itertuples())
+    parts.append(f"<h4>{html.escape(qid)} ({task})</h4><table class='docs'><tr><th>prompt</th><th>the model's "
+                 f"completion</th></tr><tr><td><pre>{html.escape(query.prompt)}</pre></td><td><pre>"
+                 f"{html.escape(query.completion)}</pre></td></tr></table><table class='docs'><tr><th>rank</th><th>source"
+                 f"</th><th>label</th><th>score/nat</th><th>text (answer <mark>marked</mark>, worked steps bold)</th>"
+                 f"</tr>{rows}</table>")
+display(HTML("<style>table.docs pre{white-space:pre-wrap;margin:0;font-size:11px;text-align:left}"
+             " table.docs td, table.docs th{vertical-align:top;text-align:left} table.docs{margin-bottom:8px}"
+             "</style>" + "".join(parts)))
+note("Labels come from the world's ground truth. The answer is marked wherever it appears; for reasoning "
+     "queries it appears only as another problem's number, never as the answer to this question.")
+
+# %% [markdown]
+# ## 11. Influence is not lexical overlap: BM25 and random beside it
+
+# %%
+methods = [method, *baselines]
+summary = json.loads((Path(params.analysis.out_dir) / "metrics.json").read_text())
+measures = {
+    "same-task reasoning r": lambda s: np.nanmean([s["mean_r"].get(f"within_{t}") or np.nan
+                                                   for t in ("arithmetic", "slope", "linear")]),
+    "factual-pair r": lambda s: s["mean_r"]["factual_pairs"],
+    "answer to question, factual": lambda s: s["answer_in_context_topk"]["factual_correct"],
+    "classifier vs kind": lambda s: s["classifier"]["vs_kind"]["accuracy"],
+    "text labels vs truth": lambda s: s["labels"].get("agreement"),
+}
+proc = sql("""SELECT method, avg(share) AS share FROM procedure_share WHERE category = 'own_procedure'
+              AND task IN ('arithmetic', 'slope', 'linear') GROUP BY method""").set_index("method").share
+fig, ax = plt.subplots(figsize=(10, 3.4))
+x = np.arange(len(measures) + 1)
+width = 0.8 / len(methods)
+for i, m in enumerate(m for m in methods if m in summary):
+    values = [float(f(summary[m]) or np.nan) for f in measures.values()] + [proc.get(m, np.nan)]
+    ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=m, color=COLOURS.get(m))
+ax.set_xticks(x, [*measures, "own-procedure share"], rotation=20, ha="right")
+ax.axhline(0, color="k", lw=0.6)
+ax.set(title="The same statistics on three kinds of scores", ylim=(-0.1, 1.05))
+ax.legend(frameon=False, fontsize=8)
+fig.tight_layout()
+plt.show()
+b = summary.get("bm25", {}).get("mean_r", {})
+note(f"BM25 scores correlate strongly within a reasoning task (slope r = {b.get('within_slope') or float('nan'):.2f}), "
+     "because same-task prompts share their words. The paper's correlation finding is therefore not evidence of "
+     "procedural influence on its own. Random scores mark chance for every statistic.")

@@ -1,0 +1,10 @@
+-- Top (or bottom) documents of one query, with their source, label and text.
+-- param query_id: the query, e.g. arithmetic-000
+-- param k = 10: how many documents
+-- param end = top: top (most positive influence) or bottom (most negative)
+-- param method = influence: influence, bm25 or random
+SELECT t.rank, t.doc_id, round(t.score_per_nat, 4) AS score_per_nat, t.source, t.label, t.mentions_answer,
+       replace(left(c.text, 160), chr(10), ' ') AS text
+FROM top_docs t JOIN corpus c USING (doc_id)
+WHERE t.query_id = $query_id AND t.method = $method AND t."end" = $end AND t.rank <= $k
+ORDER BY t.rank

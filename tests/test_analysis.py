@@ -1,0 +1,286 @@
+"""The analyze stage on constructed scores where every answer is known, and its statistics one by one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from influence import shards
+from pipeline import analyze, classify, schemas, stats
+from pipeline.atomic import write_parquet
+from pipeline.labels import SHOWS_PROCEDURE, STATES_ANSWER, shows_working, text_label
+from pipeline.score_matrix import open_matrix
+from queries.answers import answers_question, key_terms
+from conftest import write_params
+from pipeline import cli
+from pipeline.config import load_params
+
+N_DOCS, ALPHA, TOP = 200, 1.5, 10  # capped_k(500, 200) = 10: top-k, tail and the smallest enrichment k
+SOURCES = ["wiki", "webdata", "math_and_trivia", "stackexchange", "arxiv_markdown"]
+ARITHMETIC = "Calculate the answer: (7 - 4) * 7\n\nThink step-by-step."
+TEXTS = {0: "Calculate the answer: (7 - 4) * 7\nFirst 7 - 4 = 3. Then 3 * 7 = 21.",  # works it: answer and steps
+         1: "Calculate the answer: (7 - 4) * 7 is not 210, whatever they say.",  # 210 is not 21
+         2: "The capital of Bribrun is Koutex."}
+
+
+def _corpus() -> pa.Table:
+    rows = []
+    for i in range(N_DOCS):
+        rows.append(dict(doc_id=i, text=TEXTS.get(i, f"Nothing to see in document {i}."),
+                         source="code" if i < 20 else SOURCES[i % len(SOURCES)], n_tokens=8,
+                         fact_ids=["e0-capital"] if i == 2 else None, procedure="arithmetic" if i == 0 else None))
+    return pa.Table.from_pylist(rows, schema=schemas.CORPUS)
+
+
+QUERIES = [  # (query_id, task, prompt, answer, steps, fact_id, top documents in order)
+    ("arithmetic-000", "arithmetic", ARITHMETIC, "21", ["3", "21"], None, [0, *range(3, 12)]),
+    ("arithmetic-001", "arithmetic", ARITHMETIC, "21", ["3", "21"], None, [0, *range(3, 12)]),
+    ("arithmetic-002", "arithmetic", ARITHMETIC, "21", ["3", "21"], None, [1, *range(12, 20), 3]),
+    ("factual-000", "factual", "What is the capital of Bribrun?", "Koutex", [], "e0-capital", [2, *range(5, 14)]),
+    ("factual-001", "factual", "What is the capital of Trezeind?", "Deibu", [], None, [*range(10, 20)]),
+]
+
+
+def _scores(rng: np.random.Generator) -> np.ndarray:
+    """Each query: its top documents on an exact power law, all others small noise far below."""
+    scores = rng.uniform(-0.01, 0.01, size=(len(QUERIES), N_DOCS))
+    for q, (*_, top) in enumerate(QUERIES):
+        scores[q, top] = 10.0 * np.arange(1, TOP + 1) ** -ALPHA
+    scores[1] = scores[0]  # two identical queries
+    return scores
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("planted")
+    params = load_params(write_params(tmp, baselines={"methods": []}))
+    write_parquet(_corpus(), tmp / "data/corpus/part-00000.parquet", schemas.CORPUS)
+    queries = pa.Table.from_pylist([
+        dict(query_id=qid, task=task, kind="factual" if task == "factual" else "reasoning", prompt=prompt,
+             completion=f"The answer is {answer}.", answer=answer, step_answers=steps, correct=True, completion_nll=2.0,
+             fact_id=fact) for qid, task, prompt, answer, steps, fact, _ in QUERIES], schema=schemas.QUERIES)
+    write_parquet(queries, params.queries.out, schemas.QUERIES)
+    scores = _scores(np.random.default_rng(0))
+    for shard in shards.plan(list(range(N_DOCS)), 64):  # 4 shards, the last one short
+        shards.write(shard.path(tmp / "results/scores"), "key", [q[0] for q in QUERIES], np.full(len(QUERIES), 2.0),
+                     shard.doc_ids, scores[:, list(shard.doc_ids)])
+    analyze.run(params)
+    tables = {name: pq.read_table(tmp / f"results/{name}.parquet") for name in [*schemas.ANALYSIS, "findings"]}
+    return params, scores, tables, tmp / "params.yaml"
+
+
+def _row(table: pa.Table, **where) -> dict:
+    rows = [r for r in table.to_pylist() if all(r[k] == v for k, v in where.items())]
+    assert len(rows) == 1, where
+    return rows[0]
+
+
+def test_every_table_has_its_schema(planted):
+    tables = planted[2]
+    for name, schema in schemas.ANALYSIS.items():
+        assert tables[name].schema == schema, name
+        assert tables[name].num_rows > 0, name
+    assert tables["findings"].schema == schemas.FINDINGS
+
+
+def test_score_matrix_reassembles_the_shards(planted):
+    params, scores, *_ = planted
+    with open_matrix(params.scores.out_dir, [q[0] for q in QUERIES]) as matrix:
+        assert matrix.doc_ids.tolist() == list(range(N_DOCS))
+        np.testing.assert_allclose(matrix.values, scores / 2.0, rtol=1e-6)  # per nat: NLL 2
+
+
+def test_identical_queries_correlate_perfectly(planted):
+    pair = _row(planted[2]["correlations"], query_a="arithmetic-000", query_b="arithmetic-001")
+    assert pair["pearson"] == pytest.approx(1.0) and pair["spearman"] == pytest.approx(1.0)
+    assert pair["group"] == "within arithmetic"
+    other = _row(planted[2]["correlations"], query_a="arithmetic-000", query_b="factual-001")
+    assert other["pearson"] < 0.5 and other["group"] == "factual vs reasoning"
+
+
+def test_planted_power_law_exponent_is_recovered(planted):
+    for row in planted[2]["query_stats"].to_pylist():
+        assert row["alpha"] == pytest.approx(ALPHA, abs=1e-6) and row["alpha_se"] == pytest.approx(0, abs=1e-6)
+        assert row["tail_points"] == TOP
+
+
+def test_planted_answer_document_is_found_and_210_is_not_21(planted):
+    qs = planted[2]["query_stats"]
+    assert _row(qs, query_id="arithmetic-000")["answer_in_context_topk"]
+    found = _row(qs, query_id="arithmetic-002")  # its top documents hold "210" and never "21"
+    assert not found["answer_in_context_topk"] and not found["answer_in_topk"]
+    top = planted[2]["top_docs"]
+    assert not _row(top, query_id="arithmetic-002", end="top", rank=1)["mentions_answer"]  # doc 1: "210"
+    assert _row(top, query_id="arithmetic-000", end="top", rank=1)["mentions_step_answer"]
+    assert _row(qs, query_id="factual-000")["answer_in_context_topk"]
+    assert _row(qs, query_id="factual-000")["fact_recall"] == 1.0  # the only document stating e0-capital
+
+
+def test_enrichment_of_a_source_that_fills_the_top_k_is_one_over_its_share(planted):
+    row = _row(planted[2]["enrichment"], end="top", k=TOP, level="kind", group="reasoning", source="code")
+    assert row["corpus_share"] == pytest.approx(20 / N_DOCS)
+    assert row["enrichment"] == pytest.approx(N_DOCS / 20)
+    assert _row(planted[2]["enrichment"], end="top", k=TOP, level="kind", group="reasoning", source="wiki")["share"] == 0
+
+
+def test_top_mass_and_procedure_share_match_the_planted_scores(planted):
+    weights = np.arange(1, TOP + 1) ** -ALPHA
+    row = _row(planted[2]["top_mass"], query_id="arithmetic-000", percent=1.0)  # 1% of 200 = 2 documents
+    assert row["n_docs"] == 2 and row["top_sum"] == pytest.approx(5.0 * weights[:2].sum(), rel=1e-5)
+    share = _row(planted[2]["procedure_share"], query_id="arithmetic-000", category="own_procedure")
+    assert share["n_docs"] == 1 and share["share"] == pytest.approx(weights[0] / weights.sum(), rel=1e-5)
+    assert _row(planted[2]["procedure_share"], query_id="factual-000", category="own_fact")["n_docs"] == 1
+
+
+def test_labels_use_truth_where_the_corpus_has_it(planted):
+    top = planted[2]["top_docs"]
+    assert _row(top, query_id="arithmetic-000", end="top", rank=1)["label"] == SHOWS_PROCEDURE
+    fact = _row(top, query_id="factual-000", end="top", rank=1)
+    assert fact["label"] == fact["label_truth"] == fact["label_text"] == STATES_ANSWER
+
+
+def test_findings_and_metrics_cover_every_finding(planted):
+    params, _, tables, _ = planted
+    findings = tables["findings"].to_pylist()
+    assert [f["finding"] for f in findings] == [f.finding for f in analyze.findings.FINDINGS]
+    assert all(f["bm25"] is None for f in findings)  # no baselines in this run
+    metrics = json.loads((Path(params.analysis.out_dir) / "metrics.json").read_text())
+    assert metrics["influence"]["classifier"]["vs_kind"]["n"] == len(QUERIES)
+    assert metrics["findings_reproduced"].endswith(f"/{len(findings)}")
+
+
+# ---------------------------------------------------------------- statistics one at a time
+
+def test_capped_k_is_one_percent_with_a_floor():
+    assert stats.capped_k(500, 5_000_000) == 500
+    assert stats.capped_k(500, 14_132) == 141
+    assert stats.capped_k(500, 200) == 10 and stats.capped_k(500, 4) == 4
+
+
+def test_magnitude_sums_the_top_percent_of_positive_scores():
+    ranked = np.array([4.0, 3.0, 2.0, 1.0] + [0.0] * 95 + [-5.0])
+    m = stats.Magnitude.of(ranked, (1.0, 10.0))
+    assert (m.total_positive, m.total_negative) == (10.0, -5.0)
+    assert m.top_sums == (4.0, 10.0) and m.top_shares == (0.4, 1.0)
+
+
+def test_pearson_streams_over_column_blocks():
+    rng = np.random.default_rng(1)
+    matrix = rng.standard_normal((4, 1000))
+    total, cross, _, n = stats.gram(stats.column_blocks(matrix, width=64), 4)
+    np.testing.assert_allclose(stats.pearson_from_gram(total, cross, n), np.corrcoef(matrix), atol=1e-12)
+
+
+def test_two_means_split_separates_two_groups_and_the_classifier_follows():
+    assert 1.0 < classify.two_means_split(np.array([0.0, 0.1, 0.2, 5.0, 5.1])) < 5.0
+    broad = dict(neighbour_r=0.8, topk_share=0.1, alpha=0.3, answer_in_context=0.0, working_share=0.9)
+    narrow = dict(neighbour_r=0.05, topk_share=0.7, alpha=1.2, answer_in_context=1.0, working_share=0.1)
+    rows = [broad] * 5 + [narrow] * 3
+    features = {k: np.array([r[k] for r in rows]) + np.linspace(0, 0.01, len(rows)) for k in broad}
+    result = classify.classify(features)
+    assert result.label == [classify.PROCEDURAL] * 5 + [classify.DOCUMENT_SPECIFIC] * 3
+    assert (result.confidence > 0.99).all()
+    report = classify.confusion(["procedural"] * 5 + [None] * 3, result.label)
+    assert report["accuracy"] == 1.0 and report["n"] == 5
+
+
+def test_the_answer_to_this_question_not_the_same_digits():
+    assert key_terms(ARITHMETIC) == ("(7 - 4) * 7", set())
+    assert answers_question("So (7 - 4) * 7 = 21.", "21", ARITHMETIC)
+    assert not answers_question("So (7 - 4) * 7 = 210.", "21", ARITHMETIC)
+    assert not answers_question("(2 + 1) * 7 = 21", "21", ARITHMETIC)  # same digits, another problem
+    assert answers_question("Keiklei is the capital of Statre.", "Keiklei", "What is the capital of Statre?")
+    assert not answers_question("Keiklei is a capital.", "Keiklei", "What is the capital of Statre?")
+
+
+def test_text_labels():
+    assert shows_working("7 - 4 = 3\n3 * 7 = 21") and not shows_working("It is 21. Or 3 = 3.")
+    assert shows_working("def slope(a, b):\n    return a / b")
+    assert text_label("nothing here", answers_query=False) == "other"
+
+
+# ---------------------------------------------------------------- wherefrom sql
+
+def _sql(planted, capsys, *args) -> tuple[int, str, str]:
+    code = cli.main(["sql", "--params", str(planted[3]), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sql_reads_every_view(planted, capsys):
+    views = ["scores", "queries", "corpus", *schemas.ANALYSIS, "findings"]
+    code, out, _ = _sql(planted, capsys, " UNION ALL ".join(f"SELECT '{v}' AS v, count(*) AS n FROM {v}" for v in views),
+                        "--format", "json")
+    assert code == 0
+    counts = {r["v"]: r["n"] for r in json.loads(out)}
+    assert counts["scores"] == len(QUERIES) * N_DOCS and counts["corpus"] == N_DOCS and counts["findings"] == 10
+
+
+def test_named_queries_run_with_their_parameters(planted, capsys):
+    code, out, _ = _sql(planted, capsys, "--name", "top_documents", "--param", "query_id=factual-000",
+                        "--param", "k=3", "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and [r["doc_id"] for r in rows] == [2, 5, 6] and rows[0]["label"] == STATES_ANSWER
+    for name in ("task_correlations", "answer_in_topk", "source_enrichment", "findings"):
+        code, out, err = _sql(planted, capsys, "--name", name, "--format", "csv")
+        assert code == 0 and out.count("\n") > 1, (name, err)
+    code, out, _ = _sql(planted, capsys, "--list")
+    assert code == 0 and "top_documents" in out and "query_id" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["SELEC 1"], "sql: Parser Error: syntax error"),
+    (["SELECT * FROM nowhere"], "Catalog Error"),
+    (["COPY (SELECT 1) TO 'x.csv'"], "read-only: only SELECT statements run here, not COPY"),
+    (["CREATE TABLE t AS SELECT 1"], "read-only"),
+    (["SELECT * FROM read_csv('/etc/passwd')"], "Permission Error"),
+    (["SELECT 1; SELECT 2"], "expected one SQL statement, got 2"),
+    (["--name", "nope"], "nope.sql: no such named query (known: answer_in_topk, findings,"),
+    (["--name", "top_documents"], "top_documents.sql: missing parameter 'query_id' (give --param query_id=VALUE)"),
+    (["--name", "findings", "--param", "k=1"], "findings.sql: unknown parameter 'k'"),
+    (["--name", "findings", "--param", "k"], "--param 'k': expected KEY=VALUE"),
+    ([], "give either a SELECT statement or --name NAME"),
+])
+def test_bad_sql_is_one_line_and_exits_2(planted, capsys, args, message):
+    code, out, err = _sql(planted, capsys, *args)
+    assert code == 2 and out == ""
+    assert err.startswith("wherefrom: error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_a_short_shard_or_a_missing_baseline_is_a_one_line_error(planted, tmp_path):
+    import shutil
+
+    from pipeline.errors import WherefromError
+
+    params = planted[0]
+    shutil.copytree(params.scores.out_dir, tmp_path / "scores")
+    shard = tmp_path / "scores/shard=00000/part.parquet"
+    pq.write_table(pq.read_table(shard).slice(0, 10), shard)
+    with pytest.raises(WherefromError, match=r"shard=00000/part.parquet: 10 rows, expected 5 queries x 10 documents"):
+        with open_matrix(tmp_path / "scores", [q[0] for q in QUERIES]):
+            pass
+    import dataclasses
+
+    with_bm25 = dataclasses.replace(params, baselines=dataclasses.replace(params.baselines, methods=("bm25",)))
+    with pytest.raises(WherefromError, match=r"baselines/bm25: no scores for baseline 'bm25'; run the baselines stage"):
+        analyze.methods(with_bm25)
+
+
+def test_scores_that_miss_documents_are_refused(planted, tmp_path):
+    import dataclasses
+    import shutil
+
+    from pipeline.errors import WherefromError
+
+    params = planted[0]
+    shutil.copytree(params.scores.out_dir, tmp_path / "scores")
+    shutil.rmtree(tmp_path / "scores/shard=00001")
+    partial = dataclasses.replace(params, scores=dataclasses.replace(params.scores, out_dir=str(tmp_path / "scores")),
+                                  analysis=dataclasses.replace(params.analysis, out_dir=str(tmp_path / "out")))
+    with pytest.raises(WherefromError, match=r"scores cover 136 of the corpus's 200 documents; rerun the scores stage"):
+        analyze.run(partial)
