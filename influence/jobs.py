@@ -47,9 +47,28 @@ class ScoreJob:
 _PREPARED: dict[str, tuple] = {}
 
 
+def pin_gpu() -> int | None:
+    """On a machine with several GPUs, LocalCluster worker ``i`` takes GPU ``i mod n``: one worker per GPU.
+    (Workers of an external cluster are pinned by whoever starts them, e.g. ``dask cuda worker``.)"""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except ValueError:  # not inside a Dask worker
+        return None
+    if not isinstance(name, int):
+        return None
+    device = name % torch.cuda.device_count()
+    torch.cuda.set_device(device)
+    return device
+
+
 def _prepared(job: ScoreJob):
     if job.run_key not in _PREPARED:
         _PREPARED.clear()  # one run at a time per worker: free the previous model
+        pin_gpu()
         set_threads(job.threads)
         transformers.logging.disable_progress_bar()  # a worker's log is the shard bar, not weight loading
         queries = pq.read_table(job.queries_path, columns=["query_id", "prompt", "completion", "completion_nll"])

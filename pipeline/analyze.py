@@ -271,10 +271,11 @@ def _correlation_groups(pairs: pa.Table) -> pa.Table:
     out: dict[str, list] = {c: [] for c in schemas.CORRELATION_GROUPS.names if c != "method"}
     for group in sorted(set(groups)):
         mask = groups == group
-        t, p = stats.fisher_t_test(pearson[mask])
-        for c, v in dict(group=group, n_pairs=int(mask.sum()), mean_pearson=float(np.nanmean(pearson[mask])),
-                         sd_pearson=float(np.nanstd(pearson[mask])), max_pearson=float(np.nanmax(pearson[mask])),
-                         mean_spearman=float(np.nanmean(spearman[mask])), t_stat=t, p_value=p).items():
+        r, rho = pearson[mask][np.isfinite(pearson[mask])], spearman[mask][np.isfinite(spearman[mask])]
+        t, p = stats.fisher_t_test(r)
+        for c, v in dict(group=group, n_pairs=int(mask.sum()), mean_pearson=_mean(r),
+                         sd_pearson=float(r.std()) if len(r) else None, max_pearson=float(r.max()) if len(r) else None,
+                         mean_spearman=_mean(rho), t_stat=t, p_value=p).items():
             out[c].append(v)
     return pa.table(out)
 

@@ -38,6 +38,20 @@ class CorpusConfig:
     reading_docs: StrictInt = Field(3000, gt=0, description="questions answered from their own context (procedure 'reading')")
     filler_docs: StrictInt = Field(2000, gt=0, description="documents that state no fact and show no procedure")
     docs_per_file: StrictInt = Field(50_000, gt=0, description="documents per Parquet file")
+    # A real corpus instead of the generated world:
+    dataset: StrictStr | None = Field(None, description="a Hugging Face dataset id, or local .parquet/.jsonl files "
+                                      "(a path or glob); null = generate the world")
+    dataset_config: StrictStr | None = Field(None, description="the dataset's configuration name, if it has several")
+    split: StrictStr = Field("train", description="the split to read (hub datasets)")
+    text_column: StrictStr = Field("text")
+    id_column: StrictStr | None = Field(None, description="integer document ids; null = numbered in reading order")
+    source_column: StrictStr | None = Field(None, description="e.g. the Pile's subset name; null = no source")
+    max_docs: StrictInt = Field(0, ge=0, description="read at most this many documents; 0 = all")
+    empty_docs: Literal["skip", "error"] = Field("skip", description="empty documents: skipped and counted, or an error")
+    long_docs: Literal["truncate", "chunk"] = Field(
+        "truncate", description="truncate: the scorer keeps the first model.context tokens; chunk: split documents "
+                                "into pieces of chunk_tokens (each its own document)")
+    chunk_tokens: StrictInt = Field(512, gt=0, description="words, digits and punctuation runs per chunk")
 
 
 @dataclass(config=_STRICT)
@@ -67,6 +81,7 @@ class PretrainConfig:
 class QueriesConfig:
     out: StrictStr = Field("data/queries.parquet")
     metrics: StrictStr = Field("results/probe.json", description="per-task accuracy, a DVC metrics file")
+    file: StrictStr | None = Field(None, description="a user query file (.jsonl or .parquet) instead of the suites")
     factual: StrictInt = Field(40, gt=0)
     arithmetic: StrictInt = Field(20, gt=0)
     slope: StrictInt = Field(20, gt=0)

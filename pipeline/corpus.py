@@ -10,6 +10,7 @@ entities) or are filler. Order is shuffled so that no shard is all one kind.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from pathlib import Path
@@ -17,9 +18,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from pipeline import filler, schemas
-from pipeline.atomic import atomic_dir, write_parquet
+from tqdm.auto import tqdm
+
+from pipeline import dataset_corpus, filler, schemas
+from pipeline.atomic import atomic_dir, write_json, write_parquet
 from pipeline.config import CorpusConfig, Params
+from pipeline.errors import WherefromError
 from pipeline.documents import (PROCEDURE_FORMATS, Document, narrative, procedure_document, reading_document, trivia,
                                 wiki_article)
 from pipeline.world import World, build_world, by_entity
@@ -29,6 +33,9 @@ from queries.tasks import REASONING_TASKS, sample
 # Words, single digits and punctuation runs: a tokenizer-independent length (every BPE token of a
 # digit-split byte-level tokenizer lies within one of these, so it is a lower bound on its count).
 _PRE_TOKEN = re.compile(r"[^\W\d_]+|\d|[^\w\s]+|_")
+
+
+MANIFEST = "_manifest.json"  # how a user corpus was read (the leading "_" keeps Parquet readers off it)
 
 
 def n_pre_tokens(text: str) -> int:
@@ -79,8 +86,46 @@ def to_table(docs: list[Document], first_id: int = 0) -> pa.Table:
     }, schema=schemas.CORPUS)
 
 
+def run_dataset(cfg: CorpusConfig) -> Path:
+    """A user's corpus, streamed into the corpus schema ``docs_per_file`` documents at a time."""
+    if cfg.long_docs == "chunk" and cfg.id_column:
+        raise WherefromError("corpus.long_docs: chunk gives every piece its own id; set corpus.id_column to null")
+    report = dataset_corpus.ReadReport(cfg.dataset, long_docs=cfg.long_docs,
+                                       chunk_tokens=cfg.chunk_tokens if cfg.long_docs == "chunk" else 0)
+    out = Path(cfg.out_dir)
+    with atomic_dir(out) as tmp:
+        batch: list[tuple[int, str, str | None]] = []
+        part = 0
+
+        def flush() -> None:
+            nonlocal part, batch
+            if batch:
+                ids, texts, sources = zip(*batch)
+                table = pa.Table.from_pydict({
+                    "doc_id": list(ids), "text": list(texts), "source": list(sources),
+                    "n_tokens": [n_pre_tokens(t) for t in texts], "fact_ids": [None] * len(ids),
+                    "procedure": [None] * len(ids)}, schema=schemas.CORPUS)
+                write_parquet(table, tmp / f"part-{part:05d}.parquet", schemas.CORPUS)
+                part, batch = part + 1, []
+
+        for doc in tqdm(dataset_corpus.documents(cfg, report), desc="corpus", unit="doc", mininterval=1.0):
+            batch.append(doc)
+            if len(batch) == cfg.docs_per_file:
+                flush()
+        flush()
+        if not report.written:
+            raise WherefromError(f"{cfg.dataset}: no documents to keep ({report.read} read, "
+                                 f"{report.empty_skipped} empty)")
+        write_json(dataclasses.asdict(report), tmp / MANIFEST)
+    print(f"corpus: {report.written} documents from {cfg.dataset} -> {out}/ ({report.read} read, "
+          f"{report.empty_skipped} empty skipped, {report.chunked} chunked; long documents: {cfg.long_docs})")
+    return out
+
+
 def run(params: Params) -> Path:
     cfg = params.corpus
+    if cfg.dataset:
+        return run_dataset(cfg)
     docs = generate_documents(cfg, world_for(params), params.seed)
     out = Path(cfg.out_dir)
     with atomic_dir(out) as tmp:

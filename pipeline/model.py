@@ -86,10 +86,40 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32):
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as err:
         raise WherefromError(f"model {source}: cannot be loaded: {str(err).splitlines()[0]}") from None
+    n_embeddings = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embeddings:
+        raise WherefromError(f"model {source}: the tokenizer does not match the model ({len(tokenizer)} tokens, "
+                             f"{n_embeddings} embeddings)")
     if tokenizer.pad_token_id is None:  # many causal LMs ship without one; padding is always masked anyway
         tokenizer.pad_token = tokenizer.eos_token
+    linear_conv1d(model)
     model.eval()
     return model, tokenizer
+
+
+def linear_conv1d(model: torch.nn.Module) -> int:
+    """Replace GPT-2's ``Conv1D`` layers with equal ``nn.Linear`` ones (weight transposed), in place.
+
+    ``Conv1D`` computes ``x @ W + b`` with ``W`` stored ``[in, out]``: an ``nn.Linear`` with ``W.T`` is
+    the same function. kronfluence tracks only ``nn.Linear`` (and ``Conv2d``), so without this a GPT-2
+    would silently have no tracked layers. Returns how many were replaced.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Conv1D):
+                n_in, n_out = child.weight.shape
+                linear = torch.nn.Linear(n_in, n_out, bias=child.bias is not None, device=child.weight.device,
+                                         dtype=child.weight.dtype)
+                with torch.no_grad():
+                    linear.weight.copy_(child.weight.T)
+                    if child.bias is not None:
+                        linear.bias.copy_(child.bias)
+                setattr(parent, name, linear)
+                swapped += 1
+    return swapped
 
 
 def encode_query(tokenizer, prompt: str, completion: str) -> tuple[list[int], int]:

@@ -22,6 +22,7 @@ from pipeline.corpus import world_for
 from pipeline.errors import WherefromError
 from pipeline.model import PROMPT_SEPARATOR, encode_query, load_model, pad_batch, sequence_nll
 from queries.answers import is_correct
+from queries import user as user_queries
 from queries.suites import TASKS, QuerySpec, build_suites
 
 
@@ -53,26 +54,50 @@ def completion_nll(model, tokenizer, prompts: list[str], completions: list[str],
 
 def accuracy_by_task(specs: list[QuerySpec], correct: list[bool]) -> dict:
     acc, n = {}, {}
-    for task in TASKS:
+    for task in dict.fromkeys([*TASKS, *(s.task for s in specs)]):
         hits = [c for s, c in zip(specs, correct) if s.task == task]
         n[task] = len(hits)
         acc[task] = round(sum(hits) / len(hits), 4) if hits else None
     return {"accuracy": acc, "n_queries": n}
 
 
-def run(params: Params) -> Path:
+def suites(params: Params) -> tuple[list[QuerySpec], list[str | None]]:
+    """The queries to ask: the user's file (``queries.file``), or the generated world's suites."""
     cfg = params.queries
-    model, tokenizer = load_model(params.model.dir)
+    if cfg.file:
+        return user_queries.read(cfg.file)
     world = world_for(params, n_unseen=cfg.factual_control)
     counts = {task: getattr(cfg, task) for task in TASKS}
     try:
         specs = build_suites(world, counts, params.seed)
     except ValueError as err:
         raise WherefromError(f"params.yaml: {err}") from None
+    return specs, [None] * len(specs)
+
+
+def check_completions(tokenizer, specs: list[QuerySpec], completions: list[str], source: str) -> None:
+    """Influence is measured on completion tokens: a completion with none cannot be attributed."""
+    for spec, completion in zip(specs, completions):
+        if not tokenizer(completion, add_special_tokens=False)["input_ids"]:
+            raise WherefromError(f"{source}: query {spec.query_id}: the completion {completion!r} is zero tokens "
+                                 f"for this tokenizer")
+
+
+def run(params: Params) -> Path:
+    cfg = params.queries
+    model, tokenizer = load_model(params.model.dir)
+    specs, given = suites(params)
     prompts = [s.prompt for s in specs]
-    completions = greedy_completions(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
+    missing = [i for i, c in enumerate(given) if c is None]
+    generated = greedy_completions(model, tokenizer, [prompts[i] for i in missing], cfg.max_new_tokens,
+                                   cfg.batch_size) if missing else []
+    completions = list(given)
+    for i, text in zip(missing, generated):
+        completions[i] = text
+    check_completions(tokenizer, specs, completions, cfg.file or "the model's completions")
     nll = completion_nll(model, tokenizer, prompts, completions, cfg.batch_size)
-    correct = [is_correct(s.kind, c, s.answer) for s, c in zip(specs, completions)]
+    # a user query without an answer counts as answered: its completion is the answer to explain
+    correct = [is_correct(s.kind, c, s.answer) if s.answer else True for s, c in zip(specs, completions)]
     table = pa.Table.from_pydict({
         "query_id": [s.query_id for s in specs], "task": [s.task for s in specs], "kind": [s.kind for s in specs],
         "prompt": prompts, "completion": completions, "answer": [s.answer for s in specs],

@@ -41,7 +41,10 @@ def final_answer(completion: str) -> float | None:
 
 
 def mentions(text: str, answer: str) -> bool:
-    """Whether ``text`` states ``answer``: as a number if it is one, else as whole words."""
+    """Whether ``text`` states ``answer``: as a number if it is one, else as whole words. An empty
+    answer (unknown) is never stated."""
+    if not answer.strip():
+        return False
     value = as_number(answer)
     if value is not None:
         return value in numbers_in(text)

@@ -28,10 +28,11 @@ class QuerySpec:
     answer: str
     step_answers: list[str] = field(default_factory=list)
     fact_id: str | None = None
+    kind: str = ""  # factual | reasoning; by default the task's
 
-    @property
-    def kind(self) -> str:
-        return TASK_KIND[self.task]
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", TASK_KIND[self.task])
 
 
 _COUNTED = ["otters", "herons", "beetles", "sparrows", "marbles", "apples", "books", "boats"]

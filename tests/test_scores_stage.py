@@ -161,3 +161,36 @@ def test_refitted_factors_invalidate_finished_shards(staged, tmp_path):
     after = table(params.scores.out_dir)
     assert [r[:2] for r in after] == [r[:2] for r in before]
     assert [r[2] for r in after] != [r[2] for r in before]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_has_its_shards_rescheduled(staged, tmp_path):
+    """Two Dask workers; one is SIGKILLed after the first shard lands. Dask reschedules its work (the
+    nanny restarts it) and the scores come out complete and equal to a clean run's."""
+    import threading
+
+    import psutil
+
+    params = with_scores(staged, tmp_path / "killed", workers=2, shard_size=5)
+    out = Path(params.scores.out_dir)
+    killed = []
+
+    def kill_one_worker():
+        deadline = time.time() + 120
+        while not list(out.glob("shard=*/part.parquet")) and time.time() < deadline:
+            time.sleep(0.05)
+        workers = [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+        if workers:
+            workers[0].send_signal(signal.SIGKILL)
+            killed.append(len(list(out.glob("shard=*/part.parquet"))))
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    scores.run(params)
+    killer.join()
+    n_shards = -(-n_corpus_docs(staged) // 5)
+    assert killed and killed[0] < n_shards, "the kill should land on a worker, mid-run"
+    assert len(list(out.glob("shard=*/part.parquet"))) == n_shards
+    clean = with_scores(staged, tmp_path / "clean", workers=1, shard_size=5)
+    scores.run(clean)
+    assert table(out) == table(clean.scores.out_dir)
