@@ -106,7 +106,7 @@ note(f"{size} model, attributed over {sources.n.sum():,} documents for {int(accu
 
 # %%
 table = findings.reset_index()[["finding", "paper", "ours", "bm25", "random", "reproduces", "test"]]
-display(HTML("<style>table.findings td, table.findings th{text-align:left}</style>"
+display(HTML("<style>table.findings td, table.findings th{text-align:left !important}</style>"
              + table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", classes="findings")))
 note(f"**{int(findings.reproduces.sum())} of {len(findings)}** of the paper's findings reproduce on this run "
      "(`ours` is influence). The test column says what each one requires; BM25 and random are the same "
@@ -340,7 +340,7 @@ for task in tasks_present:
                  f"</th><th>label</th><th>score/nat</th><th>text (answer <mark>marked</mark>, worked steps bold)</th>"
                  f"</tr>{rows}</table>")
 display(HTML("<style>table.docs pre{white-space:pre-wrap;margin:0;font-size:11px;text-align:left}"
-             " table.docs td, table.docs th{vertical-align:top;text-align:left} table.docs{margin-bottom:8px}"
+             " table.docs td, table.docs th{vertical-align:top;text-align:left !important} table.docs{margin-bottom:8px}"
              "</style>" + "".join(parts)))
 note("Labels come from the world's ground truth. The answer is marked wherever it appears; for reasoning "
      "queries it appears only as another problem's number, never as the answer to this question.")
