@@ -5,20 +5,27 @@
 Everything runs in one process on the same model (the demo architecture at random init: speed does
 not depend on the weights), the same world documents (at most 128 tokens) and the same queries, so
 the ratios are comparable. Plain forward+backward is the floor any gradient-based scorer pays per
-document. The stage line includes what a real run pays on top of the scorer: a Dask worker, loading
-the model and factors, reading the corpus Parquet and writing the score shards.
+document. Each line runs in float32 and in bfloat16 autocast, and reports its peak memory: CUDA's
+peak allocation on a GPU, the peak growth of the process's resident memory on the CPU (a lower bound:
+memory the allocator kept from an earlier line is not counted again). The stage line
+includes what a real run pays on top of the scorer: a Dask worker, loading the model and factors,
+reading the corpus Parquet and writing the score shards.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import tempfile
+import threading
 import time
 from functools import partial
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
+import torch
 from kronfluence.analyzer import prepare_model
 from kronfluence.arguments import ScoreArguments
 from kronfluence.utils.dataset import DataLoaderKwargs
@@ -39,7 +46,46 @@ from queries.tasks import REASONING_TASKS, sample
 def timed(fn) -> tuple[float, object]:
     start = time.perf_counter()
     out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter() - start, out
+
+
+class PeakMemory:
+    """Peak memory of a block in MB: CUDA's max allocation, or the process's resident-set growth (sampled)."""
+
+    def __enter__(self) -> PeakMemory:
+        self.mb = 0.0
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+            return self
+        self._process, self._stop = psutil.Process(), threading.Event()
+        self._base = self._peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            self.mb = (torch.cuda.max_memory_allocated() - self._base) / 2**20
+            return
+        self._stop.set()
+        self._thread.join()
+        self.mb = (self._peak - self._base) / 2**20
+
+
+def measured(fn) -> tuple[float, float, object]:
+    """(seconds, peak MB, result) of ``fn()``."""
+    with PeakMemory() as peak:
+        seconds, out = timed(fn)
+    return seconds, peak.mb, out
 
 
 def setup(root: Path, n_docs: int, n_queries: int, threads: int):
@@ -83,51 +129,73 @@ def main(argv: list[str] | None = None) -> None:
     n_tokens = sum(len(ids) for ids, _ in docs.items)
     print(f"bench: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter Llama, {len(docs)} documents "
           f"({n_tokens / len(docs):.0f} tokens on average), {len(queries)} queries, batch {args.batch_size}, "
-          f"{threads} threads, float32, MLP layers tracked")
+          f"{threads} threads, MLP layers tracked")
 
-    batches = [pad_batch(docs.items[i:i + args.batch_size], pad) for i in range(0, len(docs), args.batch_size)]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    batches = [{k: v.to(device) for k, v in pad_batch(docs.items[i:i + args.batch_size], pad).items()}
+               for i in range(0, len(docs), args.batch_size)]
 
-    def plain():
+    def plain(amp: torch.dtype | None):
         for batch in batches:
             model.zero_grad(set_to_none=True)
-            summed_token_nll(model, batch).backward()
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss = summed_token_nll(model, batch)
+            loss.backward()
 
-    plain()  # warm-up
-    t_plain, _ = timed(plain)
     t_factors, manifest = timed(lambda: curvature.fit(load_model(params.model.dir)[0], pad, docs, "ekfac", "mlp",
                                                        args.batch_size, Path(params.influence.factors_dir)))
     task = CausalLMTask(manifest.tracked)
     reference = curvature.analyzer(prepare_model(load_model(params.model.dir)[0], task), task,
                                    Path(params.influence.factors_dir))
 
-    def kronfluence_scores():
+    def kronfluence_scores(amp: torch.dtype | None):
         reference.compute_pairwise_scores(
             "bench", curvature.FACTORS_NAME, queries, docs, per_device_query_batch_size=len(queries),
             per_device_train_batch_size=args.batch_size, overwrite_output_dir=True,
             dataloader_kwargs=DataLoaderKwargs(collate_fn=partial(pad_batch, pad_id=pad)),
-            score_args=ScoreArguments(damping_factor=None))
-        return reference.load_pairwise_scores("bench")["all_modules"]
+            score_args=ScoreArguments(damping_factor=None, amp_dtype=amp))
+        return reference.load_pairwise_scores("bench")["all_modules"].float().cpu()
 
-    t_kron, kron = timed(kronfluence_scores)
-    t_prepare, scorer = timed(lambda: Scorer(load_model(params.model.dir)[0], pad, Path(params.influence.factors_dir),
-                                             queries, args.batch_size))
-    t_ours, ours = timed(lambda: scorer.score(docs))
-    t_stage, _ = timed(lambda: scores.run(params))
+    rows, reference_scores, overhead = [], None, {}
+    for label, amp in (("float32", None), ("bfloat16", torch.bfloat16)):
+        plain(amp)  # warm-up
+        t_plain, m_plain, _ = measured(lambda: plain(amp))
+        t_kron, m_kron, kron = measured(lambda: kronfluence_scores(amp))
+        reference_scores = kron if amp is None else reference_scores
+        t_prepare, scorer = timed(lambda: Scorer(load_model(params.model.dir)[0], pad,
+                                                 Path(params.influence.factors_dir), queries, args.batch_size,
+                                                 amp_dtype=amp))
+        t_ours, m_ours, ours = measured(lambda: scorer.score(docs).cpu())
+        del scorer
+        rho = min(spearmanr(ours[q].numpy(), reference_scores[q].numpy()).statistic for q in range(len(queries)))
+        rho_kron = min(spearmanr(kron[q].numpy(), reference_scores[q].numpy()).statistic for q in range(len(queries)))
+        rows += [("plain forward+backward", label, t_plain, m_plain, None),
+                 ("kronfluence compute_pairwise_scores", label, t_kron, m_kron, rho_kron),
+                 ("wherefrom scorer", label, t_ours, m_ours, rho)]
+        overhead[label] = t_prepare
+    stage_params = dataclasses.replace(params, scores=dataclasses.replace(params.scores, dtype="float32"))
+    t_stage, _ = timed(lambda: scores.run(stage_params))
+    rows.append(("wherefrom scores stage (Dask, I/O)", "float32", t_stage, None, None))  # memory: in a worker
 
-    rho = min(spearmanr(ours[q].numpy(), kron[q].numpy()).statistic for q in range(len(queries)))
-    rate = {"plain forward+backward": len(docs) / t_plain, "kronfluence compute_pairwise_scores": len(docs) / t_kron,
-            "wherefrom scorer": len(docs) / t_ours, "wherefrom scores stage (Dask, I/O)": len(docs) / t_stage}
-    print(f"\n{'':38s}{'docs/s':>9s}{'x plain':>9s}")
-    for name, r in rate.items():
-        print(f"{name:38s}{r:9.1f}{r / rate['plain forward+backward']:9.2f}")
-    print(f"\nwherefrom scorer / kronfluence: {rate['wherefrom scorer'] / rate['kronfluence compute_pairwise_scores']:.2f}x;"
-          f" stage / kronfluence: {rate['wherefrom scores stage (Dask, I/O)'] / rate['kronfluence compute_pairwise_scores']:.2f}x;"
-          f" query preconditioning {t_prepare:.2f}s once; factor fit {len(docs) / t_factors:.1f} docs/s "
-          f"({t_factors / t_plain:.1f}x one plain pass)")
-    print(f"stage overhead per run (cluster start, worker imports, loading, Parquet I/O): "
-          f"{t_stage - t_ours - t_prepare:.1f}s, paid once per worker, not per shard")
-    print(f"fidelity: min per-query Spearman, wherefrom vs kronfluence = {rho:.6f}")
-
+    print(f"\n{'':38s}{'dtype':>9s}{'docs/s':>9s}{'x plain':>9s}{'peak MB':>9s}{'Spearman vs kronfluence fp32':>30s}")
+    plain_rate = {dtype: len(docs) / t for name, dtype, t, _, _ in rows if name.startswith("plain")}
+    for name, dtype, t, mb, rho in rows:
+        rate = len(docs) / t
+        print(f"{name:38s}{dtype:>9s}{rate:9.1f}{rate / plain_rate[dtype]:9.2f}{'-' if mb is None else f'{mb:.0f}':>9s}"
+              f"{'' if rho is None else f'{rho:30.6f}'}")
+    rate = {(n, d): len(docs) / t for n, d, t, _, _ in rows}
+    print()
+    for dtype in ("float32", "bfloat16"):
+        print(f"{dtype}: wherefrom scorer / kronfluence: "
+              f"{rate['wherefrom scorer', dtype] / rate['kronfluence compute_pairwise_scores', dtype]:.2f}x;"
+              f" query preconditioning {overhead[dtype]:.2f}s once")
+    t_ours = len(docs) / rate["wherefrom scorer", "float32"]
+    t_plain = len(docs) / rate["plain forward+backward", "float32"]
+    print(f"factor fit (float32) {len(docs) / t_factors:.1f} docs/s ({t_factors / t_plain:.1f}x one plain pass); "
+          f"stage overhead per run (cluster start, worker imports, loading, Parquet I/O): "
+          f"{t_stage - t_ours - overhead['float32']:.1f}s, paid once per worker, not per shard")
+    print(f"on {device.type}: {torch.cuda.get_device_name() if device.type == 'cuda' else f'{threads} CPU threads'}")
 
 if __name__ == "__main__":
     main()
