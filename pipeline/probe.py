@@ -21,8 +21,8 @@ from pipeline.config import Params
 from pipeline.corpus import world_for
 from pipeline.errors import WherefromError
 from pipeline.model import PROMPT_SEPARATOR, encode_query, load_model, pad_batch, sequence_nll
-from queries.answers import is_correct
 from queries import user as user_queries
+from queries.answers import is_correct
 from queries.suites import TASKS, QuerySpec, build_suites
 
 

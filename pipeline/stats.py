@@ -62,7 +62,7 @@ class PowerLaw:
         return PowerLaw(float(-fit.slope), float(fit.stderr), len(top))
 
 
-def gram(blocks, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def gram(blocks, n_rows: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Sums, and cross-products over columns, of an ``[n_rows, N]`` matrix given as column blocks."""
     total = np.zeros(n_rows)
     cross = np.zeros((n_rows, n_rows))
@@ -72,7 +72,7 @@ def gram(blocks, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         total += block.sum(axis=1)
         cross += block @ block.T
         n += block.shape[1]
-    return total, cross, np.diag(cross).copy(), n
+    return total, cross, n
 
 
 def pearson_from_gram(total: np.ndarray, cross: np.ndarray, n: int) -> np.ndarray:
@@ -93,7 +93,7 @@ def column_blocks(matrix: np.ndarray, width: int = 1 << 16):
 
 def pearson(matrix: np.ndarray) -> np.ndarray:
     """Row-by-row Pearson correlation of a (possibly memory-mapped) matrix, a column block at a time."""
-    total, cross, _, n = gram(column_blocks(matrix), matrix.shape[0])
+    total, cross, n = gram(column_blocks(matrix), matrix.shape[0])
     return pearson_from_gram(total, cross, n)
 
 
