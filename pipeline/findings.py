@@ -49,7 +49,7 @@ def _greater(a: np.ndarray, b: np.ndarray, label: str) -> tuple[bool, str]:
     if len(a) < 2 or len(b) < 2:
         return False, f"{label}: too few pairs to test"
     p = float(sps.mannwhitneyu(a, b, alternative="greater").pvalue)
-    return bool(p < 0.05), f"{label} (one-sided Mann-Whitney U, p = {p:.2g} < 0.05)"
+    return bool(p < 0.05), f"{label} at p < 0.05 (one-sided Mann-Whitney U: p = {p:.2g})"
 
 
 def _queries(t: Tables, tasks: tuple[str, ...], correct_only: bool = False) -> dict[str, np.ndarray]:
