@@ -2,20 +2,24 @@
 
     python -m influence.bench [--docs 512] [--queries 16]      (or: make bench)
 
+It also fits EK-FAC twice, with kronfluence's passes and with wherefrom's, and times each step.
+
 Everything runs in one process on the same model (the demo architecture at random init: speed does
 not depend on the weights), the same world documents (at most 128 tokens) and the same queries, so
 the ratios are comparable. Plain forward+backward is the floor any gradient-based scorer pays per
 document. Each line runs in float32 and in bfloat16 autocast, and reports its peak memory: CUDA's
 peak allocation on a GPU, the peak growth of the process's resident memory on the CPU (a lower bound:
-memory the allocator kept from an earlier line is not counted again). The stage line
-includes what a real run pays on top of the scorer: a Dask worker, loading the model and factors,
-reading the corpus Parquet and writing the score shards.
+memory the allocator kept from an earlier line is not counted again). The stage line is the `scores`
+stage's steady rate on a Dask worker, reading the corpus Parquet and writing the score shards; the
+time until its workers are ready (start, imports, model, factors, queries) is printed apart, since a
+run pays it once. Scale-out compares that rate on one worker and on two, one core (or GPU) each.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import random
 import tempfile
 import threading
@@ -114,20 +118,47 @@ def setup(root: Path, n_docs: int, n_queries: int, threads: int):
         data.queries(tokenizer, prompts, completions)
 
 
-def factor_passes(params, task: CausalLMTask, docs, pad: int, batch_size: int, root: Path) -> dict[str, float]:
-    """Seconds of each of kronfluence's three factor steps, run one at a time (what ``fit_all_factors`` does)."""
-    from kronfluence.arguments import FactorArguments
+def stage(params, root: Path, workers: int, threads: int, shard_size: int) -> scores.Scored:
+    """The `scores` stage on the bench corpus (float32), from scratch, on ``workers`` x ``threads``."""
+    return scores.run(dataclasses.replace(
+        params, scores=dataclasses.replace(params.scores, dtype="float32", shard_size=shard_size,
+                                           out_dir=str(root / f"scores-{workers}x{threads}-{shard_size}")),
+        dask=dataclasses.replace(params.dask, workers=workers, threads_per_worker=threads)))
 
-    run = curvature.analyzer(prepare_model(load_model(params.model.dir)[0], task), task, root)
-    args = FactorArguments(strategy="ekfac")
-    common = dict(dataset=docs, per_device_batch_size=batch_size, factor_args=args, overwrite_output_dir=True,
-                  dataloader_kwargs=DataLoaderKwargs(collate_fn=partial(pad_batch, pad_id=pad)))
-    torch.manual_seed(0)
-    t_cov, _ = timed(lambda: run.fit_covariance_matrices(curvature.FACTORS_NAME, **common))
-    t_eig, _ = timed(lambda: run.perform_eigendecomposition(curvature.FACTORS_NAME, factor_args=args,
-                                                            overwrite_output_dir=True))
-    t_lambda, _ = timed(lambda: run.fit_lambda_matrices(curvature.FACTORS_NAME, **common))
-    return {"covariance pass": t_cov, "eigendecomposition": t_eig, "lambda pass": t_lambda}
+
+def scale_out(params, root: Path, n_docs: int) -> None:
+    """Steady scoring rate of the stage on one worker and on two, each worker one core (or one GPU)."""
+    units = torch.cuda.device_count() if torch.cuda.is_available() else psutil.cpu_count(logical=False) or 1
+    if units < 2:
+        print(f"scale-out: needs 2 {'GPUs' if torch.cuda.is_available() else 'cores'}, this machine has {units}")
+        return
+    rate = {n: (lambda run: run.documents / run.scoring_s)(stage(params, root, n, 1, max(1, n_docs // 8)))
+            for n in (1, 2)}
+    unit = "GPU" if torch.cuda.is_available() else "thread"
+    print(f"scale-out (shards of {n_docs // 8}): 1 worker x 1 {unit} {rate[1]:.1f} docs/s, 2 workers x 1 {unit} "
+          f"{rate[2]:.1f} docs/s: {rate[2] / rate[1]:.2f}x")
+    if not torch.cuda.is_available():
+        print(f"this machine's ceiling: two single-thread processes of plain matmuls run "
+              f"{matmul_scaling():.2f}x one (shared memory bandwidth and caches; Dask's scheduler, nannies and "
+              "this process share the same cores)")
+
+
+def _matmuls(seconds: float) -> float:
+    torch.set_num_threads(1)
+    a, n, end = torch.randn(512, 512), 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        a @ a
+        n += 1
+    return n / seconds
+
+
+def matmul_scaling(seconds: float = 3.0) -> float:
+    """Throughput of two processes multiplying matrices, over one: what any two workers could reach here."""
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_matmuls, [0.1, 0.1])  # both started and warm before timing
+        one = pool.apply(_matmuls, (seconds,))
+        two = sum(pool.map(_matmuls, [seconds, seconds], chunksize=1))
+    return two / one
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,10 +190,12 @@ def main(argv: list[str] | None = None) -> None:
                 loss = summed_token_nll(model, batch)
             loss.backward()
 
-    t_factors, manifest = timed(lambda: curvature.fit(load_model(params.model.dir)[0], pad, docs, "ekfac", "mlp",
-                                                       args.batch_size, Path(params.influence.factors_dir)))
+    steps = {}
+    for fitter in ("kronfluence", "wherefrom"):  # wherefrom's factors are the ones scored below
+        steps[fitter] = {}
+        manifest = curvature.fit(load_model(params.model.dir)[0], pad, docs, "ekfac", "mlp", args.batch_size,
+                                 Path(params.influence.factors_dir), fitter=fitter, seconds=steps[fitter])
     task = CausalLMTask(manifest.tracked)
-    passes = factor_passes(params, task, docs, pad, args.batch_size, root / "factor-passes")
     reference = curvature.analyzer(prepare_model(load_model(params.model.dir)[0], task), task,
                                    Path(params.influence.factors_dir))
 
@@ -191,9 +224,8 @@ def main(argv: list[str] | None = None) -> None:
                  ("kronfluence compute_pairwise_scores", label, t_kron, m_kron, rho_kron),
                  ("wherefrom scorer", label, t_ours, m_ours, rho)]
         overhead[label] = t_prepare
-    stage_params = dataclasses.replace(params, scores=dataclasses.replace(params.scores, dtype="float32"))
-    t_stage, _ = timed(lambda: scores.run(stage_params))
-    rows.append(("wherefrom scores stage (Dask, I/O)", "float32", t_stage, None, None))  # memory: in a worker
+    staged = stage(params, root, 1, threads, max(1, len(docs) // 4))
+    rows.append(("wherefrom scores stage (Dask, I/O)", "float32", staged.scoring_s, None, None))  # memory: in a worker
 
     print(f"\n{'':38s}{'dtype':>9s}{'docs/s':>9s}{'x plain':>9s}{'peak MB':>9s}{'Spearman vs kronfluence fp32':>30s}")
     plain_rate = {dtype: len(docs) / t for name, dtype, t, _, _ in rows if name.startswith("plain")}
@@ -207,12 +239,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{dtype}: wherefrom scorer / kronfluence: "
               f"{rate['wherefrom scorer', dtype] / rate['kronfluence compute_pairwise_scores', dtype]:.2f}x;"
               f" query preconditioning {overhead[dtype]:.2f}s once")
-    t_ours = len(docs) / rate["wherefrom scorer", "float32"]
     t_plain = len(docs) / rate["plain forward+backward", "float32"]
-    print(f"factor fit (float32) {len(docs) / t_factors:.1f} docs/s ({t_factors / t_plain:.1f}x one plain pass): "
-          + ", ".join(f"{name} {t / t_plain:.2f}x" for name, t in passes.items()) + " one plain pass")
-    print(f"stage overhead per run (cluster start, worker imports, loading, Parquet I/O): "
-          f"{t_stage - t_ours - overhead['float32']:.1f}s, paid once per worker, not per shard")
+    print("\nEK-FAC factors (float32), time / one plain pass over the same documents:")
+    print(f"{'':14s}" + "".join(f"{step:>20s}" for step in steps["kronfluence"]) + f"{'all':>8s}{'docs/s':>9s}")
+    for fitter, seconds in steps.items():
+        total = sum(seconds.values())
+        print(f"{fitter:14s}" + "".join(f"{t / t_plain:19.2f}x" for t in seconds.values())
+              + f"{total / t_plain:7.2f}x{len(docs) / total:9.1f}")
+    print(f"wherefrom / kronfluence: {sum(steps['kronfluence'].values()) / sum(steps['wherefrom'].values()):.2f}x "
+          "faster, the same factors (tests/test_fisher.py)")
+    print(f"\nscores stage: shards of {len(docs) // 4} documents, each read from Parquet and written as Parquet; "
+          f"workers ready (cluster start, imports, model, factors, queries) in {staged.ready_s:.1f}s, once per run")
+    scale_out(params, root, len(docs))
     print(f"on {device.type}: {torch.cuda.get_device_name() if device.type == 'cuda' else f'{threads} CPU threads'}")
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Fit the curvature (EK-FAC by default) with kronfluence and keep it beside a manifest.
+"""Fit the curvature (EK-FAC by default) in kronfluence's layout and keep it beside a manifest.
+
+Two fitters write the same files: ``wherefrom`` (``influence.fisher``'s faster covariance and lambda
+passes, kronfluence's eigendecomposition) for EK-FAC and K-FAC, and ``kronfluence``'s
+``fit_all_factors``, used for every strategy. A test holds them to the same numbers.
 
 The manifest records what the factors belong to (a fingerprint of the model's weights), the tracked
 modules and the strategy, so that scoring refuses factors fitted on another model instead of
@@ -10,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -18,8 +24,12 @@ from pathlib import Path
 import torch
 from kronfluence.analyzer import Analyzer, prepare_model
 from kronfluence.arguments import FactorArguments
+from kronfluence.factor.config import FactorConfig
+from kronfluence.factor.covariance import save_covariance_matrices
+from kronfluence.factor.eigen import load_eigendecomposition, save_lambda_matrices
 from kronfluence.utils.dataset import DataLoaderKwargs
 
+from influence import data, fisher
 from influence.data import Encoded
 from influence.task import CausalLMTask, tracked_module_names
 from pipeline.errors import WherefromError
@@ -29,6 +39,8 @@ ANALYSIS = "wherefrom"
 FACTORS_NAME = "factors"
 MANIFEST = "manifest.json"
 STRATEGIES = ("ekfac", "kfac", "diagonal", "identity")
+FITTERS = ("wherefrom", "kronfluence")
+NATIVE_STRATEGIES = ("ekfac", "kfac")  # the eigenbasis strategies; kronfluence fits the others
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -87,25 +99,63 @@ def analyzer(model: torch.nn.Module, task: CausalLMTask, root: Path) -> Analyzer
                     disable_tqdm=True, log_level=logging.WARNING)
 
 
+@contextmanager
+def _step(seconds: dict[str, float] | None, name: str):
+    """Record the wall time of one fitting step into ``seconds`` (when given)."""
+    start = time.perf_counter()
+    yield
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    if seconds is not None:
+        seconds[name] = time.perf_counter() - start
+
+
 def fit(model, pad_id: int, docs: Encoded, strategy: str, tracked: str, batch_size: int, root: Path,
-        seed: int = 0, empirical_fisher: bool = False) -> Manifest:
+        seed: int = 0, empirical_fisher: bool = False, fitter: str = "wherefrom",
+        seconds: dict[str, float] | None = None) -> Manifest:
     """Fit factors on ``docs`` into ``root`` (kronfluence's layout) and write the manifest.
 
     The covariance is the true Fisher (targets sampled from the model, seeded) unless
-    ``empirical_fisher``, which uses the documents' own tokens.
+    ``empirical_fisher``, which uses the documents' own tokens. Every document given is used
+    (kronfluence would otherwise stop at 100k; the factors stage samples the corpus itself).
+    ``seconds``, when given, receives the time of each step: covariance pass, eigendecomposition,
+    lambda pass.
     """
     if strategy not in STRATEGIES:
         raise WherefromError(f"influence.strategy: unknown strategy {strategy!r} (use one of {', '.join(STRATEGIES)})")
+    if fitter not in FITTERS:
+        raise WherefromError(f"influence.fitter: unknown fitter {fitter!r} (use one of {', '.join(FITTERS)})")
     fingerprint = model_fingerprint(model)
     names = tracked_module_names(model, tracked)
     task = CausalLMTask(names)
     model = prepare_model(model, task)
     run = analyzer(model, task, root)
+    args = FactorArguments(strategy=strategy, use_empirical_fisher=empirical_fisher,
+                           covariance_max_examples=None, lambda_max_examples=None)
     torch.manual_seed(seed)
-    run.fit_all_factors(FACTORS_NAME, docs, per_device_batch_size=batch_size,
-                        dataloader_kwargs=DataLoaderKwargs(collate_fn=partial(pad_batch, pad_id=pad_id)),
-                        factor_args=FactorArguments(strategy=strategy, use_empirical_fisher=empirical_fisher),
-                        overwrite_output_dir=True)
+    if fitter == "wherefrom" and strategy in NATIVE_STRATEGIES:
+        # kronfluence's three steps, with wherefrom's passes. The DataLoader draws from the seeded
+        # generator as kronfluence's does, so the sampled targets, and the factors, are the same.
+        out = run.factors_output_dir(FACTORS_NAME)
+        out.mkdir(parents=True, exist_ok=True)
+        sample = not empirical_fisher
+        with _step(seconds, "covariance pass"):
+            save_covariance_matrices(out, fisher.covariance(model, data.loader(docs, batch_size, pad_id), sample))
+        with _step(seconds, "eigendecomposition"):
+            run.perform_eigendecomposition(FACTORS_NAME, factor_args=args, overwrite_output_dir=True)
+        if FactorConfig.CONFIGS[strategy].requires_lambda_matrices:
+            eigen = load_eigendecomposition(out)
+            with _step(seconds, "lambda pass"):
+                save_lambda_matrices(out, fisher.lambdas(model, data.loader(docs, batch_size, pad_id), eigen, sample))
+    else:  # what kronfluence's fit_all_factors runs, one step at a time; each skips what the strategy lacks
+        kwargs = dict(per_device_batch_size=batch_size, factor_args=args, overwrite_output_dir=True,
+                      dataloader_kwargs=DataLoaderKwargs(collate_fn=partial(pad_batch, pad_id=pad_id)))
+        with _step(seconds, "covariance pass"):
+            run.fit_covariance_matrices(FACTORS_NAME, docs, **kwargs)
+        with _step(seconds, "eigendecomposition"):
+            run.perform_eigendecomposition(FACTORS_NAME, factor_args=args, overwrite_output_dir=True)
+        with _step(seconds, "lambda pass"):
+            run.fit_lambda_matrices(FACTORS_NAME, docs, **kwargs)
     manifest = Manifest(fingerprint, strategy, names, len(docs), content_hash(root))
     manifest.save(root)
     return manifest

@@ -2,8 +2,9 @@
 
     wherefrom factors           # reads models/lm/ and data/corpus/, writes results/factors/
 
-kronfluence fits the factors (covariances, eigendecomposition, corrected eigenvalues); the directory
-also holds a manifest naming the model it belongs to, so scores never mix factors and models.
+The factors (covariances, eigendecomposition, corrected eigenvalues) are kronfluence's files, fitted by
+wherefrom's faster passes or by kronfluence itself (``influence.fitter``); the directory also holds a
+manifest naming the model it belongs to, so scores never mix factors and models.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ def run(params: Params) -> Path:
         texts = random.Random(f"factors-{params.seed}").sample(texts, cfg.factor_docs)
     docs = data.documents(tokenizer, texts, params.model.context)
     out = Path(cfg.factors_dir)
-    start = time.perf_counter()
+    start, steps = time.perf_counter(), {}
     with atomic_dir(out) as tmp:
         manifest = curvature.fit(model, tokenizer.pad_token_id, docs, cfg.strategy, cfg.tracked, cfg.batch_size, tmp,
-                                 seed=params.seed)
+                                 seed=params.seed, fitter=cfg.fitter, seconds=steps)
     seconds = time.perf_counter() - start
     print(f"factors: {cfg.strategy} on {len(manifest.tracked)} modules ({cfg.tracked}) from {len(docs)} documents "
-          f"in {seconds:.0f}s ({len(docs) / seconds:.0f} docs/s) -> {out}/")
+          f"in {seconds:.0f}s ({len(docs) / seconds:.0f} docs/s; {cfg.fitter}: "
+          + ", ".join(f"{step} {t:.0f}s" for step, t in steps.items()) + f") -> {out}/")
     return out

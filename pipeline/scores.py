@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from influence import shards
 from influence.curvature import MANIFEST
-from influence.jobs import ScoreJob, dask_client, score_shard, threads_per_worker
+from influence.jobs import ScoreJob, dask_client, prepare, score_shard, threads_per_worker
 from pipeline.config import Params
 from pipeline.errors import WherefromError
 
@@ -71,7 +72,18 @@ def bm25(params: Params, todo: list[shards.Shard], key: str, out: Path) -> None:
         shards.write(shard.path(out), key, queries.column("query_id").to_pylist(), nll, shard.doc_ids, scores)
 
 
-def run(params: Params) -> Path:
+@dataclass(frozen=True)
+class Scored:
+    """What a scores run did: documents scored, seconds until every worker held its prepared scorer
+    (model, factors, preconditioned queries), and seconds of scoring after that."""
+
+    out: Path
+    documents: int = 0
+    ready_s: float = 0.0
+    scoring_s: float = 0.0
+
+
+def run(params: Params) -> Scored:
     cfg = params.scores
     n_queries = check_queries(params.queries.out)
     if cfg.method == "influence" and not (Path(params.influence.factors_dir) / MANIFEST).is_file():
@@ -95,16 +107,29 @@ def run(params: Params) -> Path:
     if todo and cfg.method == "bm25":
         bm25(params, todo, key, out)
     elif todo:
-        from dask.distributed import as_completed
+        return _on_dask(params, todo, job, out)
+    return Scored(out)
 
-        start, scored = time.perf_counter(), 0
-        with dask_client(params.dask.workers, params.dask.scheduler) as client, \
-                tqdm(total=len(todo), desc="scores", unit="shard", mininterval=1.0) as bar:
-            futures = client.map(score_shard, todo, job=job, key=[f"score-{key}-{s.index:05d}" for s in todo])
+
+def _on_dask(params: Params, todo: list[shards.Shard], job: ScoreJob, out: Path) -> Scored:
+    from dask.distributed import as_completed
+
+    start, scored = time.perf_counter(), 0
+    with dask_client(params.dask.workers, params.dask.scheduler) as client:
+        # Every worker present loads its model and factors now, in parallel (a worker that joins later
+        # does so in its first task), so that the shards' rate below is the steady one. Loose
+        # placement: a worker that dies here must not leave its warm-up waiting for it forever.
+        workers = list(client.scheduler_info()["workers"])
+        client.gather([client.submit(prepare, job, workers=[w], allow_other_workers=True, pure=False)
+                       for w in workers])
+        ready = time.perf_counter()
+        with tqdm(total=len(todo), desc="scores", unit="shard", mininterval=1.0) as bar:
+            futures = client.map(score_shard, todo, job=job, key=[f"score-{job.run_key}-{s.index:05d}" for s in todo])
             for future in as_completed(futures):
                 scored += future.result()
                 bar.update(1)
-                bar.set_postfix(docs=scored, docs_per_s=f"{scored / (time.perf_counter() - start):.1f}")
-        seconds = time.perf_counter() - start
-        print(f"scores: {scored} documents in {seconds:.0f}s ({scored / seconds:.1f} docs/s) -> {out}/")
-    return out
+                bar.set_postfix(docs=scored, docs_per_s=f"{scored / (time.perf_counter() - ready):.1f}")
+    done = Scored(out, scored, ready - start, time.perf_counter() - ready)
+    print(f"scores: {scored} documents in {done.ready_s + done.scoring_s:.0f}s on {len(workers)} workers "
+          f"(ready in {done.ready_s:.0f}s, then {scored / done.scoring_s:.1f} docs/s) -> {out}/")
+    return done

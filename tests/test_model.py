@@ -9,7 +9,7 @@ import torch
 from conftest import make_params
 from pipeline import pretrain, probe, schemas
 from pipeline.errors import WherefromError
-from pipeline.model import build_model, encode_query, load_model, train_tokenizer
+from pipeline.model import build_model, encode_query, load_model, sample_tokens, train_tokenizer
 
 
 def test_tokenizer_splits_digits_and_marks_document_starts():
@@ -20,6 +20,21 @@ def test_tokenizer_splits_digits_and_marks_document_starts():
     ids, start = encode_query(tok, "Calculate: 7 - 4", "7 - 4 = 3")
     assert tok.decode(ids[start:]) == "7 - 4 = 3"
     assert tok.decode(ids[1:start]) == "Calculate: 7 - 4\n"
+
+
+def test_sampled_targets_follow_the_model_distribution():
+    """True-Fisher targets: each row's draws match its softmax (chi-square), zero-probability tokens never come up."""
+    from scipy.stats import chisquare
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, -float("inf")], [3.0, 0.0, 0.0, 0.0]])
+    torch.manual_seed(0)
+    draws = sample_tokens(logits.repeat_interleave(20000, dim=0)).view(2, 20000)
+    for row, probs in zip(draws, torch.softmax(logits, -1)):
+        counts = torch.bincount(row, minlength=4)
+        assert counts[probs == 0].sum() == 0
+        seen = probs > 0
+        expected = probs[seen].double().numpy()
+        assert chisquare(counts[seen].numpy(), expected / expected.sum() * len(row)).pvalue > 0.01
 
 
 def test_tiny_pretrain_lowers_the_loss(tmp_path):
