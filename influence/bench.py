@@ -138,9 +138,7 @@ def scale_out(params, root: Path, n_docs: int) -> None:
     print(f"scale-out (shards of {n_docs // 8}): 1 worker x 1 {unit} {rate[1]:.1f} docs/s, 2 workers x 1 {unit} "
           f"{rate[2]:.1f} docs/s: {rate[2] / rate[1]:.2f}x")
     if not torch.cuda.is_available():
-        print(f"this machine's ceiling: two single-thread processes of plain matmuls run "
-              f"{matmul_scaling():.2f}x one (shared memory bandwidth and caches; Dask's scheduler, nannies and "
-              "this process share the same cores)")
+        print(f"this machine's ceiling: two single-thread processes of plain matmuls run {matmul_scaling():.2f}x one")
 
 
 def _matmuls(seconds: float) -> float:
