@@ -12,7 +12,8 @@ peak allocation on a GPU, the peak growth of the process's resident memory on th
 memory the allocator kept from an earlier line is not counted again). The stage line is the `scores`
 stage's steady rate on a Dask worker, reading the corpus Parquet and writing the score shards; the
 time until its workers are ready (start, imports, model, factors, queries) is printed apart, since a
-run pays it once. Scale-out compares that rate on one worker and on two, one core (or GPU) each.
+run pays it once. Scale-out compares that rate on one worker and on two, one core (or GPU) each,
+against what two processes reach here without Dask.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import dataclasses
 import multiprocessing
 import random
+import statistics
 import tempfile
 import threading
 import time
@@ -118,44 +120,72 @@ def setup(root: Path, n_docs: int, n_queries: int, threads: int):
         data.queries(tokenizer, prompts, completions)
 
 
-def stage(params, root: Path, workers: int, threads: int, shard_size: int) -> scores.Scored:
+def stage(params, root: Path, workers: int, threads: int, shard_size: int, run: int = 0) -> scores.Scored:
     """The `scores` stage on the bench corpus (float32), from scratch, on ``workers`` x ``threads``."""
+    out_dir = root / f"scores-{workers}x{threads}-{shard_size}-{run}"
     return scores.run(dataclasses.replace(
-        params, scores=dataclasses.replace(params.scores, dtype="float32", shard_size=shard_size,
-                                           out_dir=str(root / f"scores-{workers}x{threads}-{shard_size}")),
+        params, scores=dataclasses.replace(params.scores, dtype="float32", shard_size=shard_size, out_dir=str(out_dir)),
         dask=dataclasses.replace(params.dask, workers=workers, threads_per_worker=threads)))
 
 
-def scale_out(params, root: Path, n_docs: int) -> None:
-    """Steady scoring rate of the stage on one worker and on two, each worker one core (or one GPU)."""
+def scale_out(params, root: Path, pad_id: int, docs: data.Encoded, queries: data.Encoded, pairs: int = 5) -> None:
+    """Steady scoring rate of the stage on two workers over one, each worker one core (or one GPU), in
+    ``pairs`` paired runs: on a small machine one pair's ratio moves by +-0.1 with the machine's noise.
+    On the CPU it also prints what two processes could reach here without Dask, for the scorer itself
+    (two processes share the caches and memory bandwidth) and for plain matmuls (the cores)."""
     units = torch.cuda.device_count() if torch.cuda.is_available() else psutil.cpu_count(logical=False) or 1
     if units < 2:
         print(f"scale-out: needs 2 {'GPUs' if torch.cuda.is_available() else 'cores'}, this machine has {units}")
         return
-    rate = {n: (lambda run: run.documents / run.scoring_s)(stage(params, root, n, 1, max(1, n_docs // 8)))
-            for n in (1, 2)}
+    shard_size = max(1, len(docs) // 16)  # 8 shards a worker: a short tail where one worker idles
+    runs = [{n: (lambda run: run.documents / run.scoring_s)(stage(params, root, n, 1, shard_size, i)) for n in (1, 2)}
+            for i in range(pairs)]
+    ratios = [rate[2] / rate[1] for rate in runs]
     unit = "GPU" if torch.cuda.is_available() else "thread"
-    print(f"scale-out (shards of {n_docs // 8}): 1 worker x 1 {unit} {rate[1]:.1f} docs/s, 2 workers x 1 {unit} "
-          f"{rate[2]:.1f} docs/s: {rate[2] / rate[1]:.2f}x")
+    print(f"scale-out (shards of {shard_size}), 2 workers x 1 {unit} over 1 worker x 1 {unit}: "
+          f"{statistics.median(ratios):.2f}x, the median of {pairs} paired runs "
+          f"({', '.join(f'{rate[2]:.1f}/{rate[1]:.1f}' for rate in runs)} docs/s)")
     if not torch.cuda.is_available():
-        print(f"this machine's ceiling: two single-thread processes of plain matmuls run {matmul_scaling():.2f}x one")
+        scorer = (params.model.dir, params.influence.factors_dir, pad_id, docs, queries, params.scores.batch_size)
+        print(f"this machine's ceiling, two single-thread processes without Dask over one: the scorer "
+              f"{two_processes(_score_alone, scorer):.2f}x, plain matmuls {two_processes(_matmuls, ()):.2f}x")
 
 
-def _matmuls(seconds: float) -> float:
+_SCORER = None
+
+
+def _score_alone(model_dir: str, factors_dir: str, pad_id: int, docs: data.Encoded, queries: data.Encoded,
+                 batch_size: int) -> float:
+    """Documents/s of one single-thread scorer (built on the first call in this process)."""
+    global _SCORER
     torch.set_num_threads(1)
-    a, n, end = torch.randn(512, 512), 0, time.perf_counter() + seconds
+    if _SCORER is None:
+        _SCORER = Scorer(load_model(model_dir)[0], pad_id, Path(factors_dir), queries, batch_size)
+        _SCORER.score(data.Encoded(docs.items[:batch_size]))
+    seconds, _ = timed(lambda: _SCORER.score(docs))
+    return len(docs) / seconds
+
+
+def _matmuls(*_) -> float:
+    """512x512 matmuls/s on one thread for 3 s: the cores alone, with everything in cache."""
+    torch.set_num_threads(1)
+    a, n, end = torch.randn(512, 512), 0, time.perf_counter() + 3.0
     while time.perf_counter() < end:
         a @ a
         n += 1
-    return n / seconds
+    return n / 3.0
 
 
-def matmul_scaling(seconds: float = 3.0) -> float:
-    """Throughput of two processes multiplying matrices, over one: what any two workers could reach here."""
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        pool.map(_matmuls, [0.1, 0.1])  # both started and warm before timing
-        one = pool.apply(_matmuls, (seconds,))
-        two = sum(pool.map(_matmuls, [seconds, seconds], chunksize=1))
+def two_processes(work, args: tuple) -> float:
+    """Throughput of ``work(*args)`` in two processes at once over one alone, both processes warm."""
+    pool = multiprocessing.get_context("spawn").Pool(2)
+    try:
+        pool.starmap(work, [args, args], chunksize=1)  # both started and warm before timing
+        one = pool.apply(work, args)
+        two = sum(pool.starmap(work, [args, args], chunksize=1))
+    finally:
+        pool.close()  # not terminate(): a killed worker leaks tqdm's lock (a semaphore) to the tracker
+        pool.join()
     return two / one
 
 
@@ -248,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
           "faster, the same factors (tests/test_fisher.py)")
     print(f"\nscores stage: shards of {len(docs) // 4} documents, each read from Parquet and written as Parquet; "
           f"workers ready (cluster start, imports, model, factors, queries) in {staged.ready_s:.1f}s, once per run")
-    scale_out(params, root, len(docs))
+    scale_out(params, root, pad, docs, queries)
     print(f"on {device.type}: {torch.cuda.get_device_name() if device.type == 'cuda' else f'{threads} CPU threads'}")
 
 if __name__ == "__main__":

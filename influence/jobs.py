@@ -115,29 +115,41 @@ def score_shard(shard: shards.Shard, job: ScoreJob) -> int:
     return len(shard.doc_ids)
 
 
+# Dask defaults that cost torch dearly, measured with two single-threaded workers on two cores:
+# - ``MALLOC_TRIM_THRESHOLD_=65536`` makes glibc hand every large tensor back to the OS and fault it in
+#   again: scoring in such a worker ran 1.85x slower than the same code in the main process;
+# - the worker's sampling profiler takes the GIL every 10 ms: two workers scored 1.31-1.80x one worker's
+#   rate with it, 1.64-1.92x without;
+# - every event loop (client, scheduler, each nanny and worker) wakes every 20 ms for a health check that
+#   only logs, and the memory and system monitors poll every 0.1 and 0.5 s: the main process burnt 0.8 s
+#   of CPU per 14 s of scoring and each worker switched context ~800 times. With these at 1 s, 1 s and
+#   5 s, two workers scored 1.89-2.01x one worker in four paired runs.
+# The README gives them as YAML for workers started by hand.
+TORCH_FRIENDLY_DASK = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+}
+
+
 @contextlib.contextmanager
 def dask_client(workers: int, scheduler: str | None) -> Iterator:
     """A client on the given scheduler, or on a LocalCluster of ``workers`` single-threaded processes
-    (torch threads inside each worker are set by the job, so processes never oversubscribe cores).
-
-    Two Dask defaults cost torch dearly, so local workers start without them:
-    - ``MALLOC_TRIM_THRESHOLD_=65536`` makes glibc hand every large tensor back to the OS and fault it
-      in again: scoring in such a worker ran 1.85x slower than the same code in the main process;
-    - the worker's sampling profiler takes the GIL every 10 ms: with it, two workers on two cores
-      scored 1.31-1.80x one worker's rate in three paired runs, without it 1.64-1.92x.
-    """
+    (torch threads inside each worker are set by the job, so processes never oversubscribe cores),
+    both under ``TORCH_FRIENDLY_DASK``."""
     import dask
     from dask.distributed import Client, LocalCluster
 
-    if scheduler:
-        with Client(scheduler) as client:
+    with dask.config.set(TORCH_FRIENDLY_DASK):
+        if scheduler:
+            with Client(scheduler) as client:
+                yield client
+            return
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=40) as cluster, Client(cluster) as client:
             yield client
-        return
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                          "distributed.worker.profile.enabled": False}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                         silence_logs=40) as cluster, Client(cluster) as client:
-        yield client
 
 
 def threads_per_worker(requested: int, workers: int) -> int:

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -194,3 +195,38 @@ def test_a_worker_killed_mid_run_has_its_shards_rescheduled(staged, tmp_path):
     clean = with_scores(staged, tmp_path / "clean", workers=1, shard_size=5)
     scores.run(clean)
     assert table(out) == table(clean.scores.out_dir)
+
+
+def _worker_settings() -> dict:
+    import dask
+
+    from influence.jobs import TORCH_FRIENDLY_DASK
+
+    return {key: (os.environ.get("MALLOC_TRIM_THRESHOLD_") if key.endswith("MALLOC_TRIM_THRESHOLD_")
+                  else dask.config.get(key)) for key in TORCH_FRIENDLY_DASK}
+
+
+def test_local_workers_run_with_the_torch_friendly_dask_settings():
+    """The settings reach the worker processes themselves (the nanny passes config and environment on)."""
+    from influence.jobs import TORCH_FRIENDLY_DASK, dask_client
+
+    with dask_client(2, None) as client:
+        settings = client.run(_worker_settings)
+    assert len(settings) == 2
+    for worker, seen in settings.items():
+        assert seen == TORCH_FRIENDLY_DASK, worker
+
+
+def test_readme_gives_the_same_dask_settings_for_workers_started_by_hand():
+    from influence.jobs import TORCH_FRIENDLY_DASK
+
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("```yaml\n  distributed:"):]
+    block = block[len("```yaml\n"):block.index("```", 3)]
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        return {k: v for key, value in tree.items()
+                for k, v in (flat(value, f"{prefix}{key}.") if isinstance(value, dict)
+                             else {f"{prefix}{key}": value}).items()}
+
+    assert flat(yaml.safe_load(textwrap.dedent(block))) == TORCH_FRIENDLY_DASK
