@@ -4,16 +4,17 @@
 
 It also fits EK-FAC twice, with kronfluence's passes and with wherefrom's, and times each step.
 
-Everything runs in one process on the same model (the demo architecture at random init: speed does
-not depend on the weights), the same world documents (at most 128 tokens) and the same queries, so
-the ratios are comparable. Plain forward+backward is the floor any gradient-based scorer pays per
-document. Each line runs in float32 and in bfloat16 autocast, and reports its peak memory: CUDA's
-peak allocation on a GPU, the peak growth of the process's resident memory on the CPU (a lower bound:
-memory the allocator kept from an earlier line is not counted again). The stage line is the `scores`
-stage's steady rate on a Dask worker, reading the corpus Parquet and writing the score shards; the
-time until its workers are ready (start, imports, model, factors, queries) is printed apart, since a
-run pays it once. Scale-out compares that rate on one worker and on two, one core (or GPU) each,
-against what two processes reach here without Dask.
+Everything runs in one process on the same model, the same world documents and the same queries, so
+the ratios are comparable. The model is the demo architecture at random init (speed does not depend
+on the weights) and documents have at most 128 tokens; --layers, --hidden, ... --context give
+another size, with world documents packed to fill the context. Plain forward+backward is the floor
+any gradient-based scorer pays per document. Each line runs in float32 and in bfloat16 autocast, and
+reports its peak memory: CUDA's peak allocation on a GPU, the peak growth of the process's resident
+memory on the CPU (a lower bound: memory the allocator kept from an earlier line is not counted
+again). The stage line is the `scores` stage's steady rate on a Dask worker, reading the corpus
+Parquet and writing the score shards; the time until its workers are ready (start, imports, model,
+factors, queries) is printed apart, since a run pays it once. Scale-out compares that rate on one
+worker and on two, one core (or GPU) each, against what two processes reach here without Dask.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from influence.task import CausalLMTask, summed_token_nll
 from pipeline import schemas, scores
 from pipeline.atomic import write_parquet
 from pipeline.config import parse_params
-from pipeline.corpus import generate_documents, to_table, world_for
+from pipeline.corpus import generate_documents, n_pre_tokens, to_table, world_for
+from pipeline.documents import Document
 from pipeline.model import build_model, load_model, pad_batch, set_threads, train_tokenizer
 from pipeline.probe import completion_nll
 from queries.tasks import REASONING_TASKS, sample
@@ -94,14 +96,32 @@ def measured(fn) -> tuple[float, float, object]:
     return seconds, peak.mb, out
 
 
-def setup(root: Path, n_docs: int, n_queries: int, threads: int):
-    """A world corpus, its tokenizer, a random-init demo model and queries, all on disk under ``root``."""
-    params = parse_params({"scores": {"out_dir": str(root / "scores"), "shard_size": n_docs},
+def packed(docs: list[Document], n_tokens: int) -> list[Document]:
+    """Consecutive world documents joined until each has at least ``n_tokens`` tokens (pre-tokens are
+    a lower bound on BPE tokens), for documents as long as a larger model's context."""
+    out, texts = [], []
+    for doc in docs:
+        texts.append(doc.text)
+        if n_pre_tokens("\n\n".join(texts)) >= n_tokens:
+            out.append(Document("\n\n".join(texts), doc.source))
+            texts = []
+    return out
+
+
+def setup(root: Path, n_docs: int, n_queries: int, threads: int, batch_size: int = 16, model: dict | None = None):
+    """A world corpus, its tokenizer, a random-init model (the demo's, or ``model``'s ModelConfig
+    fields) and queries, all on disk under ``root``. Given a ``context``, world documents are packed
+    to fill it."""
+    params = parse_params({"scores": {"out_dir": str(root / "scores"), "shard_size": n_docs, "batch_size": batch_size},
                            "dask": {"workers": 1, "threads_per_worker": threads},
-                           "corpus": {"out_dir": str(root / "corpus")}, "model": {"dir": str(root / "model")},
+                           "corpus": {"out_dir": str(root / "corpus")},
+                           "model": {"dir": str(root / "model"), **(model or {})},
                            "queries": {"out": str(root / "queries.parquet")},
                            "influence": {"factors_dir": str(root / "factors")}})
-    docs = generate_documents(params.corpus, world_for(params), params.seed)[:n_docs]
+    docs = generate_documents(params.corpus, world_for(params), params.seed)
+    if "context" in (model or {}):
+        docs = packed(docs, params.model.context)
+    docs = docs[:n_docs]
     tokenizer = train_tokenizer([d.text for d in docs], params.model.vocab_size)
     build_model(params.model, tokenizer, params.seed).save_pretrained(params.model.dir)
     tokenizer.save_pretrained(params.model.dir)
@@ -195,10 +215,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0)
+    size = ap.add_argument_group("model (default: the demo's; the GPU figures use --layers 12 --hidden 768 "
+                                 "--intermediate 3072 --heads 12 --vocab 32000 --context 512)")
+    for flag, field in (("--layers", "n_layers"), ("--hidden", "hidden_size"), ("--intermediate", "intermediate_size"),
+                        ("--heads", "n_heads"), ("--vocab", "vocab_size"), ("--context", "context")):
+        size.add_argument(flag, type=int, dest=field)
     args = ap.parse_args(argv)
+    model_fields = {f: getattr(args, f) for f in ("n_layers", "hidden_size", "intermediate_size", "n_heads",
+                                                  "vocab_size", "context") if getattr(args, f) is not None}
     threads = set_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="wherefrom-bench-"))
-    params, tokenizer, docs, queries = setup(root, args.docs, args.queries, threads)
+    params, tokenizer, docs, queries = setup(root, args.docs, args.queries, threads, args.batch_size, model_fields)
     pad = tokenizer.pad_token_id
     model, _ = load_model(params.model.dir)
     n_tokens = sum(len(ids) for ids, _ in docs.items)
