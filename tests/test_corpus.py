@@ -160,3 +160,16 @@ def test_held_out_split_is_a_stable_tenth():
         share = sum(is_held_out(p, seed=0) for p in problems) / len(problems)
         assert 0.06 < share < 0.14, (task, share)
         assert [is_held_out(p, 0) for p in problems[:50]] == [is_held_out(p, 0) for p in problems[:50]]
+
+
+def test_bench_packs_world_documents_in_order_to_fill_a_context(world_docs):
+    from influence.bench import packed
+    from pipeline.model import train_tokenizer
+
+    docs = world_docs[2]
+    long = packed(docs, 256)
+    tokenizer = train_tokenizer([d.text for d in docs], 1000)
+    assert len(long) > 10
+    assert all(len(tokenizer(d.text)["input_ids"]) >= 256 for d in long)  # pre-tokens bound BPE tokens below
+    joined = "\n\n".join(d.text for d in long)
+    assert joined == "\n\n".join(d.text for d in docs)[:len(joined)]  # consecutive documents, none skipped
