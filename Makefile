@@ -43,7 +43,7 @@ test: $(STAMP)
 
 ## make bench: docs/s of plain forward+backward, kronfluence and wherefrom, side by side (not a test)
 bench: $(STAMP)
-	$(BIN)/python -m influence.bench
+	$(BIN)/python -m pipeline.bench
 
 ## make screenshot: the HTML report in headless Chromium, as reports/out/screenshot-NN.png (needs Debian's chromium)
 screenshot: $(STAMP)

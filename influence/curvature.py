@@ -32,8 +32,8 @@ from kronfluence.utils.dataset import DataLoaderKwargs
 from influence import data, fisher
 from influence.data import Encoded
 from influence.task import CausalLMTask, tracked_module_names
-from pipeline.errors import WherefromError
-from pipeline.model import pad_batch
+from pipeline.core.errors import WherefromError
+from pipeline.core.model import pad_batch
 
 ANALYSIS = "wherefrom"
 FACTORS_NAME = "factors"

@@ -7,12 +7,11 @@ loss, gradient and covariance, so a document scores the same alone or beside a l
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from functools import partial
 
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.model import encode_query, pad_batch
+from pipeline.core.model import encode_query, pad_batch
 
 
 class Encoded(Dataset):

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
 import transformers
 
 from influence import data, shards
+from influence.baselines import random_scores
 from influence.scorer import Scorer
-from pipeline.model import load_model, set_threads
+from pipeline.core.corpus_reader import read_texts
+from pipeline.core.model import load_model, set_threads
 
 
 @dataclass(frozen=True)
@@ -92,13 +92,6 @@ def prepare(job: ScoreJob) -> int:
     return os.getpid()
 
 
-def read_texts(corpus_dir: str, doc_ids: tuple[int, ...]) -> list[str]:
-    table = ds.dataset(corpus_dir, format="parquet").to_table(
-        columns=["doc_id", "text"], filter=pc.field("doc_id").isin(list(doc_ids)))
-    by_id = dict(zip(table.column("doc_id").to_pylist(), table.column("text").to_pylist()))
-    return [by_id[i] for i in doc_ids]
-
-
 def score_shard(shard: shards.Shard, job: ScoreJob) -> int:
     """Score ``shard`` unless it is already complete; returns the number of documents scored."""
     scorer, tokenizer, query_ids, nll = _prepared(job)
@@ -106,8 +99,7 @@ def score_shard(shard: shards.Shard, job: ScoreJob) -> int:
     if shards.is_complete(path, job.run_key, len(query_ids) * len(shard.doc_ids)):
         return 0
     if job.method == "random":
-        rng = np.random.default_rng([job.seed, shard.index])
-        scores = rng.standard_normal((len(query_ids), len(shard.doc_ids)))
+        scores = random_scores(job.seed, shard.index, len(query_ids), len(shard.doc_ids))
     else:
         docs = data.documents(tokenizer, read_texts(job.corpus_dir, shard.doc_ids), job.max_tokens)
         scores = scorer.score(docs).cpu().numpy()

@@ -1,7 +1,7 @@
 """Shards of the score table: planning, checking and writing them.
 
 One shard is a contiguous range of doc ids scored against every query, written to
-``shard=NNNNN/part.parquet``. A shard counts as complete only if its file opens, carries this run's
+``shard=NNNNN/part.parquet`` (``schemas.SCORES``). A shard counts as complete only if its file opens, carries this run's
 key (a hash of everything that determines the scores) and has exactly queries × documents rows, so
 a truncated file, or a shard left by a run with other queries or factors, is recomputed.
 """
@@ -15,14 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path
+from pipeline.core.atomic import atomic_path
+from pipeline.core.schemas import SCORES, shard_file
 
-SCHEMA = pa.schema([
-    pa.field("query_id", pa.string(), nullable=False),
-    pa.field("doc_id", pa.int64(), nullable=False),
-    pa.field("score", pa.float32(), nullable=False),  # raw influence; positive = makes the completion more likely
-    pa.field("score_per_nat", pa.float32(), nullable=False),  # score / completion NLL (nats), as in the paper
-])
 RUN_KEY = b"wherefrom.run_key"
 
 
@@ -32,7 +27,7 @@ class Shard:
     doc_ids: tuple[int, ...]
 
     def path(self, out_dir: Path) -> Path:
-        return Path(out_dir) / f"shard={self.index:05d}" / "part.parquet"
+        return Path(out_dir) / shard_file(self.index)
 
 
 def plan(doc_ids: list[int], shard_size: int) -> list[Shard]:
@@ -59,6 +54,6 @@ def write(path: Path, run_key: str, query_ids: list[str], nll: np.ndarray, doc_i
         "doc_id": np.tile(np.asarray(doc_ids, dtype=np.int64), n_q),
         "score": scores.astype(np.float32).ravel(),
         "score_per_nat": (scores / nll[:, None]).astype(np.float32).ravel(),
-    }, schema=SCHEMA.with_metadata({RUN_KEY: run_key.encode()}))
+    }, schema=SCORES.with_metadata({RUN_KEY: run_key.encode()}))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

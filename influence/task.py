@@ -16,7 +16,7 @@ import torch
 from kronfluence.task import Task
 from torch import nn
 
-from pipeline.model import sequence_nll
+from pipeline.core.model import sequence_nll
 
 
 def summed_token_nll(model: nn.Module, batch: dict[str, torch.Tensor], sample: bool = False) -> torch.Tensor:

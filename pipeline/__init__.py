@@ -1,1 +1,2 @@
-"""wherefrom's pipeline: one module per DVC stage, the CLI and the generated world."""
+"""wherefrom's pipeline: the CLI, one module per DVC stage (``stages/``) and the libraries they use
+(``world/``, ``analysis/``, ``sql/``, ``core/``)."""

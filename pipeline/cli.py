@@ -10,11 +10,10 @@ Errors in input or params print one line, `wherefrom: error: ...`, and exit with
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from pipeline.config import load_params
-from pipeline.errors import WherefromError
+from pipeline.core.config import Params, load_params
+from pipeline.core.errors import ParamsError, WherefromError
 
 STAGES = {
     "params": "resolve the selected profile into each stage's settings -> data/params/",
@@ -27,6 +26,32 @@ STAGES = {
     "analyze": "the paper's statistics, the classifier and the findings -> results/*.parquet, metrics.json",
     "report": "execute the report notebook and render it -> reports/out/procedural_vs_factual.html",
 }
+
+
+def run_stage(name: str, params: Params) -> None:
+    # One stage imported per run: together they import torch, Dask, kronfluence and papermill (seconds).
+    match name:
+        case "params":
+            from pipeline.stages import params as stage
+        case "corpus":
+            from pipeline.stages import corpus as stage
+        case "pretrain":
+            from pipeline.stages import pretrain as stage
+        case "probe":
+            from pipeline.stages import probe as stage
+        case "factors":
+            from pipeline.stages import factors as stage
+        case "scores":
+            from pipeline.stages import scores as stage
+        case "baselines":
+            from pipeline.stages import baselines as stage
+        case "analyze":
+            from pipeline.stages import analyze as stage
+        case "report":
+            from pipeline.stages import report as stage
+        case _:
+            raise WherefromError(f"no stage {name!r} (stages: {', '.join(STAGES)})")
+    stage.run(params)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,16 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         if args.command == "sql":
-            from pipeline import sql as sql_command
+            from pipeline.sql import command
 
-            return sql_command.run(params, args)
+            return command.run(params, args)
         import transformers
 
-        from pipeline.model import set_threads
+        from pipeline.core.model import set_threads
 
         transformers.logging.disable_progress_bar()  # keep stage logs to our own progress bars
         set_threads(params.runtime.threads)
-        importlib.import_module(f"pipeline.{args.command}").run(params)
+        run_stage(args.command, params)
+    except ParamsError as err:
+        print(f"wherefrom: error: {args.params}: {err}", file=sys.stderr)
+        return 2
     except WherefromError as err:
         print(f"wherefrom: error: {err}", file=sys.stderr)
         return 2

@@ -43,12 +43,7 @@ def final_answer(completion: str) -> float | None:
 def mentions(text: str, answer: str) -> bool:
     """Whether ``text`` states ``answer``: as a number if it is one, else as whole words. An empty
     answer (unknown) is never stated."""
-    if not answer.strip():
-        return False
-    value = as_number(answer)
-    if value is not None:
-        return value in numbers_in(text)
-    return re.search(rf"(?<!\w){re.escape(answer.strip())}(?!\w)", text, re.IGNORECASE) is not None
+    return ParsedText(text).mentions(answer)
 
 
 def is_correct(kind: str, completion: str, answer: str) -> bool:
@@ -86,7 +81,40 @@ def _starts_sentence(text: str, at: int) -> bool:
 def answers_question(text: str, answer: str, prompt: str) -> bool:
     """Whether ``text`` states ``answer`` together with what identifies the question (its numbers, in
     order, and its names): the answer *to this question*, not a number that happens to be the same."""
-    if not mentions(text, answer):
-        return False
-    problem, names = key_terms(prompt)
-    return problem in squeeze(text) and all(mentions(text, name) for name in names)
+    return ParsedText(text).answers_question(answer, prompt)
+
+
+class ParsedText:
+    """A text whose numbers and whitespace-squeezed form are parsed once, on first use: the analysis
+    checks hundreds of answers against each top document."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._numbers: set[float] | None = None
+        self._squeezed: str | None = None
+
+    @property
+    def numbers(self) -> set[float]:
+        if self._numbers is None:
+            self._numbers = set(numbers_in(self.text))
+        return self._numbers
+
+    @property
+    def squeezed(self) -> str:
+        if self._squeezed is None:
+            self._squeezed = squeeze(self.text)
+        return self._squeezed
+
+    def mentions(self, answer: str) -> bool:
+        if not answer.strip():
+            return False
+        value = as_number(answer)
+        if value is not None:
+            return value in self.numbers
+        return re.search(rf"(?<!\w){re.escape(answer.strip())}(?!\w)", self.text, re.IGNORECASE) is not None
+
+    def answers_question(self, answer: str, prompt: str) -> bool:
+        if not self.mentions(answer):
+            return False
+        problem, names = key_terms(prompt)
+        return problem in self.squeezed and all(self.mentions(name) for name in names)

@@ -10,12 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from pipeline.world import Fact, World, by_entity
-from queries.tasks import REASONING_TASKS, THINK, sample
-
-TASK_KIND = {"factual": "factual", "factual_control": "factual", "arithmetic": "reasoning", "slope": "reasoning",
-             "linear": "reasoning", "reasoning_control": "reasoning"}
-TASKS = tuple(TASK_KIND)
+from pipeline.world.entities import Fact, World, by_entity
+from queries.tasks import REASONING_TASKS, TASK_KIND, THINK, sample
 
 
 @dataclass(frozen=True)

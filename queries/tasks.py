@@ -129,6 +129,12 @@ def sample_linear(rng: random.Random) -> Problem:
 
 SAMPLERS = {"arithmetic": sample_arithmetic, "slope": sample_slope, "linear": sample_linear}
 REASONING_TASKS = tuple(SAMPLERS)
+# Every task the suites ask, in the order reports show them, with the kind of knowledge it needs. A
+# control asks the same kind of question with the answer given in the prompt.
+TASK_KIND = {"factual": "factual", **{task: "reasoning" for task in REASONING_TASKS},
+             "factual_control": "factual", "reasoning_control": "reasoning"}
+TASKS = tuple(TASK_KIND)
+CONTROLS = ("factual_control", "reasoning_control")
 
 
 def is_held_out(problem: Problem, seed: int, share: float = 0.1) -> bool:

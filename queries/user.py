@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.errors import WherefromError
+from pipeline.core.errors import WherefromError
 from queries.answers import final_answer
-from queries.suites import TASK_KIND, QuerySpec
+from queries.suites import QuerySpec
+from queries.tasks import TASK_KIND
 
 # The published query set's category names -> ours.
 TASK_ALIASES = {"arithmetic_two_step": "arithmetic", "linear_equation": "linear"}

@@ -38,13 +38,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import HTML, Markdown, display
 
-from pipeline import db
-from pipeline.config import from_resolved, load_params
-from pipeline.labels import WORKED_STEP
+from pipeline.analysis.labels import WORKED_STEP
+from pipeline.core.config import from_resolved, load_params
+from pipeline.sql import db
+from queries.tasks import TASKS
 
 params = from_resolved(resolved) if resolved else load_params(params_file)
 con = db.connect(params)
-TASKS = ["factual", "arithmetic", "slope", "linear", "factual_control", "reasoning_control"]
 COLOURS = {"factual": "#1f77b4", "arithmetic": "#d62728", "slope": "#ff7f0e", "linear": "#9467bd",
            "factual_control": "#7fb2d9", "reasoning_control": "#e6a3a3", "influence": "#2ca02c", "bm25": "#8c564b",
            "random": "#7f7f7f"}

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import Params, parse_params
+from pipeline.core.config import Params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # two pytest processes or a background job must not oversubscribe 2 cores
@@ -52,7 +52,7 @@ def raw_params(tmp: Path, **overrides) -> dict:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """corpus + pretrain on the test profile, run once for the whole session."""
-    from pipeline import corpus, pretrain
+    from pipeline.stages import corpus, pretrain
 
     params = make_params(tmp_path_factory.mktemp("trained"))
     corpus.run(params)

@@ -10,15 +10,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from influence import shards
-from pipeline import analyze, classify, schemas, stats
-from pipeline.atomic import write_parquet
-from pipeline.labels import SHOWS_PROCEDURE, STATES_ANSWER, shows_working, text_label
-from pipeline.score_matrix import open_matrix
-from queries.answers import answers_question, key_terms
 from conftest import write_params
+from influence import shards
 from pipeline import cli
-from pipeline.config import load_params
+from pipeline.analysis import classify, stats
+from pipeline.analysis.labels import SHOWS_PROCEDURE, STATES_ANSWER, shows_working, text_label
+from pipeline.analysis.score_matrix import open_matrix
+from pipeline.core import schemas
+from pipeline.core.atomic import write_parquet
+from pipeline.core.config import load_params
+from pipeline.stages import analyze
+from queries.answers import answers_question, key_terms
 
 N_DOCS, ALPHA, TOP = 200, 1.5, 10  # capped_k(500, 200) = 10: top-k, tail and the smallest enrichment k
 SOURCES = ["wiki", "webdata", "math_and_trivia", "stackexchange", "arxiv_markdown"]
@@ -255,7 +257,7 @@ def test_bad_sql_is_one_line_and_exits_2(planted, capsys, args, message):
 def test_a_short_shard_or_a_missing_baseline_is_a_one_line_error(planted, tmp_path):
     import shutil
 
-    from pipeline.errors import WherefromError
+    from pipeline.core.errors import WherefromError
 
     params = planted[0]
     shutil.copytree(params.scores.out_dir, tmp_path / "scores")
@@ -275,7 +277,7 @@ def test_scores_that_miss_documents_are_refused(planted, tmp_path):
     import dataclasses
     import shutil
 
-    from pipeline.errors import WherefromError
+    from pipeline.core.errors import WherefromError
 
     params = planted[0]
     shutil.copytree(params.scores.out_dir, tmp_path / "scores")

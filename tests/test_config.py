@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_params, parse_params
-from pipeline.errors import WherefromError
+from pipeline.core.config import load_params, parse_params
+from pipeline.core.errors import WherefromError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,3 +57,15 @@ def test_cli_prints_one_line_and_writes_nothing(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "wherefrom: error: params.yaml: corpus.n_entities: Input should be greater than 0 (got -1)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_a_stage_error_about_a_key_names_the_params_file_given(tmp_path):
+    """A key found wrong inside a stage (here a model path) is reported against --params, not params.yaml."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["model"]["name_or_path"] = "./no/such/model"
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "pretrain", "--params", "mine.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("wherefrom: error: mine.yaml: model.name_or_path: no such directory: "
+                                   "./no/such/model")

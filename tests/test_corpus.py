@@ -9,9 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_params
-from pipeline import corpus, schemas
-from pipeline.corpus import generate_documents, world_for
-from pipeline.documents import PROCEDURE_FORMATS
+from pipeline.core import schemas
+from pipeline.stages import corpus
+from pipeline.world.documents import PROCEDURE_FORMATS
+from pipeline.world import filler
+from pipeline.world.generate import generate_documents, world_for
 from queries.answers import mentions
 from queries.suites import build_suites
 from queries.tasks import REASONING_TASKS, SAMPLERS, is_held_out
@@ -46,7 +48,7 @@ def test_corpus_schema_and_ids(tmp_path):
     table = ds.dataset(params.corpus.out_dir, format="parquet").to_table()
     assert pq.read_schema(next((tmp_path / "data/corpus").glob("*.parquet"))) == schemas.CORPUS
     assert sorted(table.column("doc_id").to_pylist()) == list(range(table.num_rows))
-    assert set(table.column("source").to_pylist()) <= set(corpus.filler._TEMPLATES)
+    assert set(table.column("source").to_pylist()) <= set(filler._TEMPLATES)
     assert min(table.column("n_tokens").to_pylist()) > 0
     assert not list(tmp_path.rglob("*.tmp"))  # no temporary files left behind
 
@@ -163,8 +165,8 @@ def test_held_out_split_is_a_stable_tenth():
 
 
 def test_bench_packs_world_documents_in_order_to_fill_a_context(world_docs):
-    from influence.bench import packed
-    from pipeline.model import train_tokenizer
+    from pipeline.bench import packed
+    from pipeline.core.model import train_tokenizer
 
     docs = world_docs[2]
     long = packed(docs, 256)

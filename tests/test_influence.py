@@ -12,16 +12,16 @@ from scipy.stats import spearmanr
 from influence import curvature, data
 from influence.scorer import Scorer
 from influence.task import CausalLMTask, summed_token_nll
-from pipeline.corpus import corpus_texts
-from pipeline.errors import WherefromError
-from pipeline.model import build_model, load_model, pad_batch
+from pipeline.core.corpus_reader import read_texts
+from pipeline.core.errors import WherefromError
+from pipeline.core.model import build_model, load_model, pad_batch
 
 
 @pytest.fixture(scope="module")
 def world(trained):
     """The trained test-profile model, its documents, and queries cut from trivia documents."""
     model, tok = load_model(trained.model.dir)
-    texts = corpus_texts(trained.corpus.out_dir)
+    texts = read_texts(trained.corpus.out_dir)
     trivia = [t for t in texts if t.count("\n") >= 1 and t.split("\n")[-2].endswith("?")][:4]
     prompts = [t.split("\n")[-2] for t in trivia]
     completions = [t.split("\n")[-1] for t in trivia]

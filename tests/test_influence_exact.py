@@ -16,7 +16,7 @@ from influence import curvature
 from influence.data import Encoded
 from influence.scorer import Scorer
 from influence.task import summed_token_nll
-from pipeline.model import pad_batch
+from pipeline.core.model import pad_batch
 
 VOCAB, DOC_LEN, N_DOCS = 24, 10, 300
 

@@ -2,14 +2,17 @@
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from conftest import make_params
-from pipeline import pretrain, probe, schemas
-from pipeline.errors import WherefromError
-from pipeline.model import build_model, encode_query, load_model, sample_tokens, train_tokenizer
+from pipeline.core import schemas
+from pipeline.core.corpus_reader import read_texts
+from pipeline.core.errors import WherefromError
+from pipeline.core.model import build_model, completion_nll, encode_query, load_model, sample_tokens, train_tokenizer
+from pipeline.stages import pretrain, probe
 
 
 def test_tokenizer_splits_digits_and_marks_document_starts():
@@ -39,9 +42,9 @@ def test_sampled_targets_follow_the_model_distribution():
 
 def test_tiny_pretrain_lowers_the_loss(tmp_path):
     params = make_params(tmp_path, pretrain={"steps": 120, "log_every": 40})
-    from pipeline import corpus
+    from pipeline.stages import corpus
     corpus.run(params)
-    texts = corpus.corpus_texts(params.corpus.out_dir)
+    texts = read_texts(params.corpus.out_dir)
     tok = train_tokenizer(texts, params.model.vocab_size)
     stream = torch.from_numpy(pretrain.token_stream(tok, texts).astype("int64"))
     windows = stream[: 8 * 64].view(8, 64)  # fixed text, scored before and after
@@ -70,7 +73,7 @@ def test_completion_nll_matches_token_by_token_log_probs(trained):
     model, tok = load_model(trained.model.dir)
     prompts, completions = ["What is the capital of X?", "Solve for x: 2x + 1 = 7\n\nThink step-by-step."], \
                            ["The capital of X is Y.", "7 - 1 = 6\n6 / 2 = 3\nThe answer is 3."]
-    batched = probe.completion_nll(model, tok, prompts, completions, batch_size=2)
+    batched = completion_nll(model, tok, prompts, completions, batch_size=2)
     for prompt, completion, nll in zip(prompts, completions, batched):  # one at a time, no padding, by hand
         ids, start = encode_query(tok, prompt, completion)
         with torch.no_grad():
@@ -114,3 +117,11 @@ def test_bad_model_path_is_one_line_and_leaves_nothing(tmp_path, path, message):
     with pytest.raises(WherefromError, match=message.replace("(", r"\(").replace(")", r"\)")):
         pretrain.run(params)
     assert not (tmp_path / "lm").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_corpus_shorter_than_one_window_is_one_line_naming_it(tmp_path):
+    params = make_params(tmp_path, model={"context": 64})
+    model_stub = build_model(params.model, train_tokenizer(["a b c"], 300), params.seed)
+    with pytest.raises(WherefromError, match=r"data/corpus: 3 tokens, fewer than one training window "
+                                             r"\(model.context \+ 1 = 65\)"):
+        pretrain.train(model_stub, np.arange(3, dtype=np.int32), params)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline import schemas
+from pipeline.core import schemas
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ["pipeline", "queries", "influence", "reports/sql", "reports/procedural_vs_factual.py", "reports/offline.html.j2",

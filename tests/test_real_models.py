@@ -11,13 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_params
-from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
-                          LlamaForCausalLM)
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from pipeline import analyze, baselines, corpus, factors, pretrain, probe, scores
-from pipeline.errors import WherefromError
-from pipeline.model import load_model, train_tokenizer
+from conftest import make_params
+from pipeline.core.errors import WherefromError
+from pipeline.core.model import load_model, train_tokenizer
+from pipeline.stages import analyze, baselines, corpus, factors, pretrain, probe, scores
 
 SHARED_QUERIES = Path(__file__).resolve().parents[2] / "shared/reference/ruis2024_queries.jsonl"
 TEXTS = [f"The capital of Land{i} is City{i}. Step: {i} + 3 = {i + 3}, then {i + 3} * 2 = {2 * i + 6}." for i in range(30)]

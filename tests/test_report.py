@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_params
 
-from pipeline import report
-from pipeline.errors import WherefromError
+from conftest import make_params
+from pipeline.core.errors import WherefromError
+from pipeline.stages import report
 
 
 def test_a_failing_cell_is_one_line_naming_the_notebook_and_nothing_is_written(tmp_path):

@@ -1,5 +1,6 @@
 """The factors and scores stages: Dask sharding, resuming, DuckDB, and bad input."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,10 +15,11 @@ import pytest
 import yaml
 
 from conftest import REPO, make_params
-from influence import shards
-from pipeline import factors, probe, scores
-from pipeline.corpus import world_for
-from pipeline.errors import WherefromError
+from influence import runner
+from pipeline.core import schemas
+from pipeline.core.errors import WherefromError
+from pipeline.stages import factors, probe, scores
+from pipeline.world.generate import world_for
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def test_one_and_two_workers_write_the_same_scores_and_duckdb_reads_them(staged,
     assert rows == table(two.scores.out_dir)
     files = sorted(Path(one.scores.out_dir).glob("shard=*/part.parquet"))
     assert len(files) == -(-n_docs // 20)
-    assert all(pq.read_schema(f).remove_metadata() == shards.SCHEMA for f in files)
+    assert all(pq.read_schema(f).remove_metadata() == schemas.SCORES for f in files)
 
 
 @pytest.mark.slow
@@ -75,6 +77,28 @@ def test_broken_shards_are_recomputed_and_complete_ones_kept(staged, tmp_path):
     assert kept.stat().st_mtime_ns == kept_mtime
 
 
+# A Dask worker preload (run in each worker process at start): the worker writes two shards, then its
+# next write blocks until the test kills the run. The kill lands at the same point on any machine.
+BLOCK_AFTER_TWO_SHARDS = """
+import threading
+
+from influence import shards
+
+if not hasattr(shards, "unblocked_write"):  # Dask may execute a preload twice in one worker
+    shards.unblocked_write, shards.written = shards.write, []
+
+
+def write(*args, **kwargs):
+    if len(shards.written) == 2:
+        threading.Event().wait()  # never set: the test kills the whole run here
+    shards.unblocked_write(*args, **kwargs)
+    shards.written.append(args[0])
+
+
+shards.write = write
+"""
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_without_redoing_finished_shards(staged, tmp_path):
     params_file = tmp_path / "params.yaml"
@@ -87,19 +111,22 @@ def test_killed_run_resumes_without_redoing_finished_shards(staged, tmp_path):
                                 ("influence", "factors_dir", staged.influence.factors_dir)]:
         raw.setdefault(section, {})[key] = value
     params_file.write_text(yaml.safe_dump(raw))
+    preload = tmp_path / "block_after_two_shards.py"
+    preload.write_text(BLOCK_AFTER_TWO_SHARDS)
     cmd = [sys.executable, "-m", "pipeline", "scores", "--params", str(params_file)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**env, "DASK_DISTRIBUTED__WORKER__PRELOAD": f"['{preload}']"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     out = tmp_path / "scores"
     deadline = time.time() + 120
-    while len(list(out.glob("shard=*/part.parquet"))) < 2 and time.time() < deadline:
+    while len(list(out.glob("shard=*/part.parquet"))) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
+    time.sleep(0.5)  # a third shard, were the block not holding, would land now
     os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the run and its Dask workers
     proc.wait()
     finished = {f: f.stat().st_mtime_ns for f in out.glob("shard=*/part.parquet")}
     n_shards = -(-n_corpus_docs(staged) // 5)
-    assert 2 <= len(finished) < n_shards, "the kill should land mid-run"
+    assert len(finished) == 2 < n_shards, "the kill lands after the worker's second shard"
     assert not list(out.rglob("*.tmp"))  # nothing half-written is left looking like a shard
     subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True)
     assert {f: f.stat().st_mtime_ns for f in finished} == finished
@@ -118,7 +145,7 @@ def test_empty_completion_is_refused(staged, tmp_path):
     completions[1] = "  "
     pq.write_table(t.set_column(t.schema.get_field_index("completion"), "completion", pa.array(completions)), bad)
     with pytest.raises(WherefromError, match=r"queries.parquet: query \S+ has an empty completion"):
-        scores.check_queries(str(bad))
+        runner.check_queries(str(bad))
 
 
 def test_missing_factors_are_named(staged, tmp_path):
@@ -128,10 +155,16 @@ def test_missing_factors_are_named(staged, tmp_path):
 
 
 def test_bm25_baseline_writes_the_same_schema_and_finds_lexical_matches(staged, tmp_path):
+    """BM25 reads the query's prompt and completion. Each completion is set to the right answer here, so
+    that what the tiny test model happens to write does not decide what BM25 should find."""
+    answered = pq.read_table(staged.queries.out)
+    answered = answered.set_column(answered.schema.get_field_index("completion"), "completion", answered.column("answer"))
+    pq.write_table(answered, tmp_path / "queries.parquet")
     params = with_scores(staged, tmp_path, method="bm25")
+    params = dataclasses.replace(params, queries=dataclasses.replace(params.queries, out=str(tmp_path / "queries.parquet")))
     scores.run(params)
     rows = table(params.scores.out_dir)
-    queries = pq.read_table(staged.queries.out).to_pylist()
+    queries = answered.to_pylist()
     assert len(rows) == len(queries) * n_corpus_docs(staged)
     entity = {f.fact_id: f.entity for f in world_for(staged).facts}
     texts = dict(duckdb.connect().execute(
@@ -146,8 +179,8 @@ def test_refitted_factors_invalidate_finished_shards(staged, tmp_path):
     import shutil
 
     from influence import curvature, data
-    from pipeline.corpus import corpus_texts
-    from pipeline.model import load_model
+    from pipeline.core.corpus_reader import read_texts
+    from pipeline.core.model import load_model
 
     factors_dir = tmp_path / "factors"
     shutil.copytree(staged.influence.factors_dir, factors_dir)
@@ -156,7 +189,7 @@ def test_refitted_factors_invalidate_finished_shards(staged, tmp_path):
     scores.run(params)
     before = table(params.scores.out_dir)
     model, tok = load_model(staged.model.dir)
-    docs = data.documents(tok, corpus_texts(staged.corpus.out_dir), staged.model.context)
+    docs = data.documents(tok, read_texts(staged.corpus.out_dir), staged.model.context)
     curvature.fit(model, tok.pad_token_id, docs, "ekfac", "mlp", staged.influence.batch_size, factors_dir, seed=1)
     scores.run(params)
     after = table(params.scores.out_dir)

@@ -7,8 +7,8 @@ It runs on every `dvc repro` (it is cheap); a file whose content did not change 
 
 from __future__ import annotations
 
-from pipeline.atomic import write_json
-from pipeline.config import RESOLVED_DIR, STAGE_SECTIONS, Params, resolved
+from pipeline.core.atomic import write_json
+from pipeline.core.config import RESOLVED_DIR, STAGE_SECTIONS, Params, resolved
 
 
 def run(params: Params) -> None:

@@ -1,10 +1,9 @@
-"""Stage `scores`: the influence of every document on every query's completion, sharded on Dask.
-
-    wherefrom scores            # reads the model, factors, corpus and queries; writes results/scores/
+"""A scoring run: the score of every document on every query, one shard at a time, resumable.
 
 Each shard of ``scores.shard_size`` documents is one Dask task and one Parquet file
 (``shard=NNNNN/part.parquet``). Shards already complete for this run are skipped, so an interrupted
 run resumes where it stopped; shards from another run (other queries, factors or method) are redone.
+The ``scores`` stage runs it for influence, the ``baselines`` stage once per baseline.
 """
 
 from __future__ import annotations
@@ -16,15 +15,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.dataset as ds
+import numpy as np
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from influence import shards
+from influence.baselines import bm25_matrix
 from influence.curvature import MANIFEST
 from influence.jobs import ScoreJob, dask_client, prepare, score_shard, threads_per_worker
-from pipeline.config import Params
-from pipeline.errors import WherefromError
+from pipeline.core.config import Params
+from pipeline.core.corpus_reader import read_doc_ids
+from pipeline.core.errors import WherefromError
+from pipeline.core.schemas import SHARD_DIRS
 
 
 def check_queries(path: str) -> int:
@@ -48,24 +50,11 @@ def run_key(params: Params) -> str:
     return h.hexdigest()[:16]
 
 
-def bm25(params: Params, todo: list[shards.Shard], key: str, out: Path) -> None:
-    """BM25 of each query's text (prompt and completion) against every document, in the scores schema.
-
-    It runs in this process, not on Dask: the IDF is a corpus-wide statistic, and bm25s scores
-    a whole corpus per query quickly from a sparse index.
-    """
-    import bm25s
-    import numpy as np
-
-    corpus = ds.dataset(params.corpus.out_dir, format="parquet").to_table(columns=["doc_id", "text"]).sort_by("doc_id")
-    column = {d: i for i, d in enumerate(corpus.column("doc_id").to_pylist())}
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(corpus.column("text").to_pylist(), stopwords="en", show_progress=False),
-                    show_progress=False)
-    queries = pq.read_table(params.queries.out, columns=["query_id", "prompt", "completion", "completion_nll"])
-    texts = [f"{p} {c}" for p, c in zip(queries.column("prompt").to_pylist(), queries.column("completion").to_pylist())]
-    tokens = bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
-    matrix = np.stack([retriever.get_scores(t) for t in tokens])
+def _bm25(params: Params, todo: list[shards.Shard], key: str, out: Path) -> None:
+    """BM25 shards, cut from one matrix over the whole corpus (the IDF is corpus-wide)."""
+    doc_ids, matrix = bm25_matrix(params.corpus.out_dir, params.queries.out)
+    column = {d: i for i, d in enumerate(doc_ids)}
+    queries = pq.read_table(params.queries.out, columns=["query_id", "completion_nll"])
     nll = np.asarray(queries.column("completion_nll").to_pylist())
     for shard in tqdm(todo, desc="scores (bm25)", unit="shard", mininterval=1.0):
         scores = matrix[:, [column[d] for d in shard.doc_ids]]
@@ -83,18 +72,19 @@ class Scored:
     scoring_s: float = 0.0
 
 
-def run(params: Params) -> Scored:
+def score_corpus(params: Params) -> Scored:
+    """Score every shard of the corpus not yet complete for this run, by ``params.scores.method``."""
     cfg = params.scores
     n_queries = check_queries(params.queries.out)
     if cfg.method == "influence" and not (Path(params.influence.factors_dir) / MANIFEST).is_file():
         raise WherefromError(f"{params.influence.factors_dir}: no factors here; run the factors stage first")
-    doc_ids = ds.dataset(params.corpus.out_dir, format="parquet").to_table(columns=["doc_id"]).column("doc_id").to_pylist()
+    doc_ids = read_doc_ids(params.corpus.out_dir)
     plan = shards.plan(doc_ids, cfg.shard_size)
     key = run_key(params)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     planned = {s.path(out).parent.name for s in plan}
-    for stale in out.glob("shard=*"):  # shards of a larger, earlier plan
+    for stale in out.glob(SHARD_DIRS):  # shards of a larger, earlier plan
         if stale.name not in planned:
             shutil.rmtree(stale)
     todo = [s for s in plan if not shards.is_complete(s.path(out), key, n_queries * len(s.doc_ids))]
@@ -105,7 +95,7 @@ def run(params: Params) -> Scored:
                    batch_size=cfg.batch_size, max_tokens=params.model.context, damping=params.influence.damping,
                    dtype=cfg.dtype, threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers), seed=params.seed)
     if todo and cfg.method == "bm25":
-        bm25(params, todo, key, out)
+        _bm25(params, todo, key, out)
     elif todo:
         return _on_dask(params, todo, job, out)
     return Scored(out)

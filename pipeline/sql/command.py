@@ -5,7 +5,7 @@
     wherefrom sql --list
 
 The views (``scores``, ``baseline_scores``, ``queries``, ``corpus`` and every ``results/`` table) are
-made by ``pipeline/db.py`` at connect time; the README lists their columns.
+made by ``pipeline/sql/db.py`` at connect time; the README lists their columns.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import sys
 
 import pyarrow as pa
 
-from pipeline import db
-from pipeline.config import Params
-from pipeline.errors import WherefromError
+from pipeline.core.config import Params
+from pipeline.core.errors import WherefromError
+from pipeline.sql import db
 
 
 def _parse_params(pairs: list[str]) -> dict[str, str]:

@@ -1,16 +1,9 @@
-"""Stage `analyze`: the paper's statistics on the scores, the classifier, and the same for each baseline.
+"""The analyze stage's tables for one scoring method: per-query statistics, top documents, correlations,
+source enrichment, procedure shares, and the method's headline numbers.
 
-    wherefrom analyze           # reads results/scores, results/baselines/*, the corpus and the queries
-
-Writes, under ``analysis.out_dir`` (``results/``), one Parquet table each (schemas in
-``pipeline/schemas.py``, views in ``wherefrom sql``): ``query_stats`` (one row per query: magnitude,
-tail, answer in top-k, recall, class), ``top_mass`` (top p% sums), ``top_docs`` (top and bottom
-documents with labels), ``correlations`` (query pairs), ``correlation_groups``, ``enrichment``
-(sources in the top/bottom k), ``procedure_share`` (generated world), ``findings`` (ours beside the
-paper's); and ``metrics.json``, the headline numbers for ``dvc metrics show``.
-
-Scores are read one shard at a time into a memory-mapped matrix (``pipeline/score_matrix.py``); every
-statistic takes one query's row or a block of columns, never the whole table in memory.
+Scores are read one shard at a time into a memory-mapped matrix (``score_matrix.py``); every
+statistic takes one query's row or a block of columns, never the whole table in memory. Schemas are
+``pipeline/core/schemas.py``'s.
 """
 
 from __future__ import annotations
@@ -26,19 +19,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
-from pipeline import classify, findings, labels, schemas, stats
-from pipeline.atomic import write_json, write_parquet
-from pipeline.config import AnalysisConfig, Params
-from pipeline.errors import WherefromError
-from pipeline.score_matrix import open_matrix
-from queries.answers import as_number, key_terms, mentions, numbers_in, squeeze
-from queries.tasks import REASONING_TASKS
+from pipeline.analysis import classify, labels, stats
+from pipeline.analysis.score_matrix import open_matrix
+from pipeline.core import schemas
+from pipeline.core.config import AnalysisConfig, Params
+from pipeline.core.errors import WherefromError
+from queries.answers import ParsedText
+from queries.tasks import CONTROLS, REASONING_TASKS, TASK_KIND
 
 UNKNOWN_SOURCE = "unknown"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str  # influence, bm25 or random
+    scores_dir: Path
 
 
 @dataclass(frozen=True)
@@ -63,22 +61,6 @@ class Corpus:
                       bool(facts or procedures))
 
 
-@dataclass(frozen=True)
-class Method:
-    name: str  # influence, bm25 or random
-    scores_dir: Path
-
-
-def methods(params: Params) -> list[Method]:
-    out = [Method("influence", Path(params.scores.out_dir))]
-    for name in params.baselines.methods:
-        path = Path(params.baselines.out_dir) / name
-        if not any(path.glob("shard=*/part.parquet")):
-            raise WherefromError(f"{path}: no scores for baseline {name!r}; run the baselines stage first")
-        out.append(Method(name, path))
-    return out
-
-
 def truth_class(task: str, fact_id: str | None, corpus: Corpus) -> str | None:
     """What the generated world says a query needs: a stated fact, a shown procedure, or (controls) neither."""
     if fact_id and corpus.fact_doc_counts.get(fact_id):
@@ -89,34 +71,14 @@ def truth_class(task: str, fact_id: str | None, corpus: Corpus) -> str | None:
 
 
 class DocumentText:
-    """The top documents' text and ground truth, read once, with each text's numbers parsed once."""
+    """The top documents' text and ground truth, read once, each text parsed once for all queries."""
 
     def __init__(self, corpus_dir: str, doc_ids: set[int]):
         table = ds.dataset(corpus_dir, format="parquet").to_table(
             columns=["doc_id", "text", "source", "fact_ids", "procedure"], filter=pc.field("doc_id").isin(sorted(doc_ids)))
         self.rows = {d: (t, s or UNKNOWN_SOURCE, f, p) for d, t, s, f, p in zip(*(table.column(c).to_pylist()
                                                                                  for c in table.column_names))}
-        self._numbers: dict[int, set[float]] = {}
-        self._squeezed: dict[int, str] = {}
-
-    def numbers(self, doc_id: int) -> set[float]:
-        if doc_id not in self._numbers:
-            self._numbers[doc_id] = set(numbers_in(self.rows[doc_id][0]))
-        return self._numbers[doc_id]
-
-    def mentions(self, doc_id: int, answer: str) -> bool:
-        """``queries.answers.mentions``, with each document's numbers parsed once."""
-        value = as_number(answer)
-        return mentions(self.rows[doc_id][0], answer) if value is None else value in self.numbers(doc_id)
-
-    def answers(self, doc_id: int, answer: str, prompt: str) -> bool:
-        """``queries.answers.answers_question``, likewise."""
-        if not self.mentions(doc_id, answer):
-            return False
-        problem, names = key_terms(prompt)
-        if doc_id not in self._squeezed:
-            self._squeezed[doc_id] = squeeze(self.rows[doc_id][0])
-        return problem in self._squeezed[doc_id] and all(mentions(self.rows[doc_id][0], n) for n in names)
+        self.parsed = {d: ParsedText(row[0]) for d, row in self.rows.items()}
 
 
 def analyze_method(method: Method, queries: pa.Table, corpus: Corpus, params: Params, scratch: Path) -> dict[str, pa.Table]:
@@ -181,15 +143,15 @@ def _top_docs(rows: list[tuple], q: dict, texts: DocumentText, k_top: int, corpu
         text, source, fact_ids, procedure = texts.rows[doc_id]
         answer, steps = q["answer"][i], q["step_answers"][i] or []
         prompt = q["prompt"][i]
-        states = texts.answers(doc_id, answer, prompt)
+        states = texts.parsed[doc_id].answers_question(answer, prompt)
         out["query_id"].append(qid)
         out["end"].append(end)
         out["rank"].append(rank)
         out["doc_id"].append(doc_id)
         out["score_per_nat"].append(value)
         out["source"].append(source)
-        out["mentions_answer"].append(texts.mentions(doc_id, answer))
-        out["mentions_step_answer"].append(any(texts.mentions(doc_id, s) for s in steps))
+        out["mentions_answer"].append(texts.parsed[doc_id].mentions(answer))
+        out["mentions_step_answer"].append(any(texts.parsed[doc_id].mentions(s) for s in steps))
         out["answers_query"].append(states)
         truth = labels.truth_label(q["task"][i], q["fact_id"][i], fact_ids, procedure) if corpus.has_truth else None
         heuristic = labels.text_label(text, states)
@@ -252,12 +214,12 @@ def _correlations(q: dict, pearson: np.ndarray, spearman: np.ndarray) -> pa.Tabl
 
 def pair_group(task_a: str, task_b: str) -> str:
     """The comparison a query pair belongs to: within one task, across reasoning tasks, against a control."""
-    kind = {t: ("reasoning" if t in REASONING_TASKS or t == "reasoning_control" else "factual") for t in (task_a, task_b)}
+    kind = {t: TASK_KIND.get(t, "factual") for t in (task_a, task_b)}  # a user's own task counts as factual
     if task_a == task_b:
         return f"within {task_a}"
     if task_a in REASONING_TASKS and task_b in REASONING_TASKS:
         return "across reasoning tasks"
-    controls = {"factual_control", "reasoning_control"}
+    controls = set(CONTROLS)
     if (task_a in controls) != (task_b in controls) and kind[task_a] == kind[task_b]:
         return f"{kind[task_a]} vs its control"
     if kind[task_a] != kind[task_b] and not ({task_a, task_b} & controls):
@@ -348,7 +310,7 @@ def _agreement(top_docs: pa.Table) -> dict:
     return {"agreement": sum(a == b for a, b in zip(truth, text)) / len(truth), "n": len(truth), "confusion": confusion}
 
 
-def _summary(tables: dict[str, pa.Table]) -> dict:
+def summary(tables: dict[str, pa.Table]) -> dict:
     """One method's headline numbers (the per-method part of metrics.json)."""
     qs = tables["query_stats"].to_pydict()
     kinds = np.asarray(qs["task"], dtype=object)
@@ -378,10 +340,10 @@ def _summary(tables: dict[str, pa.Table]) -> dict:
     }
 
 
-def _finite(obj):
+def finite(obj):
     """NaN and infinity as null: metrics.json must be valid JSON."""
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
@@ -391,25 +353,3 @@ def _mean(values: np.ndarray) -> float | None:
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     return float(values.mean()) if len(values) else None
-
-
-def run(params: Params) -> Path:
-    cfg = params.analysis
-    queries = pq.read_table(params.queries.out)
-    corpus = Corpus.read(params.corpus.out_dir)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    per_method = {m.name: analyze_method(m, queries, corpus, params, out) for m in methods(params)}
-    for name, schema in schemas.ANALYSIS.items():
-        parts = [t[name].select(schema.names).cast(schema) for t in per_method.values() if name in t]
-        # every table is written, empty if it does not apply (procedure_share needs ground truth)
-        write_parquet(pa.concat_tables(parts) if parts else schema.empty_table(), out / f"{name}.parquet", schema)
-    summaries = {name: _summary(tables) for name, tables in per_method.items()}
-    table = findings.compute(per_method)
-    write_parquet(table, out / "findings.parquet", schemas.FINDINGS)
-    write_json({**_finite(summaries), "findings_reproduced": f"{sum(table.column('reproduces').to_pylist())}/{table.num_rows}"},
-               out / "metrics.json")
-    print(f"analyze: {len(per_method)} methods ({', '.join(per_method)}) x {queries.num_rows} queries x "
-          f"{corpus.n_docs} documents -> {out}/ (findings reproduced: "
-          f"{sum(table.column('reproduces').to_pylist())} of {table.num_rows})")
-    return out

@@ -18,8 +18,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from pipeline.config import ModelConfig
-from pipeline.errors import WherefromError
+from pipeline.core.config import ModelConfig
+from pipeline.core.errors import ParamsError, WherefromError
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -69,9 +69,9 @@ def check_name_or_path(name_or_path: str) -> None:
     looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
     path = Path(name_or_path).expanduser()
     if looks_local and not path.is_dir():
-        raise WherefromError(f"model.name_or_path: no such directory: {name_or_path}")
+        raise ParamsError(f"model.name_or_path: no such directory: {name_or_path}")
     if looks_local and not (path / "config.json").is_file():
-        raise WherefromError(f"model.name_or_path: {name_or_path} has no config.json (not a saved model)")
+        raise ParamsError(f"model.name_or_path: {name_or_path} has no config.json (not a saved model)")
 
 
 def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32):
@@ -169,3 +169,14 @@ def sequence_nll(model, batch: dict[str, torch.Tensor], sample: bool = False) ->
             labels[counted] = sample_tokens(logits[counted])
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
     return losses.sum(dim=1)
+
+
+@torch.no_grad()
+def completion_nll(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int) -> list[float]:
+    """Summed negative log-likelihood (nats) of each completion given its prompt; prompt tokens masked."""
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        batch = pad_batch([encode_query(tokenizer, p, c) for p, c in
+                           zip(prompts[i:i + batch_size], completions[i:i + batch_size])], tokenizer.pad_token_id)
+        out += sequence_nll(model, batch).tolist()
+    return out

@@ -1,6 +1,6 @@
 """Benchmark: documents/s of plain forward+backward, kronfluence, wherefrom's scorer and its `scores` stage.
 
-    python -m influence.bench [--docs 512] [--queries 16]      (or: make bench)
+    python -m pipeline.bench [--docs 512] [--queries 16]      (or: make bench)
 
 It also fits EK-FAC twice, with kronfluence's passes and with wherefrom's, and times each step.
 
@@ -39,15 +39,16 @@ from kronfluence.utils.dataset import DataLoaderKwargs
 from scipy.stats import spearmanr
 
 from influence import curvature, data
+from influence.runner import Scored, score_corpus
 from influence.scorer import Scorer
 from influence.task import CausalLMTask, summed_token_nll
-from pipeline import schemas, scores
-from pipeline.atomic import write_parquet
-from pipeline.config import parse_params
-from pipeline.corpus import generate_documents, n_pre_tokens, to_table, world_for
-from pipeline.documents import Document
-from pipeline.model import build_model, load_model, pad_batch, set_threads, train_tokenizer
-from pipeline.probe import completion_nll
+from pipeline.core import schemas
+from pipeline.core.atomic import write_parquet
+from pipeline.core.config import parse_params
+from pipeline.core.corpus_reader import n_pre_tokens
+from pipeline.core.model import build_model, completion_nll, load_model, pad_batch, set_threads, train_tokenizer
+from pipeline.world.documents import Document
+from pipeline.world.generate import generate_documents, to_table, world_for
 from queries.tasks import REASONING_TASKS, sample
 
 
@@ -140,10 +141,10 @@ def setup(root: Path, n_docs: int, n_queries: int, threads: int, batch_size: int
         data.queries(tokenizer, prompts, completions)
 
 
-def stage(params, root: Path, workers: int, threads: int, shard_size: int, run: int = 0) -> scores.Scored:
+def stage(params, root: Path, workers: int, threads: int, shard_size: int, run: int = 0) -> Scored:
     """The `scores` stage on the bench corpus (float32), from scratch, on ``workers`` x ``threads``."""
     out_dir = root / f"scores-{workers}x{threads}-{shard_size}-{run}"
-    return scores.run(dataclasses.replace(
+    return score_corpus(dataclasses.replace(
         params, scores=dataclasses.replace(params.scores, dtype="float32", shard_size=shard_size, out_dir=str(out_dir)),
         dask=dataclasses.replace(params.dask, workers=workers, threads_per_worker=threads)))
 

@@ -14,16 +14,16 @@ import time
 from pathlib import Path
 
 from influence import curvature, data
-from pipeline.atomic import atomic_dir
-from pipeline.config import Params
-from pipeline.corpus import corpus_texts
-from pipeline.model import load_model
+from pipeline.core.atomic import atomic_dir
+from pipeline.core.config import Params
+from pipeline.core.corpus_reader import read_texts
+from pipeline.core.model import load_model
 
 
 def run(params: Params) -> Path:
     cfg = params.influence
     model, tokenizer = load_model(params.model.dir)
-    texts = corpus_texts(params.corpus.out_dir)
+    texts = read_texts(params.corpus.out_dir)
     if 0 < cfg.factor_docs < len(texts):
         texts = random.Random(f"factors-{params.seed}").sample(texts, cfg.factor_docs)
     docs = data.documents(tokenizer, texts, params.model.context)

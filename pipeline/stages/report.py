@@ -16,10 +16,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from pipeline.atomic import atomic_path
-from pipeline.config import Params
-from pipeline.errors import WherefromError
-
+from pipeline.core.atomic import atomic_path
+from pipeline.core.config import Params
+from pipeline.core.errors import WherefromError
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "reports" / "offline.html.j2"  # no CDN scripts
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 
-from pipeline.documents import Document
+from pipeline.world.documents import Document
 
 _W = {
     "animal": ["otter", "heron", "badger", "lynx", "beetle", "sparrow", "salmon", "tortoise", "falcon", "hedgehog"],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 
-
 STATES_ANSWER, SHOWS_PROCEDURE, OTHER = "states_answer", "shows_procedure", "other"
 LABELS = (STATES_ANSWER, SHOWS_PROCEDURE, OTHER)
 

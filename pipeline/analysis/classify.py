@@ -4,7 +4,7 @@ The task label is never an input. Each feature points one way by the paper's acc
 influence: shared with other queries (high ``neighbour_r``), spread out (low ``topk_share``, a flat
 tail, low ``alpha``), rarely stating the answer to the question (``answer_in_context`` false), and
 carried by documents that show working (high ``working_share``, read from their text by
-``pipeline.labels``). The features are
+``pipeline.analysis.labels``). The features are
 z-scored across the queries and summed with those signs into one score; the queries are then split in
 two where the within-group variance of that score is smallest (1-D two-means, exact and
 deterministic). The confidence is the posterior of the chosen group under two Gaussians with the

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats as sps
 
-from pipeline import schemas
+from pipeline.core import schemas
 from queries.tasks import REASONING_TASKS
 
 Tables = dict[str, pa.Table]

@@ -24,12 +24,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline.config import Params
-from pipeline.errors import WherefromError
+from pipeline.core.config import Params
+from pipeline.core.errors import WherefromError
+from pipeline.core.schemas import RESULTS, SHARD_FILES
 
-# The analyze stage's tables, each a view of results/NAME.parquet.
-RESULT_TABLES = ("query_stats", "top_mass", "top_docs", "correlations", "correlation_groups", "enrichment", "procedure_share",
-                 "findings")
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
@@ -41,20 +39,20 @@ def view_sources(params: Params) -> dict[str, str]:
     """View name -> the SELECT behind it, for every input that exists on disk now."""
     views: dict[str, str] = {}
     scores = Path(params.scores.out_dir)
-    if any(scores.glob("shard=*/part.parquet")):
-        views["scores"] = f"SELECT * FROM read_parquet({_literal(scores)} || '/shard=*/part.parquet', hive_partitioning=false)"
+    if any(scores.glob(SHARD_FILES)):
+        views["scores"] = f"SELECT * FROM read_parquet({_literal(scores)} || '/{SHARD_FILES}', hive_partitioning=false)"
     baselines = [m for m in params.baselines.methods
-                 if any((Path(params.baselines.out_dir) / m).glob("shard=*/part.parquet"))]
+                 if any((Path(params.baselines.out_dir) / m).glob(SHARD_FILES))]
     if baselines:
         views["baseline_scores"] = " UNION ALL ".join(
             f"SELECT '{m}' AS method, * FROM read_parquet({_literal(Path(params.baselines.out_dir) / m)} "
-            f"|| '/shard=*/part.parquet', hive_partitioning=false)" for m in baselines)
+            f"|| '/{SHARD_FILES}', hive_partitioning=false)" for m in baselines)
     if Path(params.queries.out).is_file():
         views["queries"] = f"SELECT * FROM read_parquet({_literal(Path(params.queries.out))})"
     corpus = Path(params.corpus.out_dir)
     if any(corpus.glob("*.parquet")):
         views["corpus"] = f"SELECT * FROM read_parquet({_literal(corpus)} || '/*.parquet')"
-    for name in RESULT_TABLES:
+    for name in RESULTS:
         path = Path(params.analysis.out_dir) / f"{name}.parquet"
         if path.is_file():
             views[name] = f"SELECT * FROM read_parquet({_literal(path)})"

@@ -17,7 +17,7 @@ import yaml
 from pydantic import ConfigDict, Field, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from pipeline.errors import WherefromError
+from pipeline.core.errors import WherefromError
 
 # Strict per field (not per model): no "5" for 5 or 5.0 for 5, but sections may be plain mappings.
 _STRICT = ConfigDict(extra="forbid", frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from pipeline.world import Fact
+from pipeline.world.entities import Fact
 from queries.tasks import Problem
 
 SOURCES = ("wiki", "math_and_trivia", "stackexchange", "code", "arxiv_markdown", "webdata")

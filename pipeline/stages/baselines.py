@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pipeline import scores
-from pipeline.config import Params
+from influence.runner import score_corpus
+from pipeline.core.config import Params
 
 
 def run(params: Params) -> Path:
@@ -21,5 +21,5 @@ def run(params: Params) -> Path:
     out.mkdir(parents=True, exist_ok=True)  # the stage's output, even with no baselines
     for method in params.baselines.methods:
         cfg = dataclasses.replace(params.scores, method=method, out_dir=str(out / method))
-        scores.run(dataclasses.replace(params, scores=cfg))
+        score_corpus(dataclasses.replace(params, scores=cfg))
     return out

@@ -15,15 +15,16 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from pipeline import schemas
-from pipeline.atomic import write_json, write_parquet
-from pipeline.config import Params
-from pipeline.corpus import world_for
-from pipeline.errors import WherefromError
-from pipeline.model import PROMPT_SEPARATOR, encode_query, load_model, pad_batch, sequence_nll
+from pipeline.core import schemas
+from pipeline.core.atomic import write_json, write_parquet
+from pipeline.core.config import Params
+from pipeline.core.errors import ParamsError, WherefromError
+from pipeline.core.model import PROMPT_SEPARATOR, completion_nll, load_model
+from pipeline.world.generate import world_for
 from queries import user as user_queries
 from queries.answers import is_correct
-from queries.suites import TASKS, QuerySpec, build_suites
+from queries.suites import QuerySpec, build_suites
+from queries.tasks import TASKS
 
 
 @torch.no_grad()
@@ -38,17 +39,6 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
         for row in ids[:, enc["input_ids"].shape[1]:]:
             text = tokenizer.decode(row, skip_special_tokens=True)
             out.append(text.strip().split("\n\n")[0].strip())  # a leading blank line does not end it
-    return out
-
-
-@torch.no_grad()
-def completion_nll(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int) -> list[float]:
-    """Summed negative log-likelihood (nats) of each completion given its prompt; prompt tokens masked."""
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        batch = pad_batch([encode_query(tokenizer, p, c) for p, c in
-                           zip(prompts[i:i + batch_size], completions[i:i + batch_size])], tokenizer.pad_token_id)
-        out += sequence_nll(model, batch).tolist()
     return out
 
 
@@ -71,7 +61,7 @@ def suites(params: Params) -> tuple[list[QuerySpec], list[str | None]]:
     try:
         specs = build_suites(world, counts, params.seed)
     except ValueError as err:
-        raise WherefromError(f"params.yaml: {err}") from None
+        raise ParamsError(str(err)) from None
     return specs, [None] * len(specs)
 
 

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.errors import WherefromError
+from pipeline.core.errors import WherefromError
+from pipeline.core.schemas import SHARD_FILES
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,9 @@ class ScoreMatrix:
 
 
 def shard_files(scores_dir: str | Path) -> list[Path]:
-    files = sorted(Path(scores_dir).glob("shard=*/part.parquet"))
+    files = sorted(Path(scores_dir).glob(SHARD_FILES))
     if not files:
-        raise WherefromError(f"{scores_dir}: no score shards (shard=*/part.parquet); run the scores stage first")
+        raise WherefromError(f"{scores_dir}: no score shards ({SHARD_FILES}); run the scores stage first")
     return files
 
 

@@ -18,10 +18,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from pipeline.atomic import atomic_dir, write_json
-from pipeline.config import Params
-from pipeline.corpus import corpus_texts
-from pipeline.model import EXTERNAL_POINTER, build_model, check_name_or_path, load_model, train_tokenizer
+from pipeline.core.atomic import atomic_dir, write_json
+from pipeline.core.config import Params
+from pipeline.core.corpus_reader import read_texts
+from pipeline.core.errors import WherefromError
+from pipeline.core.model import EXTERNAL_POINTER, build_model, check_name_or_path, load_model, train_tokenizer
 
 
 def token_stream(tokenizer, texts: list[str]) -> np.ndarray:
@@ -34,7 +35,8 @@ def train(model, stream: np.ndarray, params: Params) -> list[float]:
     """AdamW with warmup and cosine decay; returns the loss every ``log_every`` steps."""
     cfg, ctx = params.pretrain, params.model.context
     if len(stream) <= ctx + 1:
-        raise ValueError(f"corpus has {len(stream)} tokens, fewer than one training window ({ctx + 1})")
+        raise WherefromError(f"{params.corpus.out_dir}: {len(stream)} tokens, fewer than one training window "
+                             f"(model.context + 1 = {ctx + 1})")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     sched = get_cosine_with_min_lr_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps, min_lr_rate=0.1)
     gen = torch.Generator().manual_seed(params.seed)
@@ -73,7 +75,7 @@ def run(params: Params) -> Path:
         print(f"pretrain: using {params.model.name_or_path} ({n_params / 1e6:.1f}M parameters); no training")
         return out
 
-    texts = corpus_texts(params.corpus.out_dir)
+    texts = read_texts(params.corpus.out_dir)
     tokenizer = train_tokenizer(texts, params.model.vocab_size)
     stream = token_stream(tokenizer, texts)
     model = build_model(params.model, tokenizer, params.seed)

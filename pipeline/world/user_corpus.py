@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config import CorpusConfig
-from pipeline.errors import WherefromError
+from pipeline.core.config import CorpusConfig
+from pipeline.core.corpus_reader import PRE_TOKEN
+from pipeline.core.errors import WherefromError
 
 _LOCAL_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
-_PRE_TOKEN = re.compile(r"[^\W\d_]+|\d|[^\w\s]+|_|\s+")
+_PRE_TOKEN_OR_SPACE = re.compile(PRE_TOKEN + r"|\s+")  # whitespace kept: chunks rejoin exactly
 
 
 @dataclass
@@ -61,7 +62,7 @@ def chunks(text: str, max_tokens: int) -> list[str]:
     """``text`` cut at pre-token boundaries into pieces of at most ``max_tokens`` words, digits and
     punctuation runs (a lower bound on BPE tokens; the scorer still truncates to the model's window)."""
     pieces, current, count = [], [], 0
-    for m in _PRE_TOKEN.finditer(text):
+    for m in _PRE_TOKEN_OR_SPACE.finditer(text):
         is_space = m.group().isspace()
         if not is_space and count == max_tokens:
             pieces.append("".join(current).strip())

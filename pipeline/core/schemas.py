@@ -11,6 +11,22 @@ CORPUS = pa.schema([
     pa.field("procedure", pa.string()),  # ground truth: reasoning task it shows how to do, or null
 ])
 
+# results/scores/shard=NNNNN/part.parquet (and each baseline's directory): one file per document shard
+SCORES = pa.schema([
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("doc_id", pa.int64(), nullable=False),
+    pa.field("score", pa.float32(), nullable=False),  # raw influence; positive = makes the completion more likely
+    pa.field("score_per_nat", pa.float32(), nullable=False),  # score / completion NLL (nats), as in the paper
+])
+SHARD_DIRS = "shard=*"  # every shard of a scores directory, as a glob
+SHARD_FILES = f"{SHARD_DIRS}/part.parquet"
+
+
+def shard_file(index: int) -> str:
+    """Where shard ``index`` lies inside a scores directory."""
+    return f"shard={index:05d}/part.parquet"
+
+
 QUERIES = pa.schema([
     pa.field("query_id", pa.string(), nullable=False),
     pa.field("task", pa.string(), nullable=False),  # factual, arithmetic, slope, linear, factual_control, reasoning_control
@@ -141,5 +157,7 @@ FINDINGS = pa.schema([
     pa.field("reproduces", pa.bool_(), nullable=False),
 ])
 
+# The analyze stage's tables, each written to results/NAME.parquet and seen as a view of that name.
 ANALYSIS = {"query_stats": QUERY_STATS, "top_mass": TOP_MASS, "top_docs": TOP_DOCS, "correlations": CORRELATIONS,
             "correlation_groups": CORRELATION_GROUPS, "enrichment": ENRICHMENT, "procedure_share": PROCEDURE_SHARE}
+RESULTS = {**ANALYSIS, "findings": FINDINGS}

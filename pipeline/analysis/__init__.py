@@ -1,0 +1,1 @@
+"""The paper's statistics on a score matrix: magnitudes, tails, correlations, labels, the classifier, findings."""

@@ -1,0 +1,1 @@
+"""DuckDB views over the pipeline's Parquet files, and the `wherefrom sql` command."""
