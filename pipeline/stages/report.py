@@ -20,7 +20,7 @@ from pipeline.core.atomic import atomic_path
 from pipeline.core.config import Params
 from pipeline.core.errors import WherefromError
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "reports" / "offline.html.j2"  # no CDN scripts
+TEMPLATE = Path(__file__).resolve().parents[2] / "reports" / "offline.html.j2"  # no CDN scripts
 
 
 def run(params: Params) -> Path:
