@@ -37,7 +37,8 @@ class ScoreJob:
     queries_path: str
     out_dir: str
     batch_size: int
-    max_tokens: int
+    context: int
+    whole_documents: bool  # every token, in windows; else the first ``context`` tokens
     damping: float | None
     dtype: str
     threads: int
@@ -98,12 +99,14 @@ def score_shard(shard: shards.Shard, job: ScoreJob) -> int:
     path = shard.path(Path(job.out_dir))
     if shards.is_complete(path, job.run_key, len(query_ids) * len(shard.doc_ids)):
         return 0
+    coverage = None
     if job.method == "random":
         scores = random_scores(job.seed, shard.index, len(query_ids), len(shard.doc_ids))
     else:
-        docs = data.documents(tokenizer, read_texts(job.corpus_dir, shard.doc_ids), job.max_tokens)
-        scores = scorer.score(docs).cpu().numpy()
-    shards.write(path, job.run_key, query_ids, nll, shard.doc_ids, scores)
+        docs = data.documents(tokenizer, read_texts(job.corpus_dir, shard.doc_ids), job.context, job.whole_documents)
+        scores = docs.per_document(scorer.score(docs)).numpy()
+        coverage = {"windows": len(docs), "tokens": data.n_targets(docs)}
+    shards.write(path, job.run_key, query_ids, nll, shard.doc_ids, scores, coverage)
     return len(shard.doc_ids)
 
 

@@ -46,7 +46,7 @@ def run_key(params: Params) -> str:
     if params.scores.method == "influence":
         h.update((Path(params.influence.factors_dir) / MANIFEST).read_bytes())
     h.update(json.dumps([params.scores.method, params.scores.dtype, params.influence.damping,
-                         params.model.context, params.seed]).encode())
+                         params.model.context, params.corpus.long_docs, params.seed]).encode())
     return h.hexdigest()[:16]
 
 
@@ -92,7 +92,8 @@ def score_corpus(params: Params) -> Scored:
           f"({len(plan) - len(todo)} already complete)")
     job = ScoreJob(run_key=key, method=cfg.method, model_dir=params.model.dir, factors_dir=params.influence.factors_dir,
                    corpus_dir=params.corpus.out_dir, queries_path=params.queries.out, out_dir=str(out),
-                   batch_size=cfg.batch_size, max_tokens=params.model.context, damping=params.influence.damping,
+                   batch_size=cfg.batch_size, context=params.model.context,
+                   whole_documents=params.corpus.long_docs != "truncate", damping=params.influence.damping,
                    dtype=cfg.dtype, threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers), seed=params.seed)
     if todo and cfg.method == "bm25":
         _bm25(params, todo, key, out)
@@ -120,6 +121,8 @@ def _on_dask(params: Params, todo: list[shards.Shard], job: ScoreJob, out: Path)
                 bar.update(1)
                 bar.set_postfix(docs=scored, docs_per_s=f"{scored / (time.perf_counter() - ready):.1f}")
         done = Scored(out, scored, ready - start, time.perf_counter() - ready)  # not the cluster's shutdown
+    read = shards.coverage([s.path(out) for s in todo])
     print(f"scores: {scored} documents in {time.perf_counter() - start:.0f}s on {len(workers)} workers "
-          f"(ready in {done.ready_s:.0f}s, then {scored / done.scoring_s:.1f} docs/s) -> {out}/")
+          f"(ready in {done.ready_s:.0f}s, then {scored / done.scoring_s:.1f} docs/s) -> {out}/"
+          + (f"; {read['windows']} windows, {read['tokens']:,} tokens attributed" if read else ""))
     return done

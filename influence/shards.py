@@ -8,6 +8,7 @@ a truncated file, or a shard left by a run with other queries or factors, is rec
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from pipeline.core.atomic import atomic_path
 from pipeline.core.schemas import SCORES, shard_file
 
 RUN_KEY = b"wherefrom.run_key"
+COVERAGE = b"wherefrom.coverage"  # {"windows": read, "tokens": whose prediction was attributed}
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,24 @@ def is_complete(path: Path, run_key: str, n_rows: int) -> bool:
 
 
 def write(path: Path, run_key: str, query_ids: list[str], nll: np.ndarray, doc_ids: tuple[int, ...],
-          scores: np.ndarray) -> None:
-    """``scores`` is ``[n_queries, n_docs]``; rows come out query-major, doc ids ascending."""
+          scores: np.ndarray, coverage: dict[str, int] | None = None) -> None:
+    """``scores`` is ``[n_queries, n_docs]``; rows come out query-major, doc ids ascending. ``coverage``
+    (influence only) records how many windows and tokens of the shard's documents were read."""
     n_q, n_d = scores.shape
     table = pa.table({
         "query_id": np.repeat(np.asarray(query_ids, dtype=object), n_d),
         "doc_id": np.tile(np.asarray(doc_ids, dtype=np.int64), n_q),
         "score": scores.astype(np.float32).ravel(),
         "score_per_nat": (scores / nll[:, None]).astype(np.float32).ravel(),
-    }, schema=SCORES.with_metadata({RUN_KEY: run_key.encode()}))
+    }, schema=SCORES.with_metadata({RUN_KEY: run_key.encode(), COVERAGE: json.dumps(coverage or {}).encode()}))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def coverage(paths: list[Path]) -> dict[str, int]:
+    """Windows and tokens read over the given shards (empty for baselines, which read no tokens)."""
+    total: dict[str, int] = {}
+    for path in paths:
+        for key, value in json.loads((pq.read_metadata(path).metadata or {}).get(COVERAGE, b"{}")).items():
+            total[key] = total.get(key, 0) + value
+    return total

@@ -6,7 +6,8 @@ It also fits EK-FAC twice, with kronfluence's passes and with wherefrom's, and t
 
 Everything runs in one process on the same model, the same world documents and the same queries, so
 the ratios are comparable. The model is the demo architecture at random init (speed does not depend
-on the weights) and documents have at most 128 tokens; --layers, --hidden, ... --context give
+on the weights) and documents are cut to their first 128 tokens (``long_docs: truncate``, so every
+line reads the same sequences); --layers, --hidden, ... --context give
 another size, with world documents packed to fill the context. Plain forward+backward is the floor
 any gradient-based scorer pays per document. Each line runs in float32 and in bfloat16 autocast, and
 reports its peak memory: CUDA's peak allocation on a GPU, the peak growth of the process's resident
@@ -115,7 +116,7 @@ def setup(root: Path, n_docs: int, n_queries: int, threads: int, batch_size: int
     to fill it."""
     params = parse_params({"scores": {"out_dir": str(root / "scores"), "shard_size": n_docs, "batch_size": batch_size},
                            "dask": {"workers": 1, "threads_per_worker": threads},
-                           "corpus": {"out_dir": str(root / "corpus")},
+                           "corpus": {"out_dir": str(root / "corpus"), "long_docs": "truncate"},
                            "model": {"dir": str(root / "model"), **(model or {})},
                            "queries": {"out": str(root / "queries.parquet")},
                            "influence": {"factors_dir": str(root / "factors")}})
@@ -137,7 +138,7 @@ def setup(root: Path, n_docs: int, n_queries: int, threads: int, batch_size: int
                       "answer": [str(p.answer) for p in problems], "step_answers": [p.step_answers for p in problems],
                       "correct": [True] * n_queries, "completion_nll": nll, "fact_id": [None] * n_queries})
     write_parquet(table, params.queries.out, schemas.QUERIES)
-    return params, tokenizer, data.documents(tokenizer, [d.text for d in docs], params.model.context), \
+    return params, tokenizer, data.documents(tokenizer, [d.text for d in docs], params.model.context, whole=False), \
         data.queries(tokenizer, prompts, completions)
 
 

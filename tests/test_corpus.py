@@ -11,8 +11,8 @@ import pytest
 from conftest import make_params
 from pipeline.core import schemas
 from pipeline.stages import corpus
-from pipeline.world.documents import PROCEDURE_FORMATS
 from pipeline.world import filler
+from pipeline.world.documents import PROCEDURE_FORMATS
 from pipeline.world.generate import generate_documents, world_for
 from queries.answers import mentions
 from queries.suites import build_suites

@@ -119,3 +119,47 @@ def test_bfloat16_scores_rank_documents_like_float32(world, tmp_path):
     half = Scorer(model, tok.pad_token_id, tmp_path, queries, 8, amp_dtype=torch.bfloat16).score(docs)
     rho = [spearmanr(half[q], full[q]).statistic for q in range(len(queries))]
     assert min(rho) > 0.95, rho  # measured 0.997-0.999 on this model
+
+
+@pytest.mark.parametrize("n, context", [(1, 8), (8, 8), (9, 8), (15, 8), (16, 8), (30, 8), (200, 64)])
+def test_windows_predict_every_token_once(n, context):
+    ids = list(range(n))
+    found = data.windows(ids, context)
+    assert all(len(w) <= context for w in found)
+    assert [t for w in found for t in w[1:]] == ids[1:]  # the loss's targets: each token after the first, once
+
+
+def test_a_long_document_scores_the_gradient_of_all_its_windows(world, tmp_path):
+    """A document of three windows, scored beside a short one: its score is the gradient dot product of its
+    whole loss, the sum over its windows (identity curvature, against autograd)."""
+    trained, tok, docs, queries = world
+    manifest = fit(trained, tok, docs, "identity", tmp_path)
+    long_text, short_text = " ".join(read_texts(trained.corpus.out_dir)[:3]), "The answer is 3."
+    n = len(tok(long_text)["input_ids"])
+    context = -(-(n - 1) // 3) + 1
+    pair = data.documents(tok, [long_text, short_text], context)
+    assert pair.owners == [0, 0, 0, 1]
+    ours = pair.per_document(scorer(trained, tok, tmp_path, queries).score(pair))
+
+    model, _ = load_model(trained.model.dir)
+    weights = [model.get_submodule(name).weight for name in manifest.tracked]
+
+    def grad(items):
+        loss = sum(summed_token_nll(model, pad_batch([item], tok.pad_token_id)) for item in items)
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, weights)])
+
+    q_grads = torch.stack([grad([q]) for q in queries.items])
+    expected = q_grads @ torch.stack([grad(pair.items[:3]), grad(pair.items[3:])]).T
+    assert ours.shape == (len(queries), 2)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
+
+
+def test_no_corpus_token_goes_unattributed(trained):
+    _, tok = load_model(trained.model.dir)
+    texts = read_texts(trained.corpus.out_dir)
+    n_tokens = sum(len(ids) for ids in tok(texts)["input_ids"])
+    whole = data.documents(tok, texts, trained.model.context)
+    truncated = data.documents(tok, texts, trained.model.context, whole=False)
+    assert len(whole) > len(texts)  # the test world has documents longer than the context
+    assert data.n_targets(whole) == n_tokens - len(texts)  # every token but each document's leading <|endoftext|>
+    assert data.n_targets(truncated) < data.n_targets(whole)

@@ -81,6 +81,12 @@ def test_completion_nll_matches_token_by_token_log_probs(trained):
         expected = -sum(logp[t - 1, ids[t]].item() for t in range(start, len(ids)))
         assert nll == pytest.approx(expected, rel=1e-4)
     assert batched[0] > 0
+    for prompt, completion in zip(prompts, completions):  # unpadded, the same forward: float64 to the last digits
+        ids, start = encode_query(tok, prompt, completion)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+        expected = -sum(logp[t - 1, ids[t]].item() for t in range(start, len(ids)))
+        assert completion_nll(model, tok, [prompt], [completion], batch_size=1)[0] == pytest.approx(expected, rel=1e-12)
 
 
 def test_probe_writes_the_contract_and_is_deterministic(trained, tmp_path):

@@ -15,9 +15,11 @@ import pytest
 import yaml
 
 from conftest import REPO, make_params
-from influence import runner
+from influence import runner, shards
 from pipeline.core import schemas
+from pipeline.core.corpus_reader import read_texts
 from pipeline.core.errors import WherefromError
+from pipeline.core.model import load_model
 from pipeline.stages import factors, probe, scores
 from pipeline.world.generate import world_for
 
@@ -31,8 +33,9 @@ def staged(trained):
 
 
 def with_scores(staged, tmp_path, workers=1, **scores_cfg):
-    """The staged run with scores written under ``tmp_path`` (small shards so there are several)."""
-    return make_params(Path(staged.corpus.out_dir).parents[1], dask={"workers": workers},
+    """The staged run with scores written under ``tmp_path`` (small shards so there are several). One torch
+    thread per worker, whatever the number of workers: the thread count changes float rounding."""
+    return make_params(Path(staged.corpus.out_dir).parents[1], dask={"workers": workers, "threads_per_worker": 1},
                        scores={"out_dir": str(tmp_path / "scores"), "shard_size": 20, **scores_cfg})
 
 
@@ -60,6 +63,10 @@ def test_one_and_two_workers_write_the_same_scores_and_duckdb_reads_them(staged,
     files = sorted(Path(one.scores.out_dir).glob("shard=*/part.parquet"))
     assert len(files) == -(-n_docs // 20)
     assert all(pq.read_schema(f).remove_metadata() == schemas.SCORES for f in files)
+    _, tok = load_model(staged.model.dir)
+    texts = read_texts(staged.corpus.out_dir)
+    read = shards.coverage(files)  # every token but each document's leading <|endoftext|>, in more windows than documents
+    assert read["tokens"] == sum(len(ids) for ids in tok(texts)["input_ids"]) - n_docs and read["windows"] > n_docs
 
 
 @pytest.mark.slow
@@ -105,7 +112,7 @@ def test_killed_run_resumes_without_redoing_finished_shards(staged, tmp_path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profile"] = "test"
     raw["profiles"]["test"] |= {"scores": {"out_dir": str(tmp_path / "scores"), "shard_size": 5},
-                                "dask": {"workers": 1}}
+                                "dask": {"workers": 1, "threads_per_worker": 1}}
     for section, key, value in [("corpus", "out_dir", staged.corpus.out_dir), ("model", "dir", staged.model.dir),
                                 ("queries", "out", staged.queries.out),
                                 ("influence", "factors_dir", staged.influence.factors_dir)]:
@@ -179,8 +186,6 @@ def test_refitted_factors_invalidate_finished_shards(staged, tmp_path):
     import shutil
 
     from influence import curvature, data
-    from pipeline.core.corpus_reader import read_texts
-    from pipeline.core.model import load_model
 
     factors_dir = tmp_path / "factors"
     shutil.copytree(staged.influence.factors_dir, factors_dir)

@@ -48,9 +48,10 @@ class CorpusConfig:
     source_column: StrictStr | None = Field(None, description="e.g. the Pile's subset name; null = no source")
     max_docs: StrictInt = Field(0, ge=0, description="read at most this many documents; 0 = all")
     empty_docs: Literal["skip", "error"] = Field("skip", description="empty documents: skipped and counted, or an error")
-    long_docs: Literal["truncate", "chunk"] = Field(
-        "truncate", description="truncate: the scorer keeps the first model.context tokens; chunk: split documents "
-                                "into pieces of chunk_tokens (each its own document)")
+    long_docs: Literal["window", "truncate", "chunk"] = Field(
+        "window", description="documents longer than model.context: window = every token attributed, in "
+                              "consecutive windows whose scores add up; truncate = only the first model.context "
+                              "tokens; chunk = split into pieces of chunk_tokens, each its own document")
     chunk_tokens: StrictInt = Field(512, gt=0, description="words, digits and punctuation runs per chunk")
 
 
@@ -236,8 +237,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "corpus": ("seed", "corpus"),
     "pretrain": ("seed", "model", "pretrain"),
     "probe": ("seed", "corpus", "model", "queries"),
-    "factors": ("seed", "model", "influence"),
-    "scores": ("seed", "model", "influence", "scores"),
+    "factors": ("seed", "corpus", "model", "influence"),
+    "scores": ("seed", "corpus", "model", "influence", "scores"),
     "baselines": ("seed", "scores", "baselines"),
     "analyze": ("baselines", "analysis"),
     "report": ("baselines", "analysis", "report"),

@@ -26,14 +26,15 @@ def run(params: Params) -> Path:
     texts = read_texts(params.corpus.out_dir)
     if 0 < cfg.factor_docs < len(texts):
         texts = random.Random(f"factors-{params.seed}").sample(texts, cfg.factor_docs)
-    docs = data.documents(tokenizer, texts, params.model.context)
+    docs = data.documents(tokenizer, texts, params.model.context, whole=params.corpus.long_docs != "truncate")
     out = Path(cfg.factors_dir)
     start, steps = time.perf_counter(), {}
     with atomic_dir(out) as tmp:
         manifest = curvature.fit(model, tokenizer.pad_token_id, docs, cfg.strategy, cfg.tracked, cfg.batch_size, tmp,
                                  seed=params.seed, fitter=cfg.fitter, seconds=steps)
     seconds = time.perf_counter() - start
-    print(f"factors: {cfg.strategy} on {len(manifest.tracked)} modules ({cfg.tracked}) from {len(docs)} documents "
-          f"in {seconds:.0f}s ({len(docs) / seconds:.0f} docs/s; {cfg.fitter}: "
+    print(f"factors: {cfg.strategy} on {len(manifest.tracked)} modules ({cfg.tracked}) from {len(texts)} documents "
+          f"({len(docs)} windows, {data.n_targets(docs):,} tokens) in {seconds:.0f}s ({len(texts) / seconds:.0f} docs/s; "
+          f"{cfg.fitter}: "
           + ", ".join(f"{step} {t:.0f}s" for step, t in steps.items()) + f") -> {out}/")
     return out

@@ -31,7 +31,7 @@ class ReadReport:
     written: int = 0
     empty_skipped: int = 0
     chunked: int = 0  # documents split into several
-    long_docs: str = "truncate"
+    long_docs: str = "window"
     chunk_tokens: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -60,7 +60,8 @@ def _open(cfg: CorpusConfig):
 
 def chunks(text: str, max_tokens: int) -> list[str]:
     """``text`` cut at pre-token boundaries into pieces of at most ``max_tokens`` words, digits and
-    punctuation runs (a lower bound on BPE tokens; the scorer still truncates to the model's window)."""
+    punctuation runs (a lower bound on BPE tokens; a piece longer than the model's context is still
+    read in windows)."""
     pieces, current, count = [], [], 0
     for m in _PRE_TOKEN_OR_SPACE.finditer(text):
         is_space = m.group().isspace()
