@@ -28,6 +28,7 @@ from kronfluence.factor.config import FactorConfig
 from kronfluence.factor.covariance import save_covariance_matrices
 from kronfluence.factor.eigen import load_eigendecomposition, save_lambda_matrices
 from kronfluence.utils.dataset import DataLoaderKwargs
+from safetensors.torch import load_file
 
 from influence import data, fisher
 from influence.data import Encoded
@@ -53,13 +54,20 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def content_hash(root: Path) -> str:
-    """Hash of kronfluence's factor files: any refit (other documents, seed or version) changes it,
-    and with it the scores' run key. Computed once per fit, not per scoring run."""
+    """Hash of the factors' contents: any refit that changes a number (other documents, seed or version)
+    changes it, and with it the scores' run key; a refit to the same numbers keeps it. Tensors are hashed
+    by name, dtype, shape and values, not as file bytes: kronfluence writes each file's metadata in a
+    per-process order. Computed once per fit, not per scoring run."""
     h = hashlib.sha256()
     for path in sorted(p for p in (Path(root) / ANALYSIS).rglob("*") if p.is_file()):
         h.update(path.relative_to(root).as_posix().encode())
-        with path.open("rb") as f:
-            h.update(hashlib.file_digest(f, "sha256").digest())
+        if path.suffix == ".safetensors":
+            for name, tensor in sorted(load_file(path).items()):
+                h.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
+                h.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+        else:
+            with path.open("rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
     return h.hexdigest()[:16]
 
 

@@ -163,3 +163,19 @@ def test_no_corpus_token_goes_unattributed(trained):
     assert len(whole) > len(texts)  # the test world has documents longer than the context
     assert data.n_targets(whole) == n_tokens - len(texts)  # every token but each document's leading <|endoftext|>
     assert data.n_targets(truncated) < data.n_targets(whole)
+
+
+def test_the_factors_hash_follows_the_numbers_not_the_file_metadata(tmp_path):
+    """kronfluence writes a file's metadata in a per-process order: the same factors must keep one run key."""
+    from safetensors.torch import save_file
+
+    tensors = {"layer.b": torch.arange(6.0).reshape(2, 3), "layer.a": torch.tensor([1, 2], dtype=torch.int64)}
+    hashes = []
+    for i, metadata in enumerate([{"x": "1", "y": "2"}, {"y": "2", "x": "1"}, {"x": "1", "y": "2"}]):
+        root = tmp_path / str(i)
+        (root / curvature.ANALYSIS).mkdir(parents=True)
+        if i == 2:
+            tensors["layer.b"] = tensors["layer.b"] + 1e-6
+        save_file(tensors, root / curvature.ANALYSIS / "f.safetensors", metadata=metadata)
+        hashes.append(curvature.content_hash(root))
+    assert hashes[0] == hashes[1] != hashes[2]
