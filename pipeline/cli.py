@@ -28,7 +28,21 @@ STAGES = {
 }
 
 
+KRONFLUENCE_MISSING = ("kronfluence is not installed: pip install --no-deps kronfluence==1.0.1 (without --no-deps "
+                       "it swaps the CPU torch for a CUDA build; `make install` does this)")
+
+
 def run_stage(name: str, params: Params) -> None:
+    try:
+        stage = _stage_module(name)
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] == "kronfluence":
+            raise WherefromError(KRONFLUENCE_MISSING) from None
+        raise
+    stage.run(params)
+
+
+def _stage_module(name: str):
     # One stage imported per run: together they import torch, Dask, kronfluence and papermill (seconds).
     match name:
         case "params":
@@ -51,7 +65,7 @@ def run_stage(name: str, params: Params) -> None:
             from pipeline.stages import report as stage
         case _:
             raise WherefromError(f"no stage {name!r} (stages: {', '.join(STAGES)})")
-    stage.run(params)
+    return stage
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,16 +11,24 @@ import re
 # A number: thousands groups ("1,344") or plain digits, optional sign and decimals, not glued to
 # letters or other digits. The sign counts only when it is not a binary minus ("7 - 4").
 _NUMBER = re.compile(r"(?<![\w.])(-?)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w])")
+# The same, where a letter may follow: a coefficient written against its variable ("2x") is a number too.
+_COEFFICIENT = re.compile(_NUMBER.pattern.removesuffix("(?![\\w])") + "(?!\\d)")
 _ANSWER_IS = re.compile(r"answer\s+(?:is|:)\s*(?:x\s*=\s*)?", re.IGNORECASE)
+
+
+def number_spans(text: str, coefficients: bool = False) -> list[tuple[int, int, float]]:
+    """Every number in ``text``, in order: its start and end (a sign included) and its value; with
+    ``coefficients``, also those glued to a following letter (the ``2`` of ``2x``)."""
+    out = []
+    for m in (_COEFFICIENT if coefficients else _NUMBER).finditer(text):
+        sign, digits, decimals = m.groups()
+        out.append((m.start(), m.end(), float(f"{sign}{digits.replace(',', '')}{decimals or ''}")))
+    return out
 
 
 def numbers_in(text: str) -> list[float]:
     """Every number in ``text``, in order, as floats."""
-    out = []
-    for m in _NUMBER.finditer(text):
-        sign, digits, decimals = m.groups()
-        out.append(float(f"{sign}{digits.replace(',', '')}{decimals or ''}"))
-    return out
+    return [value for _, _, value in number_spans(text)]
 
 
 def as_number(text: str) -> float | None:

@@ -69,3 +69,13 @@ def test_a_stage_error_about_a_key_names_the_params_file_given(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("wherefrom: error: mine.yaml: model.name_or_path: no such directory: "
                                    "./no/such/model")
+
+
+def test_a_missing_kronfluence_is_one_line_that_says_how_to_install_it(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    code = "import sys; sys.modules['kronfluence'] = None; from pipeline.cli import main; sys.exit(main(['factors']))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("wherefrom: error: kronfluence is not installed: pip install --no-deps "
+                                          "kronfluence==1.0.1")

@@ -1,5 +1,7 @@
 """End to end: real `dvc repro` of the whole pipeline on the `test` profile, in a fresh repository."""
 
+import csv
+import io
 import json
 import os
 import re
@@ -68,6 +70,12 @@ def test_repro_produces_the_contracted_outputs(project):
     out = _run(["wherefrom", "sql", "--name", "answer_in_topk", "--param", "correct_only=false", "--format", "csv"],
                project)
     assert out.splitlines()[0].startswith("task,n_queries,top_k") and len(out.splitlines()) == 1 + 6  # six tasks
+    rows = list(csv.DictReader(io.StringIO(_run(["wherefrom", "sql", "--name", "segment_nll", "--format", "csv"],
+                                                project))))
+    assert len(rows) == 6 * 5  # six tasks x (four segments and the largest token)
+    for task in {r["task"] for r in rows}:  # each query's NLL is split over the four segments
+        assert sum(float(r["mean_nll_share"]) for r in rows if r["task"] == task and r["segment"][0] != "(") \
+            == pytest.approx(1, abs=0.003)
 
 
 @pytest.mark.slow

@@ -81,6 +81,7 @@ class PretrainConfig:
 @dataclass(config=_STRICT)
 class QueriesConfig:
     out: StrictStr = Field("data/queries.parquet")
+    segments: StrictStr = Field("data/segments.parquet", description="every completion token: its answer segment and NLL")
     metrics: StrictStr = Field("results/probe.json", description="per-task accuracy, a DVC metrics file")
     file: StrictStr | None = Field(None, description="a user query file (.jsonl or .parquet) instead of the suites")
     factual: StrictInt = Field(40, gt=0)

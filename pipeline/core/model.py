@@ -154,7 +154,7 @@ def sample_tokens(logits: torch.Tensor) -> torch.Tensor:
 
 
 def sequence_nll(model, batch: dict[str, torch.Tensor], sample: bool = False,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                 dtype: torch.dtype = torch.float32, per_token: bool = False) -> torch.Tensor:
     """Summed next-token NLL of each sequence over its labelled positions (labels shifted here, as in HF).
 
     ``sample=True`` draws the targets from the model's own distribution instead, which makes
@@ -171,7 +171,7 @@ def sequence_nll(model, batch: dict[str, torch.Tensor], sample: bool = False,
             counted = labels != IGNORE
             labels[counted] = sample_tokens(logits[counted])
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-    return losses.sum(dim=1)
+    return losses if per_token else losses.sum(dim=1)  # per_token: [batch, positions], position t predicting t + 1
 
 
 @torch.no_grad()
@@ -183,3 +183,11 @@ def completion_nll(model, tokenizer, prompts: list[str], completions: list[str],
                            zip(prompts[i:i + batch_size], completions[i:i + batch_size])], tokenizer.pad_token_id)
         out += sequence_nll(model, batch, dtype=torch.float64).tolist()
     return out
+
+
+@torch.no_grad()
+def completion_token_nll(model, tokenizer, prompt: str, completion: str) -> list[float]:
+    """The NLL (nats, float64) of each completion token given everything before it."""
+    ids, start = encode_query(tokenizer, prompt, completion)
+    losses = sequence_nll(model, pad_batch([(ids, start)], tokenizer.pad_token_id), dtype=torch.float64, per_token=True)
+    return losses[0, start - 1:len(ids) - 1].tolist()

@@ -40,6 +40,17 @@ QUERIES = pa.schema([
     pa.field("fact_id", pa.string()),
 ])
 
+# data/segments.parquet: one row per completion token (queries/segments.py gives the rules)
+SEGMENTS = pa.schema([
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("position", pa.int32(), nullable=False),  # the token's index in the completion
+    pa.field("token", pa.string(), nullable=False),  # its text
+    pa.field("char_start", pa.int32(), nullable=False),  # its characters in the completion
+    pa.field("char_end", pa.int32(), nullable=False),
+    pa.field("segment", pa.string(), nullable=False),  # answer | computed | copied | scaffold
+    pa.field("nll", pa.float64(), nullable=False),  # nats, given the prompt and the tokens before it
+])
+
 # ---- the analyze stage's tables (results/NAME.parquet); every table has one row set per method
 _METHOD = pa.field("method", pa.string(), nullable=False)  # influence | bm25 | random
 

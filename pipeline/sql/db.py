@@ -47,8 +47,9 @@ def view_sources(params: Params) -> dict[str, str]:
         views["baseline_scores"] = " UNION ALL ".join(
             f"SELECT '{m}' AS method, * FROM read_parquet({_literal(Path(params.baselines.out_dir) / m)} "
             f"|| '/{SHARD_FILES}', hive_partitioning=false)" for m in baselines)
-    if Path(params.queries.out).is_file():
-        views["queries"] = f"SELECT * FROM read_parquet({_literal(Path(params.queries.out))})"
+    for name, path in (("queries", Path(params.queries.out)), ("segments", Path(params.queries.segments))):
+        if path.is_file():
+            views[name] = f"SELECT * FROM read_parquet({_literal(path)})"
     corpus = Path(params.corpus.out_dir)
     if any(corpus.glob("*.parquet")):
         views["corpus"] = f"SELECT * FROM read_parquet({_literal(corpus)} || '/*.parquet')"
@@ -65,7 +66,8 @@ def connect(params: Params) -> duckdb.DuckDBPyConnection:
     for name, select in view_sources(params).items():
         con.execute(f"CREATE VIEW {name} AS {select}")
     readable = {str(Path(p).resolve()) + "/" for p in (params.scores.out_dir, params.baselines.out_dir,
-                                                       Path(params.queries.out).parent, params.corpus.out_dir,
+                                                       Path(params.queries.out).parent,
+                                                       Path(params.queries.segments).parent, params.corpus.out_dir,
                                                        params.analysis.out_dir)}
     con.execute("SET allowed_directories = ?", [sorted(readable)])
     con.execute("SET enable_external_access = false")

@@ -19,10 +19,11 @@ from pipeline.core import schemas
 from pipeline.core.atomic import write_json, write_parquet
 from pipeline.core.config import Params
 from pipeline.core.errors import ParamsError, WherefromError
-from pipeline.core.model import PROMPT_SEPARATOR, completion_nll, load_model
+from pipeline.core.model import PROMPT_SEPARATOR, completion_nll, completion_token_nll, load_model
 from pipeline.world.generate import world_for
 from queries import user as user_queries
 from queries.answers import is_correct
+from queries.segments import token_segments
 from queries.suites import QuerySpec, build_suites
 from queries.tasks import TASKS
 
@@ -73,6 +74,21 @@ def check_completions(tokenizer, specs: list[QuerySpec], completions: list[str],
                                  f"for this tokenizer")
 
 
+def segment_table(model, tokenizer, specs: list[QuerySpec], completions: list[str]) -> pa.Table:
+    """Every completion token with its answer segment and its NLL: the rules, open to SQL."""
+    rows: dict[str, list] = {name: [] for name in schemas.SEGMENTS.names}
+    for spec, completion in tqdm(list(zip(specs, completions)), desc="probe: segments", unit="query"):
+        enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = [tuple(o) for o in enc["offset_mapping"]]
+        segments = token_segments(spec.prompt, completion, spec.answer, offsets)
+        nll = completion_token_nll(model, tokenizer, spec.prompt, completion)
+        for position, (token_id, (start, end), segment, value) in enumerate(zip(enc["input_ids"], offsets, segments, nll)):
+            for name, v in zip(schemas.SEGMENTS.names, (spec.query_id, position, tokenizer.decode([token_id]), start, end,
+                                                        segment, value)):
+                rows[name].append(v)
+    return pa.table(rows)
+
+
 def run(params: Params) -> Path:
     cfg = params.queries
     model, tokenizer = load_model(params.model.dir)
@@ -95,6 +111,7 @@ def run(params: Params) -> Path:
         "fact_id": [s.fact_id for s in specs],
     }, schema=schemas.QUERIES)
     write_parquet(table, cfg.out, schemas.QUERIES)
+    write_parquet(segment_table(model, tokenizer, specs, completions), cfg.segments, schemas.SEGMENTS)
     metrics = accuracy_by_task(specs, correct)
     write_json(metrics, cfg.metrics)
     print("probe: accuracy " + ", ".join(f"{t} {a:.0%}" for t, a in metrics["accuracy"].items() if a is not None))
