@@ -78,5 +78,19 @@ def queries(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> En
     return Encoded([encode_query(tokenizer, p, c) for p, c in zip(prompts, completions)])
 
 
+def segment_queries(tokenizer, prompts: Sequence[str], completions: Sequence[str],
+                    token_segments: Sequence[Sequence[str]], segments: Sequence[str]) -> Encoded:
+    """One query per (query, segment), query-major: the measurement is the NLL of that segment's tokens
+    alone, so a query's segments add up to its whole completion (the NLL is a sum over tokens).
+    ``token_segments[i]`` names the segment of each completion token of query ``i``."""
+    items = []
+    for prompt, completion, labels in zip(prompts, completions, token_segments):
+        ids, start = encode_query(tokenizer, prompt, completion)
+        if len(labels) != len(ids) - start:
+            raise ValueError(f"{len(labels)} segment labels for {len(ids) - start} completion tokens")
+        items += [(ids, start, [label == segment for label in labels]) for segment in segments]
+    return Encoded(items)
+
+
 def loader(data: Encoded, batch_size: int, pad_id: int) -> DataLoader:
     return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=partial(pad_batch, pad_id=pad_id))

@@ -179,3 +179,36 @@ def test_the_factors_hash_follows_the_numbers_not_the_file_metadata(tmp_path):
         save_file(tensors, root / curvature.ANALYSIS / "f.safetensors", metadata=metadata)
         hashes.append(curvature.content_hash(root))
     assert hashes[0] == hashes[1] != hashes[2]
+
+
+def test_segment_scores_add_up_to_the_whole_completion_and_match_autograd(world, tmp_path):
+    """Each (query, segment) measures the NLL of that segment's tokens alone: under EK-FAC the segments'
+    scores add up to the whole completion's, and under identity curvature each equals the autograd
+    gradient dot product of the segment's NLL with the document's loss."""
+    from queries.segments import SEGMENTS, token_segments
+
+    trained, tok, docs, _ = world
+    prompts = ["Calculate the answer: (7 - 4) * 7\n\nThink step-by-step.", "What is the capital of Bribrun?"]
+    completions = ["7 - 4 = 3\n3 * 7 = 21\nThe answer is 21.", "The capital of Bribrun is Koutex."]
+    labels = [token_segments(p, c, a, tok(c, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"])
+              for p, c, a in zip(prompts, completions, ["21", "Koutex"])]
+    assert {"computed", "copied", "answer", "scaffold"} <= set(labels[0])
+    whole = data.queries(tok, prompts, completions)
+    parts = data.segment_queries(tok, prompts, completions, labels, SEGMENTS)
+    for strategy in ("ekfac", "identity"):
+        fit(trained, tok, docs, strategy, tmp_path / strategy)
+        all_scores = scorer(trained, tok, tmp_path / strategy, whole).score(docs)
+        by_segment = scorer(trained, tok, tmp_path / strategy, parts).score(docs).view(2, len(SEGMENTS), -1)
+        torch.testing.assert_close(by_segment.sum(1), all_scores, rtol=1e-4, atol=1e-4 * all_scores.abs().max().item())
+
+    manifest = curvature.Manifest.load(tmp_path / "identity")
+    model, _ = load_model(trained.model.dir)
+    weights = [model.get_submodule(name).weight for name in manifest.tracked]
+
+    def grad(item):
+        loss = summed_token_nll(model, pad_batch([item], tok.pad_token_id))
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, weights)])
+
+    expected = torch.stack([grad(q) for q in parts.items]) @ torch.stack([grad(d) for d in docs.items]).T
+    ours = by_segment.reshape(len(parts), -1)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())

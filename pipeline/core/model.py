@@ -129,15 +129,20 @@ def encode_query(tokenizer, prompt: str, completion: str) -> tuple[list[int], in
     return prompt_ids + completion_ids, len(prompt_ids)
 
 
-def pad_batch(items: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad ``(ids, start)`` pairs; labels count only tokens from ``start`` on, never padding."""
-    width = max(len(ids) for ids, _ in items)
+def pad_batch(items: list[tuple], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad ``(ids, start)`` items; labels count only tokens from ``start`` on, never padding. An item
+    ``(ids, start, counted)`` counts only the tokens from ``start`` whose flag in ``counted`` is true (one
+    answer segment of a completion)."""
+    width = max(len(item[0]) for item in items)
     input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
-    for row, (ids, start) in enumerate(items):
+    for row, (ids, start, *counted) in enumerate(items):
         input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, start : len(ids)] = torch.tensor(ids[start:])
+        targets = torch.tensor(ids[start:])
+        if counted:
+            targets[~torch.tensor(counted[0], dtype=torch.bool)] = IGNORE
+        labels[row, start : len(ids)] = targets
         mask[row, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
