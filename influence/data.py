@@ -23,19 +23,20 @@ from pipeline.core.model import encode_query, pad_batch
 
 
 class Encoded(Dataset):
-    """Token ids with the index where counting starts (0 for documents, the completion for queries).
+    """Token ids with the index where counting starts (0 for documents, the completion for queries); a
+    segment query adds which of the tokens from there count (see ``pad_batch``).
 
     ``owners[i]`` is the document that item ``i`` is a window of (items are documents when it is None).
     """
 
-    def __init__(self, items: Sequence[tuple[list[int], int]], owners: Sequence[int] | None = None) -> None:
+    def __init__(self, items: Sequence[tuple], owners: Sequence[int] | None = None) -> None:
         self.items = list(items)
         self.owners = list(owners) if owners is not None else None
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[list[int], int]:
+    def __getitem__(self, i: int) -> tuple:
         return self.items[i]
 
     @property
