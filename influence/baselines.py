@@ -1,4 +1,4 @@
-"""Baselines in the scores' schema: BM25 of the query text against each document, and seeded chance.
+"""Baselines in the scores' schema: BM25 of each row's text against each document, and seeded chance.
 
 BM25 is what lexical overlap alone finds (influence is not lexical); random scores are what any
 statistic gives by chance. Both are analysed exactly like influence.
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
+
+from influence.measurements import Measurements
+from pipeline.core.schemas import WHOLE
 
 
-def bm25_matrix(corpus_dir: str, queries_path: str) -> tuple[list[int], np.ndarray]:
-    """BM25 of each query's text (prompt and completion) against every document: doc ids ascending, and
-    the ``[queries, documents]`` score matrix in that order.
+def bm25_matrix(corpus_dir: str, texts: list[str]) -> tuple[list[int], np.ndarray]:
+    """BM25 of each query text against every document: doc ids ascending, and the ``[texts, documents]``
+    score matrix in that order.
 
     It runs in one process, not on Dask: the IDF is a corpus-wide statistic, and bm25s scores a whole
     corpus per query quickly from a sparse index.
@@ -24,10 +26,18 @@ def bm25_matrix(corpus_dir: str, queries_path: str) -> tuple[list[int], np.ndarr
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(corpus.column("text").to_pylist(), stopwords="en", show_progress=False),
                     show_progress=False)
-    queries = pq.read_table(queries_path, columns=["prompt", "completion"])
-    texts = [f"{p} {c}" for p, c in zip(queries.column("prompt").to_pylist(), queries.column("completion").to_pylist())]
     tokens = bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
-    return corpus.column("doc_id").to_pylist(), np.stack([retriever.get_scores(t) for t in tokens])
+    # a text with no term BM25 indexes (a segment of single digits or stop words) matches nothing: all zeros
+    rows = [retriever.get_scores(t) if t else np.zeros(corpus.num_rows) for t in tokens]
+    return corpus.column("doc_id").to_pylist(), np.stack(rows)
+
+
+def bm25_texts(m: Measurements) -> list[str]:
+    """What BM25 matches for each score row: the prompt and completion for ``all`` (the query as a reader
+    sees it), a segment's own characters for a segment (the tokens it measures)."""
+    index = {qid: i for i, qid in enumerate(dict.fromkeys(qid for qid, _ in m.keys))}
+    return [f"{m.prompts[index[qid]]} {m.completions[index[qid]]}" if segment == WHOLE else m.segment_text[qid, segment]
+            for qid, segment in m.keys]
 
 
 def random_scores(seed: int, shard_index: int, n_queries: int, n_docs: int) -> np.ndarray:

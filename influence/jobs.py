@@ -13,12 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
 import torch
 import transformers
 
-from influence import data, shards
+from influence import data, measurements, shards
 from influence.baselines import random_scores
 from influence.scorer import Scorer
 from pipeline.core.corpus_reader import read_texts
@@ -35,6 +33,7 @@ class ScoreJob:
     factors_dir: str
     corpus_dir: str
     queries_path: str
+    segments_path: str | None  # the probe's answer segments: score each one too; None = whole completions only
     out_dir: str
     batch_size: int
     context: int
@@ -72,18 +71,14 @@ def _prepared(job: ScoreJob):
         pin_gpu()
         set_threads(job.threads)
         transformers.logging.disable_progress_bar()  # a worker's log is the shard bar, not weight loading
-        queries = pq.read_table(job.queries_path, columns=["query_id", "prompt", "completion", "completion_nll"])
-        query_ids = queries.column("query_id").to_pylist()
-        nll = np.asarray(queries.column("completion_nll").to_pylist(), dtype=np.float64)
+        rows = measurements.read(job.queries_path, job.segments_path)
         scorer = tokenizer = None
         if job.method == "influence":
             model, tokenizer = load_model(job.model_dir)
-            encoded = data.queries(tokenizer, queries.column("prompt").to_pylist(),
-                                   queries.column("completion").to_pylist())
             amp = torch.bfloat16 if job.dtype == "bfloat16" else None
-            scorer = Scorer(model, tokenizer.pad_token_id, Path(job.factors_dir), encoded, job.batch_size,
-                            job.damping, amp)
-        _PREPARED[job.run_key] = (scorer, tokenizer, query_ids, nll)
+            scorer = Scorer(model, tokenizer.pad_token_id, Path(job.factors_dir), measurements.encoded(tokenizer, rows),
+                            job.batch_size, job.damping, amp)
+        _PREPARED[job.run_key] = (scorer, tokenizer, rows)
     return _PREPARED[job.run_key]
 
 
@@ -95,18 +90,18 @@ def prepare(job: ScoreJob) -> int:
 
 def score_shard(shard: shards.Shard, job: ScoreJob) -> int:
     """Score ``shard`` unless it is already complete; returns the number of documents scored."""
-    scorer, tokenizer, query_ids, nll = _prepared(job)
+    scorer, tokenizer, rows = _prepared(job)
     path = shard.path(Path(job.out_dir))
-    if shards.is_complete(path, job.run_key, len(query_ids) * len(shard.doc_ids)):
+    if shards.is_complete(path, job.run_key, len(rows) * len(shard.doc_ids)):
         return 0
     coverage = None
     if job.method == "random":
-        scores = random_scores(job.seed, shard.index, len(query_ids), len(shard.doc_ids))
+        scores = random_scores(job.seed, shard.index, len(rows), len(shard.doc_ids))
     else:
         docs = data.documents(tokenizer, read_texts(job.corpus_dir, shard.doc_ids), job.context, job.whole_documents)
-        scores = docs.per_document(scorer.score(docs)).numpy()
+        scores = rows.expand(docs.per_document(scorer.score(docs)).double().numpy())
         coverage = {"windows": len(docs), "tokens": data.n_targets(docs)}
-    shards.write(path, job.run_key, query_ids, nll, shard.doc_ids, scores, coverage)
+    shards.write(path, job.run_key, rows.keys, rows.nll, shard.doc_ids, scores, coverage)
     return len(shard.doc_ids)
 
 

@@ -15,12 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from influence import shards
-from influence.baselines import bm25_matrix
+from influence import measurements, shards
+from influence.baselines import bm25_matrix, bm25_texts
 from influence.curvature import MANIFEST
 from influence.jobs import ScoreJob, dask_client, prepare, score_shard, threads_per_worker
 from pipeline.core.config import Params
@@ -43,22 +42,22 @@ def run_key(params: Params) -> str:
     """Everything that determines the scores: a shard written under another key is recomputed."""
     h = hashlib.sha256()
     h.update(Path(params.queries.out).read_bytes())
+    if params.scores.segments:
+        h.update(Path(params.queries.segments).read_bytes())
     if params.scores.method == "influence":
         h.update((Path(params.influence.factors_dir) / MANIFEST).read_bytes())
-    h.update(json.dumps([params.scores.method, params.scores.dtype, params.influence.damping,
+    h.update(json.dumps([params.scores.method, params.scores.segments, params.scores.dtype, params.influence.damping,
                          params.model.context, params.corpus.long_docs, params.seed]).encode())
     return h.hexdigest()[:16]
 
 
-def _bm25(params: Params, todo: list[shards.Shard], key: str, out: Path) -> None:
+def _bm25(params: Params, rows: measurements.Measurements, todo: list[shards.Shard], key: str, out: Path) -> None:
     """BM25 shards, cut from one matrix over the whole corpus (the IDF is corpus-wide)."""
-    doc_ids, matrix = bm25_matrix(params.corpus.out_dir, params.queries.out)
+    doc_ids, matrix = bm25_matrix(params.corpus.out_dir, bm25_texts(rows))
     column = {d: i for i, d in enumerate(doc_ids)}
-    queries = pq.read_table(params.queries.out, columns=["query_id", "completion_nll"])
-    nll = np.asarray(queries.column("completion_nll").to_pylist())
     for shard in tqdm(todo, desc="scores (bm25)", unit="shard", mininterval=1.0):
         scores = matrix[:, [column[d] for d in shard.doc_ids]]
-        shards.write(shard.path(out), key, queries.column("query_id").to_pylist(), nll, shard.doc_ids, scores)
+        shards.write(shard.path(out), key, rows.keys, rows.nll, shard.doc_ids, scores)
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,9 @@ class Scored:
 def score_corpus(params: Params) -> Scored:
     """Score every shard of the corpus not yet complete for this run, by ``params.scores.method``."""
     cfg = params.scores
-    n_queries = check_queries(params.queries.out)
+    check_queries(params.queries.out)
+    segments_path = params.queries.segments if cfg.segments else None
+    rows = measurements.read(params.queries.out, segments_path)
     if cfg.method == "influence" and not (Path(params.influence.factors_dir) / MANIFEST).is_file():
         raise WherefromError(f"{params.influence.factors_dir}: no factors here; run the factors stage first")
     doc_ids = read_doc_ids(params.corpus.out_dir)
@@ -87,16 +88,19 @@ def score_corpus(params: Params) -> Scored:
     for stale in out.glob(SHARD_DIRS):  # shards of a larger, earlier plan
         if stale.name not in planned:
             shutil.rmtree(stale)
-    todo = [s for s in plan if not shards.is_complete(s.path(out), key, n_queries * len(s.doc_ids))]
-    print(f"scores: {len(plan)} shards of up to {cfg.shard_size} documents x {n_queries} queries "
-          f"({len(plan) - len(todo)} already complete)")
+    todo = [s for s in plan if not shards.is_complete(s.path(out), key, len(rows) * len(s.doc_ids))]
+    n_queries = len(rows.prompts)
+    print(f"scores: {len(plan)} shards of up to {cfg.shard_size} documents x {n_queries} queries"
+          + (f" ({len(rows)} rows: each whole completion and its answer segments)" if cfg.segments else "")
+          + f" ({len(plan) - len(todo)} already complete)")
     job = ScoreJob(run_key=key, method=cfg.method, model_dir=params.model.dir, factors_dir=params.influence.factors_dir,
-                   corpus_dir=params.corpus.out_dir, queries_path=params.queries.out, out_dir=str(out),
+                   corpus_dir=params.corpus.out_dir, queries_path=params.queries.out, segments_path=segments_path,
+                   out_dir=str(out),
                    batch_size=cfg.batch_size, context=params.model.context,
                    whole_documents=params.corpus.long_docs != "truncate", damping=params.influence.damping,
                    dtype=cfg.dtype, threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers), seed=params.seed)
     if todo and cfg.method == "bm25":
-        _bm25(params, todo, key, out)
+        _bm25(params, rows, todo, key, out)
     elif todo:
         return _on_dask(params, todo, job, out)
     return Scored(out)

@@ -1,6 +1,6 @@
 """Shards of the score table: planning, checking and writing them.
 
-One shard is a contiguous range of doc ids scored against every query, written to
+One shard is a contiguous range of doc ids scored against every query row (``measurements.py``), written to
 ``shard=NNNNN/part.parquet`` (``schemas.SCORES``). A shard counts as complete only if its file opens, carries this run's
 key (a hash of everything that determines the scores) and has exactly queries × documents rows, so
 a truncated file, or a shard left by a run with other queries or factors, is recomputed.
@@ -47,13 +47,16 @@ def is_complete(path: Path, run_key: str, n_rows: int) -> bool:
     return meta.num_rows == n_rows and kv.get(RUN_KEY) == run_key.encode()
 
 
-def write(path: Path, run_key: str, query_ids: list[str], nll: np.ndarray, doc_ids: tuple[int, ...],
+def write(path: Path, run_key: str, keys: list[tuple[str, str]], nll: np.ndarray, doc_ids: tuple[int, ...],
           scores: np.ndarray, coverage: dict[str, int] | None = None) -> None:
-    """``scores`` is ``[n_queries, n_docs]``; rows come out query-major, doc ids ascending. ``coverage``
-    (influence only) records how many windows and tokens of the shard's documents were read."""
+    """``scores`` is ``[len(keys), n_docs]`` for the (query id, segment) ``keys`` with NLLs ``nll``; rows come
+    out in key order, doc ids ascending. ``coverage`` (influence only) records how many windows and
+    tokens of the shard's documents were read."""
     n_q, n_d = scores.shape
+    query_ids, segments = zip(*keys) if keys else ((), ())
     table = pa.table({
         "query_id": np.repeat(np.asarray(query_ids, dtype=object), n_d),
+        "segment": np.repeat(np.asarray(segments, dtype=object), n_d),
         "doc_id": np.tile(np.asarray(doc_ids, dtype=np.int64), n_q),
         "score": scores.astype(np.float32).ravel(),
         "score_per_nat": (scores / nll[:, None]).astype(np.float32).ravel(),

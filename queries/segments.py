@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 
+from pipeline.core.schemas import ANSWER_SEGMENTS
 from queries.answers import as_number, number_spans
 
-SEGMENTS = ("answer", "computed", "copied", "scaffold")
+SEGMENTS = ANSWER_SEGMENTS
 _RANK = {s: i for i, s in enumerate(SEGMENTS)}  # a token covering two segments takes the first in this order
 
 

@@ -27,6 +27,7 @@ resolved = None  # the same, already resolved: what the report stage passes
 method = "influence"  # the attribution shown in the figures
 baselines = ["bm25", "random"]  # shown beside it
 docs_shown = 5  # top documents shown per example query
+segment_query = None  # the reasoning query decomposed in section 12; None: the rule stated there
 
 # %%
 import html
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from IPython.display import HTML, Markdown, display
 
 from pipeline.analysis.labels import WORKED_STEP
@@ -105,10 +107,11 @@ note(f"{size} model, attributed over {sources.n.sum():,} documents for {int(accu
 # ## 2. Findings: ours beside the paper's
 
 # %%
-table = findings.reset_index()[["finding", "paper", "ours", "bm25", "random", "reproduces", "test"]]
+paper_rows = findings[findings.segment == "all"]
+table = paper_rows.reset_index()[["finding", "paper", "ours", "bm25", "random", "reproduces", "test"]]
 display(HTML("<style>table.findings td, table.findings th{text-align:left !important}</style>"
              + table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", classes="findings")))
-note(f"**{int(findings.reproduces.sum())} of {len(findings)}** of the paper's findings reproduce on this run "
+note(f"**{int(paper_rows.reproduces.sum())} of {len(paper_rows)}** of the paper's findings reproduce on this run "
      "(`ours` is influence). The test column says what each one requires; BM25 and random are the same "
      "statistics on baseline scores.")
 
@@ -116,14 +119,17 @@ note(f"**{int(findings.reproduces.sum())} of {len(findings)}** of the paper's fi
 # ## 3. Query x query correlation of document influence
 
 # %%
-def correlation_matrix(m: str):
+def correlation_matrix(m: str, segment: str = "all", column: str = "pearson"):
+    """Query x query r of one method and segment, queries ordered by task (NaN where a query lacks the segment)."""
     order = sql("SELECT query_id, task FROM queries").assign(
         rank=lambda d: d.task.map({t: i for i, t in enumerate(TASKS)})).sort_values(["rank", "query_id"])
     index = {q: i for i, q in enumerate(order.query_id)}
-    pairs = sql("SELECT query_a, query_b, pearson FROM correlations WHERE method = $m", m=m)
-    matrix = np.eye(len(index))
+    pairs = sql(f"SELECT query_a, query_b, {column} FROM correlations WHERE method = $m AND segment = $s", m=m, s=segment)
+    matrix = np.full((len(index), len(index)), np.nan)
     for a, b, r in pairs.itertuples(index=False):
         matrix[index[a], index[b]] = matrix[index[b], index[a]] = r
+    present = sorted({index[q] for q in pairs.query_a} | {index[q] for q in pairs.query_b})
+    matrix[present, present] = 1.0  # the diagonal of the queries that have this segment
     return matrix, order.task.to_numpy()
 
 
@@ -146,7 +152,8 @@ for ax, m in zip(np.atleast_1d(axes), shown):
     fig.colorbar(im, ax=ax, shrink=0.8)
 fig.tight_layout()
 plt.show()
-groups = sql("SELECT \"group\", n_pairs, mean_pearson, p_value FROM correlation_groups WHERE method = $m", m=method)
+groups = sql("""SELECT "group", n_pairs, mean_pearson, p_value FROM correlation_groups
+                 WHERE method = $m AND segment = 'all'""", m=method)
 g = groups.set_index("group").mean_pearson
 same = [f"{t} {g.get('within ' + t, float('nan')):.3f}" for t in ("arithmetic", "slope", "linear")]
 note(f"Mean r within a task: {', '.join(same)}; among factual queries {g.get('within factual', float('nan')):.3f}; "
@@ -158,7 +165,8 @@ note(f"Mean r within a task: {', '.join(same)}; among factual queries {g.get('wi
 
 # %%
 mass = sql("""SELECT q.task, m.percent, avg(m.top_sum) AS top_sum, avg(m.top_share) AS top_share
-              FROM top_mass m JOIN queries q USING (query_id) WHERE m.method = $m GROUP BY ALL ORDER BY percent""",
+              FROM top_mass m JOIN queries q USING (query_id) WHERE m.method = $m AND m.segment = 'all'
+              GROUP BY ALL ORDER BY percent""",
            m=method)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 for task in tasks_present:
@@ -182,9 +190,10 @@ note(f"Reasoning queries receive {row.ours:.2f}x the total positive influence pe
 
 # %%
 tail = sql("""SELECT t.query_id, q.task, t.rank, t.score_per_nat FROM top_docs t JOIN queries q USING (query_id)
-              WHERE t.method = $m AND t."end" = 'top' AND t.rank <= (SELECT max(tail_points) FROM query_stats)
+              WHERE t.method = $m AND t.segment = 'all' AND t."end" = 'top'
+              AND t.rank <= (SELECT max(tail_points) FROM query_stats)
               AND t.score_per_nat > 0""", m=method)
-alphas = sql("SELECT task, kind, alpha FROM query_stats WHERE method = $m", m=method)
+alphas = sql("SELECT task, kind, alpha FROM query_stats WHERE method = $m AND segment = 'all'", m=method)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for task in tasks_present:
     first = tail[tail.task == task].query_id.min()
@@ -235,7 +244,7 @@ note(f"A top document answers the question for {f.ours:.0%} of factual and {r.ou
 # ## 7. Which sources do the top and bottom documents come from?
 
 # %%
-enrich = sql("SELECT * FROM enrichment WHERE method = $m AND level = 'kind'", m=method)
+enrich = sql("SELECT * FROM enrichment WHERE method = $m AND segment = 'all' AND level = 'kind'", m=method)
 fig, axes = plt.subplots(2, 2, figsize=(10, 5.6), sharex=True)
 for i, end in enumerate(["top", "bottom"]):
     for j, kind in enumerate(["factual", "reasoning"]):
@@ -261,7 +270,7 @@ note(f"Over-representation of StackExchange and code for reasoning {verdict('rea
 
 # %%
 share = sql("""SELECT task, category, avg(share) AS share FROM procedure_share WHERE method = $m
-               GROUP BY ALL""", m=method)
+               AND segment = 'all' GROUP BY ALL""", m=method)
 if len(share):
     pivot = share.pivot(index="task", columns="category", values="share").reindex(tasks_present).fillna(0)
     categories = ["own_procedure", "other_procedure", "own_fact", "other_fact", "filler"]
@@ -289,7 +298,8 @@ else:
 # ## 9. Classifying queries from their influence alone
 
 # %%
-confusion = sql("""SELECT expected, truth, predicted FROM query_stats WHERE method = $m""", m=method)
+confusion = sql("""SELECT expected, truth, predicted FROM query_stats WHERE method = $m AND segment = 'all'""",
+                m=method)
 classes = ["procedural", "document_specific"]
 fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), layout="constrained")
 for ax, reference in zip(axes, ["expected", "truth"]):
@@ -360,7 +370,7 @@ measures = {
     "text labels vs truth": lambda s: s["labels"].get("agreement"),
 }
 proc = sql("""SELECT method, avg(share) AS share FROM procedure_share WHERE category = 'own_procedure'
-              AND task IN ('arithmetic', 'slope', 'linear') GROUP BY method""").set_index("method").share
+              AND segment = 'all' AND task IN ('arithmetic', 'slope', 'linear') GROUP BY method""").set_index("method").share
 fig, ax = plt.subplots(figsize=(10, 3.4))
 x = np.arange(len(measures) + 1)
 width = 0.8 / len(methods)
@@ -377,3 +387,96 @@ b = summary.get("bm25", {}).get("mean_r", {})
 note(f"BM25 scores correlate strongly within a reasoning task (slope r = {b.get('within_slope') or float('nan'):.2f}), "
      "because same-task prompts share their words. The paper's correlation finding is therefore not evidence of "
      "procedural influence on its own. Random scores mark chance for every statistic.")
+
+# %% [markdown]
+# ## 12. Which part of an answer draws on procedures?
+#
+# Each completion is split by rules that read only its text (`queries/segments.py`): the final
+# `answer`, numbers it `computed` (in neither the prompt nor earlier lines), numbers it `copied`, and
+# the `scaffold` (words, operators, layout). Each segment's NLL is attributed on its own; the segments'
+# scores add up to the whole completion's. This is a decomposition of the headline, not a finding of
+# the paper.
+
+# %%
+segment_names = [s for s in ("answer", "computed", "copied", "scaffold")
+                 if s in set(sql("SELECT DISTINCT segment FROM correlation_groups").segment)]
+if segment_names:
+    nll = named("segment_nll").pivot(index="task", columns="segment", values="mean_nll_share").reindex(tasks_present)
+    groups = sql("""SELECT segment, "group", mean_pearson, mean_pearson_cells, mean_pearson_same_choice,
+                           mean_pearson_other_choice FROM correlation_groups WHERE method = $m""", m=method)
+    fig, axes = plt.subplots(1, len(segment_names) + 1, figsize=(3.3 * (len(segment_names) + 1), 3.4))
+    for ax, segment in zip(axes, ["all", *segment_names]):
+        matrix, tasks = correlation_matrix(method, segment)
+        ax.imshow(matrix, cmap="RdBu_r", vmin=-0.5, vmax=0.5, interpolation="nearest")
+        bounds = [i for i in range(1, len(tasks)) if tasks[i] != tasks[i - 1]]
+        for b in bounds:
+            ax.axhline(b - 0.5, color="k", lw=0.4)
+            ax.axvline(b - 0.5, color="k", lw=0.4)
+        ax.set(xticks=[], yticks=[], title=f"{segment}")
+    axes[0].set_ylabel("queries by task (as in section 3)")
+    fig.suptitle(f"{method}: query x query Pearson r per segment (colour scale ±0.5; blank: no such segment)")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    plt.show()
+
+    def within(segment: str, column: str = "mean_pearson") -> float:
+        part = groups[(groups.segment == segment) & groups.group.isin([f"within {t}" for t in ("arithmetic", "slope", "linear")])]
+        return float(part[column].mean()) if len(part) else float("nan")
+
+    def factual(segment: str, column: str = "mean_pearson") -> float:
+        part = groups[(groups.segment == segment) & (groups.group == "within factual")][column]
+        return float(part.iloc[0]) if len(part) else float("nan")
+
+    rows = [(seg, within(seg), factual(seg), within(seg, "mean_pearson_cells")) for seg in ["all", *segment_names]]
+    display(HTML(pd.DataFrame(rows, columns=["segment", "same-task reasoning r", "factual r",
+                                             "same-task r of (category x source) totals"]).to_html(
+        index=False, float_format=lambda v: f"{v:.3f}", na_rep="–")))
+    decomposition = findings[findings.segment != "all"].reset_index()[
+        ["finding", "segment", "ours", "bm25", "random", "reproduces", "test"]]
+    display(HTML(decomposition.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", classes="findings")))
+    reasoning = [t for t in ("arithmetic", "slope", "linear") if t in nll.index]
+    computed = nll.loc[reasoning, "computed"].mean() if "computed" in nll and reasoning else float("nan")
+    best = max(segment_names, key=lambda seg: -np.inf if np.isnan(within(seg)) else within(seg))
+    bm25_best = findings.loc[f"same_task_reasoning_r_{best}", "bm25"] if f"same_task_reasoning_r_{best}" in findings.index \
+        else float("nan")
+    pairs = sql("""SELECT count(*) FILTER (WHERE same_choice) AS same, count(*) AS n FROM correlations
+                   WHERE method = $m AND segment = 'all' AND task_a = task_b
+                   AND task_a IN ('arithmetic', 'slope', 'linear')""", m=method).iloc[0]
+    note(f"On the reasoning tasks, the computed numbers carry {computed:.0%} of a completion's NLL on average, and "
+         f"the largest single token {nll.loc[reasoning, '(largest token)'].mean():.0%}. Same-task reasoning r is "
+         f"{within('all'):.3f} on the whole completion and {within(best):.3f} on the {best} tokens, the highest "
+         f"of the segments (factual r on that segment: {factual(best):.3f}; BM25 of the same tokens' text: "
+         f"{bm25_best:.3f}{', as high or higher' if bm25_best >= within(best) else ', lower'}). The "
+         f"{int(pairs.same)} of {int(pairs.n)} same-task pairs whose largest-NLL token and its runner-up are the same "
+         f"correlate at {within('all', 'mean_pearson_same_choice'):.3f} on the whole completion, the others at "
+         f"{within('all', 'mean_pearson_other_choice'):.3f}. Summed over (document category x source) cells, same-task "
+         f"r is {within('all', 'mean_pearson_cells'):.3f}, and factual r {factual('all', 'mean_pearson_cells'):.3f}: "
+         f"{'a procedure-level signal' if within('all', 'mean_pearson_cells') > factual('all', 'mean_pearson_cells') else 'no more than factual queries share, so not a procedure-level signal here'}.")
+
+    rule = "the given query"
+    if segment_query is None:
+        rule = ("the correctly answered query of the first reasoning task whose completion NLL is nearest that "
+                "task's median")
+        candidates = sql("""SELECT query_id, task, completion_nll FROM queries WHERE correct
+                            AND task IN ('arithmetic', 'slope', 'linear')""")
+        if len(candidates):
+            first = next(t for t in ("arithmetic", "slope", "linear") if t in set(candidates.task))
+            part = candidates[candidates.task == first]
+            segment_query = part.iloc[(part.completion_nll - part.completion_nll.median()).abs().argmin()].query_id
+    if segment_query is not None:
+        tokens = sql("SELECT token, segment, nll FROM segments WHERE query_id = $q ORDER BY position", q=segment_query)
+        shade = {"answer": "#c7e9c0", "computed": "#fcbba1", "copied": "#c6dbef", "scaffold": "#eeeeee"}
+        spans = "".join(f"<span title='{t.segment}, NLL {t.nll:.3f}' style='background:{shade[t.segment]};"
+                        f"border-bottom:{min(6, 1 + 20 * t.nll):.0f}px solid #555'>{html.escape(t.token)}</span>"
+                        for t in tokens.itertuples())
+        legend = " ".join(f"<span style='background:{c}'>&nbsp;{s}&nbsp;</span>" for s, c in shade.items())
+        parts = [f"<p>{html.escape(segment_query)}, chosen as {rule}. Underline: the token's NLL. {legend}</p>"
+                 f"<pre style='font-size:13px'>{spans}</pre>"]
+        for segment in ["all", *segment_names]:
+            docs = named("top_documents", query_id=segment_query, k=3, method=method, segment=segment)
+            if len(docs):
+                items = "".join(f"<li>{r.source}, {r.label}, {r.score_per_nat:.3g}/nat: {html.escape(r.text)}</li>"
+                                for r in docs.itertuples())
+                parts.append(f"<b>{segment}</b><ol style='font-size:11px'>{items}</ol>")
+        display(HTML("".join(parts)))
+else:
+    note("Scores were computed for whole completions only (`scores.segments: false`), so there is no decomposition.")

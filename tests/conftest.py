@@ -34,6 +34,7 @@ def raw_params(tmp: Path, **overrides) -> dict:
     raw["corpus"]["out_dir"] = str(tmp / "data/corpus")
     raw["model"]["dir"] = str(tmp / "models/lm")
     raw["queries"]["out"] = str(tmp / "data/queries.parquet")
+    raw["queries"]["segments"] = str(tmp / "data/segments.parquet")
     raw["queries"]["metrics"] = str(tmp / "results/probe.json")
     raw["pretrain"]["metrics"] = str(tmp / "results/pretrain.json")
     raw["influence"]["factors_dir"] = str(tmp / "results/factors")

@@ -57,6 +57,19 @@ def _scores(rng: np.random.Generator) -> np.ndarray:
     return scores
 
 
+def _segments() -> pa.Table:
+    """Each completion's tokens; the largest-NLL token of arithmetic-000 and -001 weighs 2 against 3, that of
+    arithmetic-002 weighs 2 against 4 (their dominant choices: the same, and another)."""
+    rows = []
+    for qid, *_ in QUERIES:
+        runner_up = "4" if qid == "arithmetic-002" else "3"
+        for position, (token, segment, nll, other) in enumerate(
+                [("The answer is", "scaffold", 0.5, "A"), (" 2", "answer", 1.5, runner_up)]):
+            rows.append(dict(query_id=qid, position=position, token=token, char_start=0, char_end=1, segment=segment,
+                             nll=nll, runner_up=other))
+    return pa.Table.from_pylist(rows, schema=schemas.SEGMENTS)
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("planted")
@@ -67,19 +80,31 @@ def planted(tmp_path_factory):
              completion=f"The answer is {answer}.", answer=answer, step_answers=steps, correct=True, completion_nll=2.0,
              fact_id=fact) for qid, task, prompt, answer, steps, fact, _ in QUERIES], schema=schemas.QUERIES)
     write_parquet(queries, params.queries.out, schemas.QUERIES)
+    write_parquet(_segments(), params.queries.segments, schemas.SEGMENTS)
     scores = _scores(np.random.default_rng(0))
+    # the whole completions, and a scaffold segment that all reasoning queries share exactly (NLL 0.5)
+    scaffold = np.random.default_rng(1).normal(size=(len(QUERIES), N_DOCS))
+    scaffold[1] = scaffold[2] = scaffold[0]
+    keys = [(q[0], "all") for q in QUERIES] + [(q[0], "scaffold") for q in QUERIES]
+    nll = np.array([2.0] * len(QUERIES) + [0.5] * len(QUERIES))
     for shard in shards.plan(list(range(N_DOCS)), 64):  # 4 shards, the last one short
-        shards.write(shard.path(tmp / "results/scores"), "key", [q[0] for q in QUERIES], np.full(len(QUERIES), 2.0),
-                     shard.doc_ids, scores[:, list(shard.doc_ids)])
+        shards.write(shard.path(tmp / "results/scores"), "key", keys, nll, shard.doc_ids,
+                     np.concatenate([scores, scaffold])[:, list(shard.doc_ids)])
     analyze.run(params)
     tables = {name: pq.read_table(tmp / f"results/{name}.parquet") for name in [*schemas.ANALYSIS, "findings"]}
     return params, scores, tables, tmp / "params.yaml"
 
 
 def _row(table: pa.Table, **where) -> dict:
+    if "segment" in table.column_names:
+        where.setdefault("segment", "all")
     rows = [r for r in table.to_pylist() if all(r[k] == v for k, v in where.items())]
     assert len(rows) == 1, where
     return rows[0]
+
+
+def _rows(table: pa.Table, segment: str = "all") -> list[dict]:
+    return [r for r in table.to_pylist() if r["segment"] == segment]
 
 
 def test_every_table_has_its_schema(planted):
@@ -92,21 +117,55 @@ def test_every_table_has_its_schema(planted):
 
 def test_score_matrix_reassembles_the_shards(planted):
     params, scores, *_ = planted
-    with open_matrix(params.scores.out_dir, [q[0] for q in QUERIES]) as matrix:
+    with open_matrix(params.scores.out_dir, [q[0] for q in QUERIES]) as matrix:  # segment "all"
         assert matrix.doc_ids.tolist() == list(range(N_DOCS))
         np.testing.assert_allclose(matrix.values, scores / 2.0, rtol=1e-6)  # per nat: NLL 2
 
 
 def test_identical_queries_correlate_perfectly(planted):
-    pair = _row(planted[2]["correlations"], query_a="arithmetic-000", query_b="arithmetic-001")
+    pair = _row(planted[2]["correlations"], query_a="arithmetic-000", query_b="arithmetic-001", segment="all")
     assert pair["pearson"] == pytest.approx(1.0) and pair["spearman"] == pytest.approx(1.0)
+    assert pair["pearson_cells"] == pytest.approx(1.0)
     assert pair["group"] == "within arithmetic"
-    other = _row(planted[2]["correlations"], query_a="arithmetic-000", query_b="factual-001")
+    other = _row(planted[2]["correlations"], query_a="arithmetic-000", query_b="factual-001", segment="all")
     assert other["pearson"] < 0.5 and other["group"] == "factual vs reasoning"
 
 
+def test_each_segment_is_analysed_on_its_own_scores(planted):
+    """The scaffold rows were planted identical across the reasoning queries, the whole completions not."""
+    params, scores, tables, _ = planted
+    with open_matrix(params.scores.out_dir, [q[0] for q in QUERIES], segment="scaffold") as matrix:
+        np.testing.assert_allclose(matrix.values[1], matrix.values[2], rtol=1e-6)  # per nat: NLL 0.5
+    scaffold = _row(tables["correlations"], query_a="arithmetic-000", query_b="arithmetic-002", segment="scaffold")
+    whole = _row(tables["correlations"], query_a="arithmetic-000", query_b="arithmetic-002", segment="all")
+    assert scaffold["pearson"] == pytest.approx(1.0) and whole["pearson"] < 0.5
+    assert {r["segment"] for r in tables["query_stats"].to_pylist()} == {"all", "scaffold"}
+    row = _row(tables["findings"], finding="same_task_reasoning_r_scaffold", segment="scaffold")
+    assert row["influence"] == pytest.approx(1.0)
+    assert _row(tables["findings"], finding="same_task_reasoning_r")["influence"] < 0.7
+    assert not [r for r in tables["findings"].to_pylist() if r["segment"] == "computed"]  # not scored, no row
+
+
+def test_pairs_are_split_by_their_dominant_token_choice(planted):
+    tables = planted[2]
+    same = _row(tables["correlations"], query_a="arithmetic-000", query_b="arithmetic-001", segment="all")
+    other = _row(tables["correlations"], query_a="arithmetic-000", query_b="arithmetic-002", segment="all")
+    assert same["same_choice"] is True and other["same_choice"] is False
+    group = _row(tables["correlation_groups"], group="within arithmetic", segment="all")
+    assert group["mean_pearson_same_choice"] == pytest.approx(1.0)
+    assert group["mean_pearson_other_choice"] == pytest.approx(other["pearson"], abs=1e-6)
+
+
+def test_cell_totals_sum_each_querys_scores_per_category_and_source():
+    from pipeline.analysis.tables import Corpus, cell_totals
+
+    values = np.arange(12, dtype=np.float32).reshape(2, 6)
+    corpus = Corpus(6, {}, {}, frozenset(), False, np.array([0, 1, 0, 2, 1, 0]), 3)
+    np.testing.assert_allclose(cell_totals(values, corpus), [[0 + 2 + 5, 1 + 4, 3], [6 + 8 + 11, 7 + 10, 9]])
+
+
 def test_planted_power_law_exponent_is_recovered(planted):
-    for row in planted[2]["query_stats"].to_pylist():
+    for row in _rows(planted[2]["query_stats"]):
         assert row["alpha"] == pytest.approx(ALPHA, abs=1e-6) and row["alpha_se"] == pytest.approx(0, abs=1e-6)
         assert row["tail_points"] == TOP
 
@@ -149,11 +208,13 @@ def test_labels_use_truth_where_the_corpus_has_it(planted):
 def test_findings_and_metrics_cover_every_finding(planted):
     params, _, tables, _ = planted
     findings = tables["findings"].to_pylist()
-    assert [f["finding"] for f in findings] == [f.finding for f in analyze.findings.FINDINGS]
+    paper = [f for f in findings if f["segment"] == "all"]
+    assert [f["finding"] for f in paper] == [f.finding for f in analyze.findings.FINDINGS]
     assert all(f["bm25"] is None for f in findings)  # no baselines in this run
     metrics = json.loads((Path(params.analysis.out_dir) / "metrics.json").read_text())
     assert metrics["influence"]["classifier"]["vs_kind"]["n"] == len(QUERIES)
-    assert metrics["findings_reproduced"].endswith(f"/{len(findings)}")
+    assert metrics["findings_reproduced"].endswith(f"/{len(paper)}")
+    assert metrics["influence"]["segments"]["scaffold"]["mean_r"]["within arithmetic"] == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------- statistics one at a time
@@ -220,7 +281,7 @@ def test_sql_reads_every_view(planted, capsys):
                         "--format", "json")
     assert code == 0
     counts = {r["v"]: r["n"] for r in json.loads(out)}
-    assert counts["scores"] == len(QUERIES) * N_DOCS and counts["corpus"] == N_DOCS and counts["findings"] == 10
+    assert counts["scores"] == 2 * len(QUERIES) * N_DOCS and counts["corpus"] == N_DOCS and counts["findings"] == 11
 
 
 def test_named_queries_run_with_their_parameters(planted, capsys):
@@ -263,7 +324,7 @@ def test_a_short_shard_or_a_missing_baseline_is_a_one_line_error(planted, tmp_pa
     shutil.copytree(params.scores.out_dir, tmp_path / "scores")
     shard = tmp_path / "scores/shard=00000/part.parquet"
     pq.write_table(pq.read_table(shard).slice(0, 10), shard)
-    with pytest.raises(WherefromError, match=r"shard=00000/part.parquet: 10 rows, expected 5 queries x 10 documents"):
+    with pytest.raises(WherefromError, match=r"shard=00000/part.parquet: 10 rows of segment 'all', expected 5 queries x 10 documents"):
         with open_matrix(tmp_path / "scores", [q[0] for q in QUERIES]):
             pass
     import dataclasses

@@ -54,13 +54,26 @@ def test_repro_produces_the_contracted_outputs(project):
     assert queries.schema == schemas.QUERIES and queries.num_rows == 13  # the test profile's counts
     assert (project / "results/factors/manifest.json").is_file()
     n_docs = sum(pq.read_metadata(f).num_rows for f in corpus_files)
-    count = duckdb.connect().execute(
-        f"SELECT count(*) FROM read_parquet('{project}/results/scores/**/*.parquet')").fetchone()[0]
-    assert count == n_docs * queries.num_rows
+    con = duckdb.connect()
+    scores = f"read_parquet('{project}/results/scores/**/*.parquet')"
+    segments = f"read_parquet('{project}/data/segments.parquet')"
+    n_segments = con.execute(f"SELECT count(DISTINCT (query_id, segment)) FROM {segments}").fetchone()[0]
+    count = con.execute(f"SELECT count(*) FROM {scores}").fetchone()[0]
+    assert count == n_docs * (queries.num_rows + n_segments)  # each whole completion, and each of its segments
+    # every query's segment scores add up to its whole completion's, document by document (the scorer sums
+    # them into `all`; tests/test_influence.py checks that sum against the whole completion measured alone)
+    worst = con.execute(f"""
+        WITH parts AS (SELECT query_id, doc_id, sum(score) AS summed FROM {scores} WHERE segment <> 'all' GROUP BY ALL),
+        whole AS (SELECT query_id, doc_id, score FROM {scores} WHERE segment = 'all')
+        SELECT max(abs(summed - score) / scale) FROM parts JOIN whole USING (query_id, doc_id)
+        JOIN (SELECT query_id, max(abs(score)) AS scale FROM whole GROUP BY ALL) USING (query_id)""").fetchone()[0]
+    assert worst < 1e-4
     for name, schema in schemas.ANALYSIS.items():
         assert pq.read_schema(project / f"results/{name}.parquet") == schema, name
     findings = pq.read_table(project / "results/findings.parquet")
-    assert findings.num_rows == 10 and findings.column("bm25").null_count < findings.num_rows  # BM25 beside ours
+    n_scored = con.execute(f"SELECT count(DISTINCT segment) FROM {segments}").fetchone()[0]
+    assert findings.num_rows == 10 + n_scored  # the paper's, then one decomposition row per segment scored
+    assert findings.column("bm25").null_count < findings.num_rows  # BM25 beside ours
     methods = duckdb.connect().execute(
         f"SELECT DISTINCT method FROM read_parquet('{project}/results/query_stats.parquet') ORDER BY 1").fetchall()
     assert methods == [("bm25",), ("influence",), ("random",)]
@@ -85,9 +98,9 @@ def test_repro_renders_the_report(project):
     assert not [o for o in outputs if o["output_type"] == "error"]
     page = (project / "reports/out/procedural_vs_factual.html").read_text()
     sections = re.findall(r"<h2[^>]*>(\d+)\. ", page)
-    assert sections == [str(i) for i in range(1, 12)]
+    assert sections == [str(i) for i in range(1, 13)]
     figures = [s for s in re.split(r"<h2", page)[1:] if "data:image/png;base64," in s]
-    assert len(figures) == 9  # every section but the findings table (2) and the example documents (10)
+    assert len(figures) == 10  # every section but the findings table (2) and the example documents (10)
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?:", page)  # renders offline
     findings = pq.read_table(project / "results/findings.parquet").column("finding").to_pylist()
     assert all(f"<td>{f}</td>" in page for f in findings)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -96,9 +97,14 @@ def test_a_saved_model_runs_factors_scores_and_analyze(tmp_path, arch):
     analyze.run(params)
     table = pq.read_table(tmp_path / "results/scores")
     values = table.column("score").to_numpy()
-    assert table.num_rows == 5 * 30 and np.isfinite(values).all() and np.abs(values).max() > 0
+    whole = table.filter(pc.equal(table.column("segment"), "all"))
+    assert whole.num_rows == 5 * 30 and np.isfinite(values).all() and np.abs(values).max() > 0
+    n_segments = len({(q, s) for q, s in zip(*(pq.read_table(params.queries.segments).column(c).to_pylist()
+                                                for c in ("query_id", "segment")))})
+    assert table.num_rows == (5 + n_segments) * 30  # and each answer segment, whatever the tokenizer
     assert sorted(set(table.column("doc_id").to_pylist())) == list(range(100, 130))  # the file's own ids
     stats = pq.read_table(tmp_path / "results/query_stats.parquet")
+    stats = stats.filter(pc.equal(stats.column("segment"), "all"))
     assert stats.num_rows == 5 * 2 and set(stats.column("method").to_pylist()) == {"influence", "bm25"}
     assert pq.read_table(tmp_path / "results/procedure_share.parquet").num_rows == 0  # no ground truth
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO, make_params
-from influence import runner, shards
+from influence import measurements, runner, shards
 from pipeline.core import schemas
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.errors import WherefromError
@@ -45,8 +45,13 @@ def n_corpus_docs(params) -> int:
 
 def table(out_dir) -> list[tuple]:
     con = duckdb.connect()
-    return con.execute(f"SELECT query_id, doc_id, score, score_per_nat FROM read_parquet('{out_dir}/**/*.parquet') "
-                       "ORDER BY query_id, doc_id").fetchall()
+    return con.execute(f"SELECT query_id, segment, doc_id, score, score_per_nat FROM read_parquet('{out_dir}/**/*.parquet') "
+                       "ORDER BY query_id, segment, doc_id").fetchall()
+
+
+def n_rows(params) -> int:
+    """Score rows per document: each query's whole completion and each of its answer segments."""
+    return len(measurements.read(params.queries.out, params.queries.segments))
 
 
 @pytest.mark.slow
@@ -58,7 +63,7 @@ def test_one_and_two_workers_write_the_same_scores_and_duckdb_reads_them(staged,
     n_docs = n_corpus_docs(staged)
     n_queries = pq.read_metadata(staged.queries.out).num_rows
     rows = table(one.scores.out_dir)
-    assert len(rows) == n_queries * n_docs
+    assert len(rows) == n_rows(staged) * n_docs > n_queries * n_docs
     assert rows == table(two.scores.out_dir)
     files = sorted(Path(one.scores.out_dir).glob("shard=*/part.parquet"))
     assert len(files) == -(-n_docs // 20)
@@ -114,7 +119,7 @@ def test_killed_run_resumes_without_redoing_finished_shards(staged, tmp_path):
     raw["profiles"]["test"] |= {"scores": {"out_dir": str(tmp_path / "scores"), "shard_size": 5},
                                 "dask": {"workers": 1, "threads_per_worker": 1}}
     for section, key, value in [("corpus", "out_dir", staged.corpus.out_dir), ("model", "dir", staged.model.dir),
-                                ("queries", "out", staged.queries.out),
+                                ("queries", "out", staged.queries.out), ("queries", "segments", staged.queries.segments),
                                 ("influence", "factors_dir", staged.influence.factors_dir)]:
         raw.setdefault(section, {})[key] = value
     params_file.write_text(yaml.safe_dump(raw))
@@ -172,13 +177,14 @@ def test_bm25_baseline_writes_the_same_schema_and_finds_lexical_matches(staged, 
     scores.run(params)
     rows = table(params.scores.out_dir)
     queries = answered.to_pylist()
-    assert len(rows) == len(queries) * n_corpus_docs(staged)
+    assert len(rows) == n_rows(staged) * n_corpus_docs(staged)
+    rows = [r for r in rows if r[1] == "all"]  # the segments are the original completion's
     entity = {f.fact_id: f.entity for f in world_for(staged).facts}
     texts = dict(duckdb.connect().execute(
         f"SELECT doc_id, text FROM read_parquet('{staged.corpus.out_dir}/*.parquet')").fetchall())
     for q in (q for q in queries if q["task"] == "factual"):
-        top = max((r for r in rows if r[0] == q["query_id"]), key=lambda r: r[2])
-        assert entity[q["fact_id"]] in texts[top[1]]
+        top = max((r for r in rows if r[0] == q["query_id"]), key=lambda r: r[3])
+        assert entity[q["fact_id"]] in texts[top[2]]
 
 
 def test_refitted_factors_invalidate_finished_shards(staged, tmp_path):
@@ -198,8 +204,8 @@ def test_refitted_factors_invalidate_finished_shards(staged, tmp_path):
     curvature.fit(model, tok.pad_token_id, docs, "ekfac", "mlp", staged.influence.batch_size, factors_dir, seed=1)
     scores.run(params)
     after = table(params.scores.out_dir)
-    assert [r[:2] for r in after] == [r[:2] for r in before]
-    assert [r[2] for r in after] != [r[2] for r in before]
+    assert [r[:3] for r in after] == [r[:3] for r in before]
+    assert [r[3] for r in after] != [r[3] for r in before]
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from scipy import stats as sps
 
 from pipeline.core import schemas
+from pipeline.core.schemas import ANSWER_SEGMENTS, WHOLE
 from queries.tasks import REASONING_TASKS
 
 Tables = dict[str, pa.Table]
@@ -33,6 +34,7 @@ class Finding:
     paper_35b: float | None
     measure: Callable[[Tables], float]
     test: Callable[[Tables], tuple[bool, str]]
+    segment: str = WHOLE  # the paper's findings are on the whole completion; the others decompose it
 
 
 def _pairs(t: Tables, group: str) -> np.ndarray:
@@ -141,6 +143,24 @@ FINDINGS = (
 )
 
 
+def _same_task_vs_unrelated(t: Tables) -> tuple[bool, str]:
+    """Same-task reasoning r against factual pairs; a segment that too few factual completions have (a
+    factual answer rarely computes a number) is compared with pairs across reasoning tasks instead."""
+    if len(_pairs(t, "within factual")) >= 2:
+        return _greater(_same_task_reasoning(t), _pairs(t, "within factual"), "same-task reasoning r > factual r")
+    return _greater(_same_task_reasoning(t), _pairs(t, "across reasoning tasks"),
+                    "same-task reasoning r > r across reasoning tasks (too few factual pairs)")
+
+
+SEGMENT_FINDINGS = tuple(
+    Finding(f"same_task_reasoning_r_{segment}",
+            f"Decomposition: the {segment} tokens of one reasoning task's completions are influenced by the same documents",
+            f"mean Pearson r over pairs of the same reasoning task, measured on the NLL of the {segment} tokens alone",
+            "not in the paper (a decomposition of same_task_reasoning_r)", None, None,
+            lambda t: _avg(_same_task_reasoning(t)), _same_task_vs_unrelated, segment)
+    for segment in ANSWER_SEGMENTS)
+
+
 def _smaller_mean(a: np.ndarray, b: np.ndarray) -> tuple[bool, str]:
     p = float(sps.ttest_ind(a, b, equal_var=False, alternative="less").pvalue) if len(a) > 1 and len(b) > 1 else math.nan
     return bool(a.mean() < b.mean()), f"ratio < 1 (one-sided Welch t-test p = {p:.2g})"
@@ -154,13 +174,17 @@ def _safe(fn: Callable[[Tables], float], tables: Tables | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def compute(per_method: dict[str, Tables]) -> pa.Table:
-    """One row per finding: the paper's number, ours (influence) and each baseline's, and the test on ours."""
+def compute(results: dict[str, dict[str, Tables]]) -> pa.Table:
+    """One row per finding: the paper's number, ours (influence) and each baseline's, and the test on ours.
+    ``results[method][segment]`` are that method's tables for one segment; a segment not scored has no row."""
     rows = []
-    for f in FINDINGS:
+    for f in FINDINGS + SEGMENT_FINDINGS:
+        ours = results["influence"].get(f.segment)
+        if ours is None:
+            continue
         with np.errstate(all="ignore"):
-            holds, test = f.test(per_method["influence"])
-        rows.append(dict(finding=f.finding, claim=f.claim, statistic=f.statistic, paper=f.paper, paper_7b=f.paper_7b,
-                         paper_35b=f.paper_35b, test=test, reproduces=holds,
-                         **{m: _safe(f.measure, per_method.get(m)) for m in ("influence", "bm25", "random")}))
+            holds, test = f.test(ours)
+        rows.append(dict(finding=f.finding, segment=f.segment, claim=f.claim, statistic=f.statistic, paper=f.paper,
+                         paper_7b=f.paper_7b, paper_35b=f.paper_35b, test=test, reproduces=holds,
+                         **{m: _safe(f.measure, results.get(m, {}).get(f.segment)) for m in ("influence", "bm25", "random")}))
     return pa.Table.from_pylist(rows, schema=schemas.FINDINGS)

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import WherefromError
-from pipeline.core.schemas import SHARD_FILES
+from pipeline.core.schemas import SHARD_FILES, WHOLE
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,21 @@ def shard_files(scores_dir: str | Path) -> list[Path]:
     return files
 
 
+def score_rows(scores_dir: str | Path) -> dict[str, list[str]]:
+    """The segments scored, ``all`` first, each with its queries in score-table order (every shard has the same rows)."""
+    table = pq.read_table(shard_files(scores_dir)[0], columns=["query_id", "segment"])
+    if table.num_rows == 0:
+        raise WherefromError(f"{scores_dir}: an empty score shard; rerun the scores stage")
+    rows: dict[str, list[str]] = {}
+    for qid, segment in dict.fromkeys(zip(*(table.column(c).to_pylist() for c in ("query_id", "segment")))):
+        rows.setdefault(segment, []).append(qid)
+    return rows
+
+
 @contextlib.contextmanager
-def open_matrix(scores_dir: str | Path, query_ids: list[str], scratch: str | Path | None = None) -> Iterator[ScoreMatrix]:
-    """The scores in ``scores_dir`` for ``query_ids`` (in that order), as a memmap deleted on exit."""
+def open_matrix(scores_dir: str | Path, query_ids: list[str], scratch: str | Path | None = None,
+                segment: str = WHOLE) -> Iterator[ScoreMatrix]:
+    """The scores in ``scores_dir`` of ``segment`` for ``query_ids`` (in that order), as a memmap deleted on exit."""
     files = shard_files(scores_dir)
     shard_docs = []
     for f in files:  # doc ids first (one column), to size the matrix
@@ -59,9 +71,12 @@ def open_matrix(scores_dir: str | Path, query_ids: list[str], scratch: str | Pat
         values = np.lib.format.open_memmap(Path(tmp) / "scores.npy", mode="w+", dtype=np.float32,
                                            shape=(n_q, len(all_docs)))
         for f, docs in zip(files, shard_docs):
-            table = pq.read_table(f, columns=["query_id", "doc_id", "score_per_nat"])
+            if "segment" not in pq.read_schema(f).names:
+                raise WherefromError(f"{f}: scores without a segment column (an older run); rerun the scores stage")
+            table = pq.read_table(f, columns=["query_id", "doc_id", "score_per_nat"], filters=[("segment", "=", segment)])
             if table.num_rows != n_q * len(docs):
-                raise WherefromError(f"{f}: {table.num_rows} rows, expected {n_q} queries x {len(docs)} documents")
+                raise WherefromError(f"{f}: {table.num_rows} rows of segment {segment!r}, expected {n_q} queries x "
+                                     f"{len(docs)} documents")
             rows = pc.index_in(table.column("query_id"), value_set=wanted)
             if rows.null_count:
                 raise WherefromError(f"{f}: scores for a query not in the queries table (rerun the scores stage)")

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+from scipy import sparse
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
@@ -48,6 +49,8 @@ class Corpus:
     fact_doc_counts: dict[str, int]  # fact id -> documents stating it
     procedures: frozenset[str]  # procedures the corpus shows
     has_truth: bool
+    cells: np.ndarray  # per document (doc ids ascending): its (category x source) cell, category = procedure | fact | other
+    n_cells: int
 
     @staticmethod
     def read(corpus_dir: str) -> Corpus:
@@ -57,8 +60,11 @@ class Corpus:
         sources = con.execute(f"SELECT coalesce(source, '{UNKNOWN_SOURCE}'), count(*) FROM {files} GROUP BY 1").fetchall()
         facts = con.execute(f"SELECT f, count(*) FROM (SELECT unnest(fact_ids) AS f FROM {files}) GROUP BY f").fetchall()
         procedures = con.execute(f"SELECT DISTINCT procedure FROM {files} WHERE procedure IS NOT NULL").fetchall()
+        cell = con.execute(f"""SELECT coalesce(procedure, CASE WHEN len(fact_ids) > 0 THEN 'fact' ELSE 'other' END)
+                                      || ' x ' || coalesce(source, '{UNKNOWN_SOURCE}') FROM {files} ORDER BY doc_id""").fetchall()
+        names, cells = np.unique(np.asarray([c for (c,) in cell], dtype=object), return_inverse=True)
         return Corpus(n_docs, {s: c / n_docs for s, c in sources}, dict(facts), frozenset(p for (p,) in procedures),
-                      bool(facts or procedures))
+                      bool(facts or procedures), cells, len(names))
 
 
 def truth_class(task: str, fact_id: str | None, corpus: Corpus) -> str | None:
@@ -81,11 +87,14 @@ class DocumentText:
         self.parsed = {d: ParsedText(row[0]) for d, row in self.rows.items()}
 
 
-def analyze_method(method: Method, queries: pa.Table, corpus: Corpus, params: Params, scratch: Path) -> dict[str, pa.Table]:
+def analyze_method(method: Method, queries: pa.Table, corpus: Corpus, params: Params, scratch: Path,
+                   segment: str = schemas.WHOLE, choice: dict[str, tuple] | None = None) -> dict[str, pa.Table]:
+    """Every table for one method's scores of one segment, over the queries that have that segment.
+    ``choice`` is each query's dominant token choice (``dominant_choice``), to split pairs by."""
     cfg = params.analysis
     q = queries.to_pydict()
     qids = q["query_id"]
-    with open_matrix(method.scores_dir, qids, scratch) as matrix:
+    with open_matrix(method.scores_dir, qids, scratch, segment) as matrix:
         n_docs = len(matrix.doc_ids)
         if n_docs != corpus.n_docs:
             raise WherefromError(f"{method.scores_dir}: scores cover {n_docs} of the corpus's {corpus.n_docs} documents; "
@@ -110,6 +119,7 @@ def analyze_method(method: Method, queries: pa.Table, corpus: Corpus, params: Pa
                 for rank, pos in enumerate(positions, start=1):
                     top_rows.append((qids[i], end, rank, int(matrix.doc_ids[pos]), float(row[pos])))
         pearson = stats.pearson(matrix.values)
+        pearson_cells = stats.pearson(cell_totals(matrix.values, corpus))
         with tempfile.TemporaryDirectory(dir=scratch) as tmp:
             ranks = np.lib.format.open_memmap(Path(tmp) / "ranks.npy", mode="w+", dtype=np.float32,
                                               shape=matrix.values.shape)
@@ -123,21 +133,44 @@ def analyze_method(method: Method, queries: pa.Table, corpus: Corpus, params: Pa
         "query_stats": stats_table,
         "top_mass": pa.table(dict(zip(["query_id", "percent", "n_docs", "top_sum", "top_share"], zip(*mass_rows)))),
         "top_docs": top_docs,
-        "correlations": _correlations(q, pearson, spearman),
+        "correlations": _correlations(q, pearson, spearman, pearson_cells, choice or {}),
         "enrichment": _enrichment(top_docs, queries, corpus, ks),
         "procedure_share": _procedure_share(top_docs, q, k_top) if corpus.has_truth else None,
     }
     tables["correlation_groups"] = _correlation_groups(tables["correlations"])
-    return {name: _with_method(t, method.name) for name, t in tables.items() if t is not None}
+    return {name: _labelled(t, method.name, segment) for name, t in tables.items() if t is not None}
 
 
-def _with_method(table: pa.Table, method: str) -> pa.Table:
+def _labelled(table: pa.Table, method: str, segment: str) -> pa.Table:
+    table = table.add_column(0, "segment", pa.array([segment] * table.num_rows, pa.string()))
     return table.add_column(0, "method", pa.array([method] * table.num_rows, pa.string()))
+
+
+def cell_totals(values: np.ndarray, corpus: Corpus) -> np.ndarray:
+    """Each query's summed scores per (document category x source) cell: ``[queries, cells]``. Correlated
+    across queries, it asks whether two queries draw on the same kinds of documents, not the same ones."""
+    onehot = sparse.csr_matrix((np.ones(len(corpus.cells)), (np.arange(len(corpus.cells)), corpus.cells)),
+                               shape=(len(corpus.cells), corpus.n_cells))
+    out, start = np.zeros((values.shape[0], corpus.n_cells)), 0
+    for block in stats.column_blocks(values):
+        out += (onehot[start:start + block.shape[1]].T @ np.asarray(block, dtype=np.float64).T).T
+        start += block.shape[1]
+    return out
+
+
+def dominant_choice(segments: pa.Table) -> dict[str, tuple[str, str]]:
+    """Each query's largest-NLL completion token and the model's runner-up there: the choice that
+    dominates its gradient. Two queries that weigh the same two tokens share much of that gradient."""
+    best: dict[str, tuple[float, str, str]] = {}
+    for qid, token, runner_up, nll in zip(*(segments.column(c).to_pylist() for c in ("query_id", "token", "runner_up", "nll"))):
+        if qid not in best or nll > best[qid][0]:
+            best[qid] = (nll, token, runner_up)
+    return {qid: (token.strip(), runner_up.strip()) for qid, (_, token, runner_up) in best.items()}
 
 
 def _top_docs(rows: list[tuple], q: dict, texts: DocumentText, k_top: int, corpus: Corpus) -> pa.Table:
     index = {qid: i for i, qid in enumerate(q["query_id"])}
-    out: dict[str, list] = {c: [] for c in schemas.TOP_DOCS.names if c != "method"}
+    out: dict[str, list] = {c: [] for c in schemas.TOP_DOCS.names if c not in ("method", "segment")}
     for qid, end, rank, doc_id, value in rows:
         i = index[qid]
         text, source, fact_ids, procedure = texts.rows[doc_id]
@@ -187,7 +220,7 @@ def _query_stats(q: dict, per_query: list[dict], top_docs: pa.Table, pearson: np
         "working_share": np.array([working[qid] / positive[qid] if positive[qid] > 0 else np.nan for qid in qids]),
     }
     result = classify.classify(features)
-    columns: dict[str, list] = {c: [] for c in schemas.QUERY_STATS.names if c != "method"}
+    columns: dict[str, list] = {c: [] for c in schemas.QUERY_STATS.names if c not in ("method", "segment")}
     for i, qid in enumerate(qids):
         fact_id = q["fact_id"][i]
         n_fact_docs = corpus.fact_doc_counts.get(fact_id or "", 0)
@@ -204,12 +237,15 @@ def _query_stats(q: dict, per_query: list[dict], top_docs: pa.Table, pearson: np
     return pa.table(columns)
 
 
-def _correlations(q: dict, pearson: np.ndarray, spearman: np.ndarray) -> pa.Table:
+def _correlations(q: dict, pearson: np.ndarray, spearman: np.ndarray, pearson_cells: np.ndarray,
+                  choice: dict[str, tuple]) -> pa.Table:
     a, b = np.triu_indices(len(q["query_id"]), k=1)
     ids, tasks = np.asarray(q["query_id"], dtype=object), np.asarray(q["task"], dtype=object)
     groups = [pair_group(x, y) for x, y in zip(tasks[a], tasks[b])]
+    same = [choice[x] == choice[y] if x in choice and y in choice else None for x, y in zip(ids[a], ids[b])]
     return pa.table({"query_a": ids[a], "query_b": ids[b], "task_a": tasks[a], "task_b": tasks[b], "group": groups,
-                     "pearson": pearson[a, b], "spearman": spearman[a, b]})
+                     "pearson": pearson[a, b], "spearman": spearman[a, b], "pearson_cells": pearson_cells[a, b],
+                     "same_choice": pa.array(same, pa.bool_())})
 
 
 def pair_group(task_a: str, task_b: str) -> str:
@@ -230,14 +266,19 @@ def pair_group(task_a: str, task_b: str) -> str:
 def _correlation_groups(pairs: pa.Table) -> pa.Table:
     groups = np.asarray(pairs.column("group").to_pylist(), dtype=object)
     pearson, spearman = pairs.column("pearson").to_numpy(), pairs.column("spearman").to_numpy()
-    out: dict[str, list] = {c: [] for c in schemas.CORRELATION_GROUPS.names if c != "method"}
+    cells = pairs.column("pearson_cells").to_numpy()
+    same = np.asarray(pairs.column("same_choice").to_pylist(), dtype=object)
+    out: dict[str, list] = {c: [] for c in schemas.CORRELATION_GROUPS.names if c not in ("method", "segment")}
     for group in sorted(set(groups)):
         mask = groups == group
         r, rho = pearson[mask][np.isfinite(pearson[mask])], spearman[mask][np.isfinite(spearman[mask])]
         t, p = stats.fisher_t_test(r)
         for c, v in dict(group=group, n_pairs=int(mask.sum()), mean_pearson=_mean(r),
                          sd_pearson=float(r.std()) if len(r) else None, max_pearson=float(r.max()) if len(r) else None,
-                         mean_spearman=_mean(rho), t_stat=t, p_value=p).items():
+                         mean_spearman=_mean(rho), mean_pearson_cells=_mean(cells[mask]),
+                         mean_pearson_same_choice=_mean(pearson[mask & (same == True)]),  # noqa: E712 (None is neither)
+                         mean_pearson_other_choice=_mean(pearson[mask & (same == False)]),  # noqa: E712
+                         t_stat=t, p_value=p).items():
             out[c].append(v)
     return pa.table(out)
 
@@ -289,7 +330,7 @@ def _procedure_share(top_docs: pa.Table, q: dict, k_top: int) -> pa.Table:
             category = "filler"
         mass[qid, category] += max(value, 0.0)
         count[qid, category] += 1
-    out: dict[str, list] = {c: [] for c in schemas.PROCEDURE_SHARE.names if c != "method"}
+    out: dict[str, list] = {c: [] for c in schemas.PROCEDURE_SHARE.names if c not in ("method", "segment")}
     for qid in q["query_id"]:
         total = sum(mass[qid, c] for c in PROCEDURE_CATEGORIES)
         for c in PROCEDURE_CATEGORIES:
@@ -338,6 +379,14 @@ def summary(tables: dict[str, pa.Table]) -> dict:
                        "vs_truth": classify.confusion(qs["truth"], predicted)},
         "labels": _agreement(tables["top_docs"]),
     }
+
+
+def segment_summary(tables: dict[str, pa.Table]) -> dict:
+    """A segment's headline numbers: its correlation groups and its classifier against ground truth."""
+    groups = tables["correlation_groups"].to_pydict()
+    qs = tables["query_stats"].to_pydict()
+    return {"mean_r": {g: r for g, r in zip(groups["group"], groups["mean_pearson"])},
+            "classifier_vs_truth": classify.confusion(qs["truth"], qs["predicted"]).get("accuracy")}
 
 
 def finite(obj):

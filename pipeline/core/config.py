@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from pipeline.core.errors import WherefromError
@@ -115,8 +115,11 @@ class ScoresConfig:
     method: Literal["influence", "bm25", "random"] = Field(
         "influence", description="influence, or a baseline in the same schema: BM25 of the query text, or random")
     shard_size: StrictInt = Field(1000, gt=0, description="documents per shard: one Dask task, one Parquet file")
-    batch_size: StrictInt = Field(16, gt=0)
+    batch_size: StrictInt = Field(64, gt=0, description="document windows per backward pass; each pass streams every "
+                                                         "preconditioned query gradient once, so larger batches amortise it")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="autocast dtype of the scoring passes")
+    segments: StrictBool = Field(True, description="also score each answer segment (queries.segments) of every "
+                                                   "completion; the query gradients held grow with the rows")
 
 
 @dataclass(config=_STRICT)

@@ -10,6 +10,7 @@ completion's tokens are known exactly.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -191,8 +192,15 @@ def completion_nll(model, tokenizer, prompts: list[str], completions: list[str],
 
 
 @torch.no_grad()
-def completion_token_nll(model, tokenizer, prompt: str, completion: str) -> list[float]:
-    """The NLL (nats, float64) of each completion token given everything before it."""
+@torch.no_grad()
+def completion_token_nll(model, tokenizer, prompt: str, completion: str) -> tuple[list[float], list[int]]:
+    """Each completion token's NLL (nats, float64) given everything before it, and the token the model
+    ranked highest among the others there (its runner-up: the choice it weighed against the one made)."""
     ids, start = encode_query(tokenizer, prompt, completion)
-    losses = sequence_nll(model, pad_batch([(ids, start)], tokenizer.pad_token_id), dtype=torch.float64, per_token=True)
-    return losses[0, start - 1:len(ids) - 1].tolist()
+    batch = pad_batch([(ids, start)], tokenizer.pad_token_id)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[0, start - 1:len(ids) - 1]
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    targets = torch.tensor(ids[start:])
+    nll = -logp.gather(1, targets[:, None])[:, 0]
+    runner_up = logp.scatter(1, targets[:, None], -math.inf).argmax(-1)
+    return nll.tolist(), runner_up.tolist()

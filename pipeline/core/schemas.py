@@ -14,10 +14,13 @@ CORPUS = pa.schema([
 # results/scores/shard=NNNNN/part.parquet (and each baseline's directory): one file per document shard
 SCORES = pa.schema([
     pa.field("query_id", pa.string(), nullable=False),
+    pa.field("segment", pa.string(), nullable=False),  # all (the whole completion, the paper's) or an answer segment
     pa.field("doc_id", pa.int64(), nullable=False),
-    pa.field("score", pa.float32(), nullable=False),  # raw influence; positive = makes the completion more likely
-    pa.field("score_per_nat", pa.float32(), nullable=False),  # score / completion NLL (nats), as in the paper
+    pa.field("score", pa.float32(), nullable=False),  # raw influence; positive = makes the segment more likely
+    pa.field("score_per_nat", pa.float32(), nullable=False),  # score / the segment's NLL (nats), as in the paper
 ])
+WHOLE = "all"  # the segment that is the whole completion
+ANSWER_SEGMENTS = ("answer", "computed", "copied", "scaffold")  # queries/segments.py gives the rules
 SHARD_DIRS = "shard=*"  # every shard of a scores directory, as a glob
 SHARD_FILES = f"{SHARD_DIRS}/part.parquet"
 
@@ -49,13 +52,16 @@ SEGMENTS = pa.schema([
     pa.field("char_end", pa.int32(), nullable=False),
     pa.field("segment", pa.string(), nullable=False),  # answer | computed | copied | scaffold
     pa.field("nll", pa.float64(), nullable=False),  # nats, given the prompt and the tokens before it
+    pa.field("runner_up", pa.string(), nullable=False),  # the model's most likely other token there
 ])
 
 # ---- the analyze stage's tables (results/NAME.parquet); every table has one row set per method
 _METHOD = pa.field("method", pa.string(), nullable=False)  # influence | bm25 | random
+_SEGMENT = pa.field("segment", pa.string(), nullable=False)  # all (the whole completion) or an answer segment
 
 QUERY_STATS = pa.schema([
     _METHOD,
+    _SEGMENT,
     pa.field("query_id", pa.string(), nullable=False),
     pa.field("task", pa.string(), nullable=False),
     pa.field("kind", pa.string(), nullable=False),
@@ -83,6 +89,7 @@ QUERY_STATS = pa.schema([
 
 TOP_MASS = pa.schema([
     _METHOD,
+    _SEGMENT,
     pa.field("query_id", pa.string(), nullable=False),
     pa.field("percent", pa.float64(), nullable=False),
     pa.field("n_docs", pa.int64(), nullable=False),  # ceil(percent% of the documents)
@@ -92,6 +99,7 @@ TOP_MASS = pa.schema([
 
 TOP_DOCS = pa.schema([
     _METHOD,
+    _SEGMENT,
     pa.field("query_id", pa.string(), nullable=False),
     pa.field("end", pa.string(), nullable=False),  # top (most positive first) | bottom (most negative first)
     pa.field("rank", pa.int64(), nullable=False),
@@ -112,6 +120,7 @@ TOP_DOCS = pa.schema([
 
 CORRELATIONS = pa.schema([
     _METHOD,
+    _SEGMENT,
     pa.field("query_a", pa.string(), nullable=False),
     pa.field("query_b", pa.string(), nullable=False),
     pa.field("task_a", pa.string(), nullable=False),
@@ -119,22 +128,29 @@ CORRELATIONS = pa.schema([
     pa.field("group", pa.string(), nullable=False),  # within TASK, across reasoning tasks, KIND vs its control, ...
     pa.field("pearson", pa.float64()),  # over all documents
     pa.field("spearman", pa.float64()),
+    pa.field("pearson_cells", pa.float64()),  # of the queries' summed scores per (document category x source) cell
+    pa.field("same_choice", pa.bool_()),  # both completions' largest-NLL token and its runner-up are the same
 ])
 
 CORRELATION_GROUPS = pa.schema([
     _METHOD,
+    _SEGMENT,
     pa.field("group", pa.string(), nullable=False),  # within TASK, across reasoning tasks, KIND vs its control, ...
     pa.field("n_pairs", pa.int64(), nullable=False),
     pa.field("mean_pearson", pa.float64()),
     pa.field("sd_pearson", pa.float64()),
     pa.field("max_pearson", pa.float64()),
     pa.field("mean_spearman", pa.float64()),
+    pa.field("mean_pearson_cells", pa.float64()),  # a coarse, procedure-level r: see correlations.pearson_cells
+    pa.field("mean_pearson_same_choice", pa.float64()),  # pairs whose dominant token choice is the same
+    pa.field("mean_pearson_other_choice", pa.float64()),  # and all other pairs
     pa.field("t_stat", pa.float64()),  # one-sample t-test of Fisher-z(r) against 0
     pa.field("p_value", pa.float64()),
 ])
 
 ENRICHMENT = pa.schema([
     _METHOD,
+    _SEGMENT,
     pa.field("end", pa.string(), nullable=False),
     pa.field("k", pa.int64(), nullable=False),
     pa.field("level", pa.string(), nullable=False),  # task | kind
@@ -147,6 +163,7 @@ ENRICHMENT = pa.schema([
 
 PROCEDURE_SHARE = pa.schema([
     _METHOD,
+    _SEGMENT,
     pa.field("query_id", pa.string(), nullable=False),
     pa.field("task", pa.string(), nullable=False),
     pa.field("category", pa.string(), nullable=False),  # own_procedure, other_procedure, own_fact, other_fact, filler
@@ -156,6 +173,7 @@ PROCEDURE_SHARE = pa.schema([
 
 FINDINGS = pa.schema([
     pa.field("finding", pa.string(), nullable=False),
+    pa.field("segment", pa.string(), nullable=False),  # all: the paper's finding; else a decomposition by answer segment
     pa.field("claim", pa.string(), nullable=False),
     pa.field("statistic", pa.string(), nullable=False),
     pa.field("paper", pa.string(), nullable=False),  # the paper's number(s), as published

@@ -2,7 +2,9 @@
 
     wherefrom analyze           # reads results/scores, results/baselines/*, the corpus and the queries
 
-Writes, under ``analysis.out_dir`` (``results/``), one Parquet table each (schemas in
+Every table is computed for each method and each scored segment: the whole completion (``all``, the
+paper's measurement) and each answer segment, over the queries that have it. Writes, under
+``analysis.out_dir`` (``results/``), one Parquet table each (schemas in
 ``pipeline/core/schemas.py``, views in ``wherefrom sql``): ``query_stats`` (one row per query: magnitude,
 tail, answer in top-k, recall, class), ``top_mass`` (top p% sums), ``top_docs`` (top and bottom
 documents with labels), ``correlations`` (query pairs), ``correlation_groups``, ``enrichment``
@@ -16,10 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.analysis import findings
-from pipeline.analysis.tables import Corpus, Method, analyze_method, finite, summary
+from pipeline.analysis.score_matrix import score_rows
+from pipeline.analysis.tables import Corpus, Method, analyze_method, dominant_choice, finite, segment_summary, summary
 from pipeline.core import schemas
 from pipeline.core.atomic import write_json, write_parquet
 from pipeline.core.config import Params
@@ -42,17 +46,27 @@ def run(params: Params) -> Path:
     corpus = Corpus.read(params.corpus.out_dir)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    per_method = {m.name: analyze_method(m, queries, corpus, params, out) for m in methods(params)}
+    rows = score_rows(params.scores.out_dir)
+    segments_path = Path(params.queries.segments)
+    choice = dominant_choice(pq.read_table(segments_path)) if segments_path.is_file() else {}
+    results: dict[str, dict[str, dict[str, pa.Table]]] = {}
+    for m in methods(params):
+        for segment, qids in rows.items():
+            these = queries.filter(pc.is_in(queries.column("query_id"), pa.array(qids)))
+            results.setdefault(m.name, {})[segment] = analyze_method(m, these, corpus, params, out, segment, choice)
     for name, schema in schemas.ANALYSIS.items():
-        parts = [t[name].select(schema.names).cast(schema) for t in per_method.values() if name in t]
+        parts = [t[name].select(schema.names).cast(schema) for per in results.values() for t in per.values() if name in t]
         # every table is written, empty if it does not apply (procedure_share needs ground truth)
         write_parquet(pa.concat_tables(parts) if parts else schema.empty_table(), out / f"{name}.parquet", schema)
-    summaries = {name: summary(tables) for name, tables in per_method.items()}
-    table = findings.compute(per_method)
+    summaries = {name: {**summary(per[schemas.WHOLE]),
+                        "segments": {s: segment_summary(t) for s, t in per.items() if s != schemas.WHOLE}}
+                 for name, per in results.items()}
+    table = findings.compute(results)
     write_parquet(table, out / "findings.parquet", schemas.FINDINGS)
-    write_json({**finite(summaries), "findings_reproduced": f"{sum(table.column('reproduces').to_pylist())}/{table.num_rows}"},
-               out / "metrics.json")
-    print(f"analyze: {len(per_method)} methods ({', '.join(per_method)}) x {queries.num_rows} queries x "
-          f"{corpus.n_docs} documents -> {out}/ (findings reproduced: "
-          f"{sum(table.column('reproduces').to_pylist())} of {table.num_rows})")
+    paper = [r for r, s in zip(table.column("reproduces").to_pylist(), table.column("segment").to_pylist())
+             if s == schemas.WHOLE]
+    write_json({**finite(summaries), "findings_reproduced": f"{sum(paper)}/{len(paper)}"}, out / "metrics.json")
+    print(f"analyze: {len(results)} methods ({', '.join(results)}) x {queries.num_rows} queries "
+          f"({', '.join(rows)}) x {corpus.n_docs} documents -> {out}/ (the paper's findings reproduced: "
+          f"{sum(paper)} of {len(paper)})")
     return out

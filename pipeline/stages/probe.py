@@ -81,10 +81,11 @@ def segment_table(model, tokenizer, specs: list[QuerySpec], completions: list[st
         enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
         offsets = [tuple(o) for o in enc["offset_mapping"]]
         segments = token_segments(spec.prompt, completion, spec.answer, offsets)
-        nll = completion_token_nll(model, tokenizer, spec.prompt, completion)
-        for position, (token_id, (start, end), segment, value) in enumerate(zip(enc["input_ids"], offsets, segments, nll)):
+        nll, runner_up = completion_token_nll(model, tokenizer, spec.prompt, completion)
+        for position, (token_id, (start, end), segment, value, other) in enumerate(
+                zip(enc["input_ids"], offsets, segments, nll, runner_up)):
             for name, v in zip(schemas.SEGMENTS.names, (spec.query_id, position, tokenizer.decode([token_id]), start, end,
-                                                        segment, value)):
+                                                        segment, value, tokenizer.decode([other]))):
                 rows[name].append(v)
     return pa.table(rows)
 

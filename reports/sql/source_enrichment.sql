@@ -3,8 +3,9 @@
 -- param end = top: top or bottom
 -- param level = kind: kind or task
 -- param method = influence: influence, bm25 or random
+-- param segment = all: all (the whole completion) or an answer segment: answer, computed, copied, scaffold
 SELECT "group", source, round(share, 4) AS share, round(corpus_share, 4) AS corpus_share,
        round(enrichment, 2) AS enrichment
 FROM enrichment
-WHERE method = $method AND k = $k AND "end" = $end AND level = $level
+WHERE method = $method AND segment = $segment AND k = $k AND "end" = $end AND level = $level
 ORDER BY "group", enrichment DESC
