@@ -20,6 +20,7 @@ from influence import data, measurements, shards
 from influence.baselines import random_scores
 from influence.scorer import Scorer
 from pipeline.core.corpus_reader import read_texts
+from pipeline.core.errors import WherefromError
 from pipeline.core.model import load_model, set_threads
 
 
@@ -125,7 +126,7 @@ TORCH_FRIENDLY_DASK = {
 
 
 @contextlib.contextmanager
-def dask_client(workers: int, scheduler: str | None) -> Iterator:
+def dask_client(workers: int, scheduler: str | None, timeout_s: int = 10) -> Iterator:
     """A client on the given scheduler, or on a LocalCluster of ``workers`` single-threaded processes
     (torch threads inside each worker are set by the job, so processes never oversubscribe cores),
     both under ``TORCH_FRIENDLY_DASK``."""
@@ -134,7 +135,12 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator:
 
     with dask.config.set(TORCH_FRIENDLY_DASK):
         if scheduler:
-            with Client(scheduler) as client:
+            try:
+                client = Client(scheduler, timeout=timeout_s)
+            except OSError as err:
+                raise WherefromError(f"dask.scheduler: {scheduler}: cannot connect within {timeout_s}s "
+                                     f"(dask.connect_timeout_s): {str(err).splitlines()[0]}") from None
+            with client:
                 yield client
             return
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,

@@ -23,7 +23,7 @@ from influence.baselines import bm25_matrix, bm25_texts
 from influence.curvature import MANIFEST
 from influence.jobs import ScoreJob, dask_client, prepare, score_shard, threads_per_worker
 from pipeline.core.config import Params
-from pipeline.core.corpus_reader import read_doc_ids
+from pipeline.core.corpus_reader import content_hash, read_doc_ids
 from pipeline.core.errors import WherefromError
 from pipeline.core.schemas import SHARD_DIRS
 
@@ -39,8 +39,10 @@ def check_queries(path: str) -> int:
 
 
 def run_key(params: Params) -> str:
-    """Everything that determines the scores: a shard written under another key is recomputed."""
+    """Everything that determines the scores (corpus content, queries and their segments, factors, settings):
+    a shard written under another key is recomputed."""
     h = hashlib.sha256()
+    h.update(content_hash(params.corpus.out_dir).encode())
     h.update(Path(params.queries.out).read_bytes())
     if params.scores.segments:
         h.update(Path(params.queries.segments).read_bytes())
@@ -58,6 +60,10 @@ def _bm25(params: Params, rows: measurements.Measurements, todo: list[shards.Sha
     for shard in tqdm(todo, desc="scores (bm25)", unit="shard", mininterval=1.0):
         scores = matrix[:, [column[d] for d in shard.doc_ids]]
         shards.write(shard.path(out), key, rows.keys, rows.nll, shard.doc_ids, scores)
+
+
+def _absolute(path: str | Path) -> str:
+    return str(Path(path).resolve())
 
 
 @dataclass(frozen=True)
@@ -93,9 +99,11 @@ def score_corpus(params: Params) -> Scored:
     print(f"scores: {len(plan)} shards of up to {cfg.shard_size} documents x {n_queries} queries"
           + (f" ({len(rows)} rows: each whole completion and its answer segments)" if cfg.segments else "")
           + f" ({len(plan) - len(todo)} already complete)")
-    job = ScoreJob(run_key=key, method=cfg.method, model_dir=params.model.dir, factors_dir=params.influence.factors_dir,
-                   corpus_dir=params.corpus.out_dir, queries_path=params.queries.out, segments_path=segments_path,
-                   out_dir=str(out),
+    # absolute paths: a worker of an external cluster resolves a relative one against its own directory
+    job = ScoreJob(run_key=key, method=cfg.method, model_dir=_absolute(params.model.dir),
+                   factors_dir=_absolute(params.influence.factors_dir), corpus_dir=_absolute(params.corpus.out_dir),
+                   queries_path=_absolute(params.queries.out), segments_path=segments_path and _absolute(segments_path),
+                   out_dir=_absolute(out),
                    batch_size=cfg.batch_size, context=params.model.context,
                    whole_documents=params.corpus.long_docs != "truncate", damping=params.influence.damping,
                    dtype=cfg.dtype, threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers), seed=params.seed)
@@ -110,7 +118,7 @@ def _on_dask(params: Params, todo: list[shards.Shard], job: ScoreJob, out: Path)
     from dask.distributed import as_completed
 
     start, scored = time.perf_counter(), 0
-    with dask_client(params.dask.workers, params.dask.scheduler) as client:
+    with dask_client(params.dask.workers, params.dask.scheduler, params.dask.connect_timeout_s) as client:
         # Every worker present loads its model and factors now, in parallel (a worker that joins later
         # does so in its first task), so that the shards' rate below is the steady one. Loose
         # placement: a worker that dies here must not leave its warm-up waiting for it forever.
@@ -121,7 +129,12 @@ def _on_dask(params: Params, todo: list[shards.Shard], job: ScoreJob, out: Path)
         with tqdm(total=len(todo), desc="scores", unit="shard", mininterval=1.0) as bar:
             futures = client.map(score_shard, todo, job=job, key=[f"score-{job.run_key}-{s.index:05d}" for s in todo])
             for future in as_completed(futures):
-                scored += future.result()
+                try:
+                    scored += future.result()
+                except WherefromError:
+                    raise
+                except Exception as err:  # a worker's traceback is in its own log; here, one line
+                    raise WherefromError(f"scores: a worker failed on {future.key}: {type(err).__name__}: {err}") from None
                 bar.update(1)
                 bar.set_postfix(docs=scored, docs_per_s=f"{scored / (time.perf_counter() - ready):.1f}")
         done = Scored(out, scored, ready - start, time.perf_counter() - ready)  # not the cluster's shutdown

@@ -10,7 +10,9 @@ Errors in input or params print one line, `wherefrom: error: ...`, and exit with
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from pipeline.core.config import Params, load_params
 from pipeline.core.errors import ParamsError, WherefromError
@@ -68,12 +70,25 @@ def _stage_module(name: str):
     return stage
 
 
+DEFAULT_PARAMS = "params.yaml"
+
+
+def _enter_project() -> None:
+    """Run from the checkout's root when called from inside it (the params' paths are relative to it)."""
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / DEFAULT_PARAMS).is_file() and (folder / "dvc.yaml").is_file():
+            if folder != here:
+                os.chdir(folder)
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wherefrom", description="Training-data attribution pipeline.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
     for name, help_text in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+        p.add_argument("--params", default=DEFAULT_PARAMS, help="parameters file (default: params.yaml, found from anywhere in the checkout)")
     sql = sub.add_parser("sql", help="read-only SQL over the scores, queries, corpus and results (DuckDB views)",
                          description="Run SQL over views of the pipeline's Parquet files (see the README for the "
                                      "views and their columns). Only SELECT statements run.")
@@ -83,14 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("--list", action="store_true", help="list the named queries and their parameters")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--max-rows", type=int, default=40, help="rows shown in table format (default: 40)")
-    sql.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    sql.add_argument("--out", metavar="FILE", help="write the whole result to FILE.parquet or FILE.csv, streamed")
+    sql.add_argument("--params", default=DEFAULT_PARAMS, help="parameters file (default: params.yaml, found from anywhere in the checkout)")
     args = parser.parse_args(argv)
     try:
+        if args.params == DEFAULT_PARAMS:
+            _enter_project()
         params = load_params(args.params)
         if args.command == "sql":
             from pipeline.sql import command
 
-            return command.run(params, args)
+            try:
+                return command.run(params, args)
+            except BrokenPipeError:  # the reader (head, less) has gone: stop quietly, as Unix tools do
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+                return 0
         import transformers
 
         from pipeline.core.model import set_threads

@@ -1,4 +1,4 @@
-"""A user's query file (JSONL or Parquet): the paper's own queries, or new ones, instead of the suites.
+"""A user's query file (JSONL, a JSON array, or Parquet): the paper's own queries, or new ones, instead of the suites.
 
 One query per row. ``prompt`` is required. ``task`` is one of the suite tasks, or any name if ``kind``
 (factual | reasoning) is given. ``completion`` is the model's answer to explain; when it is missing the
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.core.errors import WherefromError
 from queries.answers import final_answer
@@ -24,23 +26,71 @@ from queries.tasks import TASK_KIND
 TASK_ALIASES = {"arithmetic_two_step": "arithmetic", "linear_equation": "linear"}
 
 
-def _rows(path: Path) -> list[dict]:
+class UserQuery(BaseModel):
+    """One row of a query file, typed: a number where text belongs (``completion: 42``) or text where a
+    list belongs (``step_answers: "4236"``) is an error, not a silent conversion."""
+
+    model_config = ConfigDict(extra="allow", strict=True)  # the published set carries extra fields
+
+    prompt: str
+    task: str | None = None
+    category_inferred: str | None = None
+    kind: Literal["factual", "reasoning"] | None = None
+    completion: str | None = None
+    answer: str | int | float | None = None
+    step_answers: list[str | int | float] | None = None
+    fact_id: str | None = None
+    query_id: str | int | None = None
+    model: str | None = None
+    query_idx: int | None = None
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every non-blank line; bad UTF-8 is named by its line and column."""
+    out = []
+    for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise WherefromError(f"{path}: line {n}: not valid UTF-8 (byte {err.start + 1} of the line)") from None
+        if line.strip():
+            out.append((n, line))
+    return out
+
+
+def _rows(path: Path) -> list[tuple[str, object]]:
+    """(where, row) for every row of the file: JSONL one object per line, .json one array of objects, Parquet."""
     if not path.is_file():
         raise WherefromError(f"queries.file: {path}: no such file")
     if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
+        return [(f"row {n}", row) for n, row in enumerate(pq.read_table(path).to_pylist(), start=1)]
     if path.suffix not in (".jsonl", ".json"):
-        raise WherefromError(f"queries.file: {path}: expected a .jsonl or .parquet file")
-    rows = []
+        raise WherefromError(f"queries.file: {path}: expected a .jsonl, .json or .parquet file")
+    lines = _lines(path)
     try:
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                rows.append(json.loads(line))
-    except UnicodeDecodeError as err:
-        raise WherefromError(f"{path}: not valid UTF-8 (byte {err.start})") from None
+        if path.suffix == ".json":
+            rows = json.loads("\n".join(line for _, line in lines))
+            if not isinstance(rows, list):
+                raise WherefromError(f"{path}: expected a JSON array of query objects, got {type(rows).__name__}")
+            return [(f"query {n}", row) for n, row in enumerate(rows, start=1)]
+        out = []
+        for n, line in lines:
+            out.append((f"line {n}", json.loads(line)))
+        return out
     except json.JSONDecodeError as err:
-        raise WherefromError(f"{path}: line {n}: not valid JSON ({err.msg})") from None
-    return rows
+        where = f"line {n}" if path.suffix == ".jsonl" else f"line {err.lineno}"
+        raise WherefromError(f"{path}: {where}: not valid JSON ({err.msg})") from None
+
+
+def _typed(path: Path, where: str, row: object) -> UserQuery:
+    if not isinstance(row, dict):
+        raise WherefromError(f"{path}: {where}: expected a JSON object (one query), got {type(row).__name__}")
+    try:
+        return UserQuery.model_validate(row)
+    except ValidationError as err:
+        e = err.errors()[0]
+        field = ".".join(str(x) for x in e["loc"]) or "row"
+        raise WherefromError(f"{path}: {where}: {field}: {e['msg']} (got {e.get('input')!r})") from None
 
 
 def _number(value: float | None) -> str:
@@ -51,30 +101,30 @@ def read(path: str | Path) -> tuple[list[QuerySpec], list[str | None]]:
     """The file's queries, and each one's given completion (None where the model must write it)."""
     path = Path(path)
     specs, completions, seen = [], [], set()
-    for n, row in enumerate(_rows(path), start=1):
-        where = f"{path}: query {n}"
-        prompt = row.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise WherefromError(f"{where}: empty or missing prompt")
-        task = row.get("task") or row.get("category_inferred")
-        task = TASK_ALIASES.get(task, task)
-        kind = row.get("kind") or TASK_KIND.get(task)
+    for n, (where, raw) in enumerate(_rows(path), start=1):
+        row = _typed(path, where, raw)
+        where = f"{path}: {where}"
+        if not row.prompt.strip():
+            raise WherefromError(f"{where}: empty prompt")
+        task = TASK_ALIASES.get(row.task or row.category_inferred, row.task or row.category_inferred)
+        kind = row.kind or TASK_KIND.get(task)
         if not task or kind not in ("factual", "reasoning"):
             raise WherefromError(f"{where}: task {task!r} is not one of {', '.join(TASK_KIND)} (or give kind: factual "
                                  f"or reasoning)")
-        completion = row.get("completion")
-        if completion is not None and not str(completion).strip():
+        completion = row.completion
+        if completion is not None and not completion.strip():
             raise WherefromError(f"{where}: empty completion (leave it out to have the model write one)")
-        query_id = row.get("query_id") or (f"{row['model']}-{int(row['query_idx']):03d}" if "query_idx" in row
-                                           else f"{task}-{n - 1:03d}")
-        if query_id in seen:
+        query_id = row.query_id if row.query_id is not None else (
+            f"{row.model}-{row.query_idx:03d}" if row.query_idx is not None else f"{task}-{n - 1:03d}")
+        if str(query_id) in seen:
             raise WherefromError(f"{where}: duplicate query_id {query_id!r}")
-        seen.add(query_id)
-        answer = row.get("answer")
+        seen.add(str(query_id))
+        answer = _number(row.answer) if isinstance(row.answer, (int, float)) else row.answer
         if answer is None and kind == "reasoning" and completion:
             answer = _number(final_answer(completion))
-        specs.append(QuerySpec(str(query_id), task, prompt, str(answer or ""),
-                               [str(s) for s in row.get("step_answers") or []], row.get("fact_id"), kind))
+        specs.append(QuerySpec(str(query_id), task, row.prompt, str(answer or ""),
+                               [_number(s) if isinstance(s, (int, float)) else s for s in row.step_answers or []],
+                               row.fact_id, kind))
         completions.append(completion)
     if not specs:
         raise WherefromError(f"{path}: no queries")

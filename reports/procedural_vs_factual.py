@@ -67,6 +67,12 @@ def note(text: str) -> None:
     display(Markdown(text))
 
 
+def read_metrics() -> dict:
+    """metrics.json with its nulls (a statistic with nothing to measure) as NaN, which formats as 'nan'."""
+    return json.loads((Path(params.analysis.out_dir) / "metrics.json").read_text(),
+                      object_hook=lambda d: {k: float("nan") if v is None else v for k, v in d.items()})
+
+
 findings = named("findings").set_index("finding")
 
 
@@ -85,7 +91,12 @@ sources = sql("SELECT source, count(*) AS n FROM corpus GROUP BY source ORDER BY
 accuracy = sql("SELECT task, count(*) AS n, avg(correct::INT) AS accuracy FROM queries GROUP BY task")
 accuracy = accuracy.set_index("task").reindex(tasks_present)
 pretrain = json.loads(Path(params.pretrain.metrics).read_text()) if Path(params.pretrain.metrics).is_file() else {}
-fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+loss_curve = Path(params.pretrain.loss_curve)
+loss = pd.read_csv(loss_curve) if loss_curve.is_file() and loss_curve.stat().st_size > 0 else pd.DataFrame()
+fig, axes = plt.subplots(1, 4 if len(loss) else 3, figsize=(14 if len(loss) else 11, 3))
+if len(loss):
+    axes[3].plot(loss.step, loss.loss, color="#444")
+    axes[3].set(title="Pretraining loss (dvc plots: metrics/)", xlabel="step", yscale="log")
 axes[0].barh(sources.source, sources.n, color="#888")
 axes[0].invert_yaxis()
 axes[0].set(title=f"Corpus: {sources.n.sum():,} documents by source", xlabel="documents")
@@ -93,7 +104,7 @@ axes[1].bar(accuracy.index, accuracy.accuracy, color=[COLOURS[t] for t in accura
 axes[1].set(title="Accuracy per task (greedy, exact answer)", ylim=(0, 1.05))
 axes[2].bar(accuracy.index, accuracy.n, color=[COLOURS[t] for t in accuracy.index])
 axes[2].set(title="Queries per task")
-for ax in axes[1:]:
+for ax in axes[1:3]:
     ax.tick_params(axis="x", rotation=35)
     plt.setp(ax.get_xticklabels(), ha="right")
 fig.tight_layout()
@@ -212,7 +223,7 @@ axes[1].tick_params(axis="x", rotation=35)
 axes[1].set(ylabel="power-law exponent alpha", title="Exponents per task")
 fig.tight_layout()
 plt.show()
-metrics = json.loads((Path(params.analysis.out_dir) / "metrics.json").read_text())[method]
+metrics = read_metrics()[method]
 t = metrics["tail_alpha"]
 note(f"Mean exponent: factual {t['factual']:.2f}, reasoning {t['reasoning']:.2f} (Welch t = {t['welch_t']:.2f}, "
      f"p = {t['p_value']:.2g}). The paper finds a power-law tail for both kinds; a larger alpha means influence "
@@ -315,8 +326,10 @@ for ax, reference in zip(axes, ["expected", "truth"]):
            title=f"accuracy {accuracy_:.0%} (n = {counts.sum()})")
 plt.show()
 c = metrics["classifier"]
+truth = (f"and with the world's ground truth for {c['vs_truth']['accuracy']:.0%}" if c["vs_truth"]["n"]
+         else "(this corpus has no ground truth to compare with)")
 note(f"Without the task label, the classifier agrees with the query kind for {c['vs_kind']['accuracy']:.0%} of "
-     f"queries and with the world's ground truth for {c['vs_truth']['accuracy']:.0%}. The controls have no ground "
+     f"queries {truth}. The controls have no ground "
      "truth: they are answered from the prompt.")
 
 # %% [markdown]
@@ -360,7 +373,7 @@ note("Labels come from the world's ground truth. The answer is marked wherever i
 
 # %%
 methods = [method, *baselines]
-summary = json.loads((Path(params.analysis.out_dir) / "metrics.json").read_text())
+summary = read_metrics()
 measures = {
     "same-task reasoning r": lambda s: np.nanmean([s["mean_r"].get(f"within_{t}") or np.nan
                                                    for t in ("arithmetic", "slope", "linear")]),

@@ -35,11 +35,14 @@ def raw_params(tmp: Path, **overrides) -> dict:
     raw["model"]["dir"] = str(tmp / "models/lm")
     raw["queries"]["out"] = str(tmp / "data/queries.parquet")
     raw["queries"]["segments"] = str(tmp / "data/segments.parquet")
-    raw["queries"]["metrics"] = str(tmp / "results/probe.json")
-    raw["pretrain"]["metrics"] = str(tmp / "results/pretrain.json")
+    raw["queries"]["metrics"] = str(tmp / "metrics/probe.json")
+    raw["pretrain"]["metrics"] = str(tmp / "metrics/pretrain.json")
+    raw["pretrain"]["loss_curve"] = str(tmp / "metrics/pretrain_loss.csv")
+    raw["scores"]["metrics"] = str(tmp / "metrics/scores.json")
     raw["influence"]["factors_dir"] = str(tmp / "results/factors")
     raw["scores"]["out_dir"] = str(tmp / "results/scores")
-    raw["analysis"].update(out_dir=str(tmp / "results"), sql_dir=str(REPO / "reports/sql"))
+    raw["analysis"].update(out_dir=str(tmp / "results"), sql_dir=str(REPO / "reports/sql"),
+                           metrics_dir=str(tmp / "metrics"))
     raw["baselines"]["out_dir"] = str(tmp / "results/baselines")
     profile = raw["profiles"]["test"]
     for section, values in overrides.items():  # into the profile, which is applied last

@@ -296,7 +296,34 @@ def test_named_queries_run_with_their_parameters(planted, capsys):
     assert code == 0 and "top_documents" in out and "query_id" in out
 
 
+def test_sql_streams_a_whole_result_to_parquet_or_csv(planted, capsys, tmp_path):
+    for suffix in (".parquet", ".csv"):
+        out = tmp_path / f"scores{suffix}"
+        code, stdout, err = _sql(planted, capsys, "SELECT * FROM scores ORDER BY query_id, segment, doc_id", "--out", str(out))
+        assert code == 0 and stdout == "" and f"{2 * len(QUERIES) * N_DOCS:,} rows -> {out}" in err
+    assert pq.read_table(tmp_path / "scores.parquet").num_rows == 2 * len(QUERIES) * N_DOCS
+    assert (tmp_path / "scores.csv").read_text().count("\n") == 1 + 2 * len(QUERIES) * N_DOCS
+
+
+def test_sql_before_a_run_names_the_stage_and_works_from_a_subdirectory(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from conftest import REPO, write_params
+
+    code = cli.main(["sql", "--params", str(write_params(tmp_path)), "SELECT * FROM query_stats"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no query_stats yet: run the analyze stage first" in err
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "sql", "--list"], cwd=REPO / "reports",
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "top_documents" in proc.stdout
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--name", "top_documents", "--param", "query_id=nope"],
+     "top_documents.sql: query_id 'nope' does not exist (known: arithmetic-000"),
+    (["--name", "answer_in_topk", "--param", "method=bm25"], "answer_in_topk.sql: method 'bm25' does not exist (known: influence)"),
+    (["--name", "findings", "--out", "x.txt"], "--out x.txt: expected a .parquet or .csv file"),
     (["SELEC 1"], "sql: Parser Error: syntax error"),
     (["SELECT * FROM nowhere"], "Catalog Error"),
     (["COPY (SELECT 1) TO 'x.csv'"], "read-only: only SELECT statements run here, not COPY"),
@@ -347,3 +374,15 @@ def test_scores_that_miss_documents_are_refused(planted, tmp_path):
                                   analysis=dataclasses.replace(params.analysis, out_dir=str(tmp_path / "out")))
     with pytest.raises(WherefromError, match=r"scores cover 136 of the corpus's 200 documents; rerun the scores stage"):
         analyze.run(partial)
+
+
+def test_sql_piped_into_head_stops_quietly(planted):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    cmd = (f"'{sys.executable}' -m pipeline sql --params '{planted[3]}' --format csv "
+           f"'SELECT * FROM scores, range(20)' | head -n 2")
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.startswith("query_id,segment,doc_id")

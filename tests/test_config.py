@@ -32,6 +32,7 @@ def test_repository_params_are_valid_for_every_profile():
     ({"model": {"name_or_path": 7}}, "model.name_or_path: Input should be a valid string"),
     ({"profile": "laptop"}, "profile: unknown profile 'laptop' (known: demo"),
     ({"profile": "test", "profiles": {"test": {"model": {"n_layers": 0}}}}, "model.n_layers: Input should be greater than 0"),
+    ({"profiles": {"laptop": {"pretrain": {"stepz": 9}}}}, "params.yaml: profiles.laptop: unknown key 'pretrain.stepz'"),
 ])
 def test_bad_params_name_the_key(raw, message):
     with pytest.raises(WherefromError) as err:

@@ -126,3 +126,49 @@ def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
     params["analysis"]["neighbours"] = 3  # only the analysis
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"analyze", "report"}
+
+
+def _headlines(node) -> list[dict]:
+    """Every metrics/headline.json payload anywhere in `dvc exp show --json`'s output."""
+    found = []
+    if isinstance(node, dict):
+        if "metrics/headline.json" in node and isinstance(node["metrics/headline.json"], dict):
+            found.append(node["metrics/headline.json"].get("data", {}))
+        for value in node.values():
+            found += _headlines(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _headlines(value)
+    return found
+
+
+@pytest.mark.slow
+def test_experiments_record_numeric_metrics_and_plots(project, tmp_path):
+    """Two `dvc exp run -S` in a committed copy: each experiment carries its own headline numbers, as
+    numbers, and `dvc plots show` finds the loss curve, the top-p% curves and the confusion matrix."""
+    exp = tmp_path / "exp"
+    shutil.copytree(project, exp, ignore=shutil.ignore_patterns(".git"))
+    shutil.copy(REPO / ".gitignore", exp / ".gitignore")
+    text = (REPO / "params.yaml").read_text()  # as written by hand (the fixture's copy went through PyYAML)
+    (exp / "params.yaml").write_text(text.replace("\nprofile: demo", "\nprofile: test", 1))
+    _run(["git", "init", "-q"], exp)
+    _run(["git", "config", "user.name", "wherefrom tests"], exp)
+    _run(["git", "config", "user.email", "tests@wherefrom.invalid"], exp)
+    _run(["git", "add", "-A"], exp)
+    _run(["git", "commit", "-qm", "base"], exp)
+    before = (exp / "params.yaml").read_text()
+    for k in (20, 30):
+        _run([sys.executable, "-m", "dvc", "exp", "run", "-S", f"analysis.top_k={k}"], exp)
+    after = (exp / "params.yaml").read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before.splitlines(), after) if a != b]
+    assert len(after) == len(before.splitlines()) and [b.split("#")[0].split() for _, b in changed] == [["top_k:", "30"]], \
+        f"dvc exp run -S rewrote more of params.yaml than the value it set: {changed[:3]}"
+    headlines = _headlines(json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"], exp)))
+    assert len(headlines) >= 3  # the workspace or base commit, and both experiments
+    for h in headlines:
+        assert isinstance(h["findings_reproduced"], int) and isinstance(h["findings_total"], int)
+        assert all(v is None or isinstance(v, float) for v in h["findings"].values())
+    plots = json.loads(_run([sys.executable, "-m", "dvc", "plots", "show", "--json"], exp))
+    shown = json.dumps(plots)
+    for name in ("pretrain_loss.csv", "top_mass.csv", "confusion.csv"):
+        assert name in shown, name

@@ -3,6 +3,7 @@ a local Parquet corpus and a JSONL query file, through factors -> scores -> anal
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,10 +15,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from conftest import make_params
+from conftest import REPO, make_params
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import load_model, train_tokenizer
-from pipeline.stages import analyze, baselines, corpus, factors, pretrain, probe, scores
+from pipeline.stages import analyze, baselines, corpus, factors, pretrain, probe, report, scores
 
 SHARED_QUERIES = Path(__file__).resolve().parents[2] / "shared/reference/ruis2024_queries.jsonl"
 TEXTS = [f"The capital of Land{i} is City{i}. Step: {i} + 3 = {i + 3}, then {i + 3} * 2 = {2 * i + 6}." for i in range(30)]
@@ -77,7 +78,7 @@ def _queries(tmp: Path, rows: list[dict]) -> Path:
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt_neox", "gpt2"])
-def test_a_saved_model_runs_factors_scores_and_analyze(tmp_path, arch):
+def test_a_saved_model_runs_every_stage(tmp_path, arch):
     rows = [*QUERIES[:-1], WRITTEN_BY_THE_MODEL] if arch == "llama" else QUERIES  # a random Llama writes text
     params = _params(tmp_path, _save(arch, tmp_path), _queries(tmp_path, rows))
     corpus.run(params)
@@ -107,6 +108,10 @@ def test_a_saved_model_runs_factors_scores_and_analyze(tmp_path, arch):
     stats = stats.filter(pc.equal(stats.column("segment"), "all"))
     assert stats.num_rows == 5 * 2 and set(stats.column("method").to_pylist()) == {"influence", "bm25"}
     assert pq.read_table(tmp_path / "results/procedure_share.parquet").num_rows == 0  # no ground truth
+    if arch == "llama":  # the report renders on a corpus without ground truth too
+        page = report.run(dataclasses.replace(params, report=dataclasses.replace(
+            params.report, out_dir=str(tmp_path / "report"), notebook=str(REPO / params.report.notebook))))
+        assert "no ground truth" in page.read_text()
 
 
 @pytest.mark.skipif(not SHARED_QUERIES.is_file(), reason="the published query set is not beside this checkout")
@@ -153,7 +158,9 @@ def _bad_corpus(tmp: Path, name: str, content: bytes | None = None, rows: list[d
     ("non-integer id", dict(rows=[{"text": "a", "id": "x1"}], id_column="id"),
      r"corpus.parquet: row 0: id must be an integer, got 'x1'"),
     ("non-UTF-8 bytes", dict(content=b'{"text": "ok"}\n{"text": "bad \xff bytes"}\n'),
-     r"corpus.jsonl: not valid UTF-8 \(invalid start byte at byte \d+\)"),
+     r"corpus.jsonl: line 2: not valid UTF-8 \(byte 15 of the line\)"),
+    ("malformed JSON line", dict(content=b'{"text": "ok"}\n{"text": "no end"\n{"text": "ok"}\n'),
+     r"corpus.jsonl: line 2: not valid JSON \(Expecting ',' delimiter"),
     ("no such file", dict(missing=True), r"corpus.dataset: .*nowhere.parquet: no such file"),
     ("only empty documents", dict(rows=[{"text": " "}]), r"corpus.parquet: no documents to keep \(1 read, 1 empty\)"),
 ])
@@ -170,17 +177,38 @@ def test_bad_corpus_input(tmp_path, case, corpus_params, message):
 
 
 @pytest.mark.parametrize("rows, message", [
-    ([{"prompt": "Q?", "completion": "", "task": "factual"}], r"queries.jsonl: query 1: empty completion"),
-    ([{"prompt": "", "task": "factual"}], r"queries.jsonl: query 1: empty or missing prompt"),
-    ([{"prompt": "Q?", "task": "poetry"}], r"query 1: task 'poetry' is not one of factual, .* \(or give kind"),
+    ([{"prompt": "Q?", "completion": "", "task": "factual"}], r"queries.jsonl: line 1: empty completion"),
+    ([{"prompt": "", "task": "factual"}], r"queries.jsonl: line 1: empty prompt"),
+    ([{"task": "factual"}], r"queries.jsonl: line 1: prompt: Field required"),
+    ([{"prompt": "Q?", "task": "poetry"}], r"line 1: task 'poetry' is not one of factual, .* \(or give kind"),
     ([{"prompt": "Q?", "task": "factual", "query_id": "a"}, {"prompt": "R?", "task": "factual", "query_id": "a"}],
-     r"queries.jsonl: query 2: duplicate query_id 'a'"),
+     r"queries.jsonl: line 2: duplicate query_id 'a'"),
+    ([{"prompt": "Q?", "task": "factual", "completion": 42}], r"line 1: completion: Input should be a valid string \(got 42\)"),
+    ([{"prompt": "Q?", "task": "arithmetic", "step_answers": "4236"}],
+     r"line 1: step_answers: Input should be a valid list \(got '4236'\)"),
+    ([["Q?", "factual"]], r"queries.jsonl: line 1: expected a JSON object \(one query\), got list"),
 ])
 def test_bad_query_file(tmp_path, rows, message):
     from queries import user
 
     with pytest.raises(WherefromError, match=message):
         user.read(_queries(tmp_path, rows))
+
+
+def test_a_query_file_may_be_a_json_array_and_bad_bytes_are_named_by_line(tmp_path):
+    from queries import user
+
+    path = tmp_path / "queries.json"
+    path.write_text(json.dumps([{"prompt": "Q?", "task": "factual", "answer": 7, "step_answers": [1, "2"]}]))
+    specs, completions = user.read(path)
+    assert (specs[0].answer, specs[0].step_answers, completions) == ("7", ["1", "2"], [None])
+    path.write_text(json.dumps({"prompt": "Q?"}))
+    with pytest.raises(WherefromError, match=r"queries.json: expected a JSON array of query objects, got dict"):
+        user.read(path)
+    path = tmp_path / "queries.jsonl"
+    path.write_bytes(b'{"prompt": "Q?", "task": "factual"}\n{"prompt": "bad \xff", "task": "factual"}\n')
+    with pytest.raises(WherefromError, match=r"queries.jsonl: line 2: not valid UTF-8 \(byte 17 of the line\)"):
+        user.read(path)
 
 
 def test_a_completion_of_zero_tokens_is_refused(tmp_path):
@@ -200,12 +228,16 @@ def test_a_completion_of_zero_tokens_is_refused(tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("no weights", r"model .*: cannot be loaded: "),
+    ("truncated weights", r"model .*: cannot be loaded: "),
     ("tokenizer of another model", r"the tokenizer does not match the model \(\d+ tokens, 16 embeddings\)"),
 ])
 def test_bad_model_directory(tmp_path, case, message):
     path = _save("llama", tmp_path)
     if case == "no weights":
         (path / "model.safetensors").unlink()
+    elif case == "truncated weights":
+        weights = path / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
     else:
         model = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                              num_attention_heads=2))

@@ -1,6 +1,7 @@
 """The factors and scores stages: Dask sharding, resuming, DuckDB, and bad input."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -274,3 +275,84 @@ def test_readme_gives_the_same_dask_settings_for_workers_started_by_hand():
                              else {f"{prefix}{key}": value}).items()}
 
     assert flat(yaml.safe_load(textwrap.dedent(block))) == TORCH_FRIENDLY_DASK
+
+
+@pytest.mark.parametrize("method", ["influence", "bm25"])
+def test_a_document_edited_under_its_id_is_scored_again(staged, tmp_path, method):
+    """The run key hashes the corpus's content: same ids, new text, new scores (not 'already complete')."""
+    import shutil
+
+    import pyarrow as pa
+
+    from pipeline.core.corpus_reader import corpus_files
+
+    corpus_dir = tmp_path / "corpus"
+    shutil.copytree(staged.corpus.out_dir, corpus_dir)
+    params = with_scores(staged, tmp_path, method=method)
+    params = dataclasses.replace(params, corpus=dataclasses.replace(params.corpus, out_dir=str(corpus_dir)))
+    scores.run(params)
+    before = table(params.scores.out_dir)
+    path = corpus_files(corpus_dir)[0]
+    docs = pq.read_table(path)
+    texts = docs.column("text").to_pylist()
+    edited = docs.column("doc_id")[0].as_py()
+    texts[0] = "What is the capital of the moon? Nobody has ever written it down."
+    pq.write_table(docs.set_column(docs.schema.get_field_index("text"), "text", pa.array(texts)), path)
+    scores.run(params)
+    after = table(params.scores.out_dir)
+    assert [r[:3] for r in after] == [r[:3] for r in before]
+    assert any(b[3] != a[3] for b, a in zip(before, after) if b[2] == edited)
+
+
+@pytest.mark.slow
+def test_an_external_dask_cluster_writes_the_same_scores(staged, tmp_path):
+    """`dask scheduler` and `dask worker` started by hand, the worker in another directory, as on a real
+    cluster: the jobs carry absolute paths, and the scores equal a LocalCluster run's."""
+    bin_dir = Path(sys.executable).parent
+    scheduler_file = tmp_path / "scheduler.json"
+    elsewhere = tmp_path / "worker-home"
+    elsewhere.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    scheduler = subprocess.Popen([bin_dir / "dask", "scheduler", "--scheduler-file", scheduler_file, "--port", "0",
+                                  "--no-dashboard"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.time() + 60
+        while not scheduler_file.is_file() and time.time() < deadline:
+            time.sleep(0.2)
+        worker = subprocess.Popen([bin_dir / "dask", "worker", "--scheduler-file", scheduler_file, "--nthreads", "1",
+                                   "--no-dashboard"], cwd=elsewhere, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        address = json.loads(scheduler_file.read_text())["address"]
+        external = with_scores(staged, tmp_path / "external")
+        external = dataclasses.replace(external, dask=dataclasses.replace(external.dask, scheduler=address))
+        scores.run(external)
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+    local = with_scores(staged, tmp_path / "local")
+    scores.run(local)
+    assert table(external.scores.out_dir) == table(local.scores.out_dir)
+
+
+def test_an_unreachable_scheduler_is_one_line(staged, tmp_path):
+    params = with_scores(staged, tmp_path)
+    params = dataclasses.replace(params, dask=dataclasses.replace(params.dask, scheduler="tcp://127.0.0.1:9",
+                                                                   connect_timeout_s=2))
+    with pytest.raises(WherefromError, match=r"dask.scheduler: tcp://127.0.0.1:9: cannot connect within 2s"):
+        scores.run(params)
+
+
+def test_outputs_take_the_umask_not_tempfiles_private_modes(staged, tmp_path):
+    """Workers of a shared cluster, maybe running as another user, must be able to read every output."""
+    from pipeline.core.atomic import DIR_MODE, FILE_MODE
+
+    params = with_scores(staged, tmp_path)
+    scores.run(params)
+    files = [*Path(staged.corpus.out_dir).glob("*.parquet"), Path(staged.queries.out),
+             *Path(params.scores.out_dir).glob("shard=*/part.parquet")]
+    assert files and {f.stat().st_mode & 0o777 for f in files} == {FILE_MODE}
+    assert Path(staged.model.dir).stat().st_mode & 0o777 == DIR_MODE

@@ -75,14 +75,15 @@ class PretrainConfig:
     warmup_steps: StrictInt = Field(100, ge=0)
     weight_decay: StrictFloat = Field(0.1, ge=0)
     log_every: StrictInt = Field(50, gt=0)
-    metrics: StrictStr = Field("results/pretrain.json", description="model size and training loss, a DVC metrics file")
+    metrics: StrictStr = Field("metrics/pretrain.json", description="model size and training loss, a DVC metrics file")
+    loss_curve: StrictStr = Field("metrics/pretrain_loss.csv", description="the loss every log_every steps, a DVC plot")
 
 
 @dataclass(config=_STRICT)
 class QueriesConfig:
     out: StrictStr = Field("data/queries.parquet")
     segments: StrictStr = Field("data/segments.parquet", description="every completion token: its answer segment and NLL")
-    metrics: StrictStr = Field("results/probe.json", description="per-task accuracy, a DVC metrics file")
+    metrics: StrictStr = Field("metrics/probe.json", description="per-task accuracy, a DVC metrics file")
     file: StrictStr | None = Field(None, description="a user query file (.jsonl or .parquet) instead of the suites")
     factual: StrictInt = Field(40, gt=0)
     arithmetic: StrictInt = Field(20, gt=0)
@@ -118,6 +119,7 @@ class ScoresConfig:
     batch_size: StrictInt = Field(64, gt=0, description="document windows per backward pass; each pass streams every "
                                                          "preconditioned query gradient once, so larger batches amortise it")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="autocast dtype of the scoring passes")
+    metrics: StrictStr = Field("metrics/scores.json", description="documents scored and docs/s, a DVC metrics file")
     segments: StrictBool = Field(True, description="also score each answer segment (queries.segments) of every "
                                                    "completion; the query gradients held grow with the rows")
 
@@ -144,6 +146,8 @@ class AnalysisConfig:
                                                  "enrichment")
     neighbours: StrictInt = Field(5, gt=0, description="classifier: how many most-correlated other queries to average")
     sql_dir: StrictStr = Field("reports/sql", description="named DuckDB queries for `wherefrom sql --name`")
+    metrics_dir: StrictStr = Field("metrics", description="headline.json (DVC metrics), top_mass.csv and confusion.csv "
+                                                          "(DVC plots): small, git-tracked, one set per experiment")
 
 
 @dataclass(config=_STRICT)
@@ -160,6 +164,7 @@ class DaskConfig:
     scheduler: StrictStr | None = Field(None, description="address of an existing dask.distributed scheduler")
     workers: StrictInt = Field(1, gt=0, description="LocalCluster worker processes (without a scheduler)")
     threads_per_worker: StrictInt = Field(0, ge=0, description="torch threads per worker; 0 = cores / workers")
+    connect_timeout_s: StrictInt = Field(10, gt=0, description="how long to try reaching dask.scheduler")
 
 
 @dataclass(config=_STRICT)
@@ -210,6 +215,12 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     if profile != "demo" and profile not in profiles:
         known = ", ".join(["demo", *profiles])
         raise WherefromError(f"{source}: profile: unknown profile {profile!r} (known: {known})")
+    for name, overrides in profiles.items():  # a typo in a profile not selected today is still a typo
+        if name != profile:
+            try:
+                TypeAdapter(Params).validate_python(_merge(raw, overrides or {}))
+            except ValidationError as err:
+                raise WherefromError(_describe(err, f"{source}: profiles.{name}")) from None
     effective = _merge(raw, profiles.get(profile) or {})
     try:
         return TypeAdapter(Params).validate_python(effective)

@@ -14,9 +14,11 @@ import argparse
 import csv
 import json
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 
+from pipeline.core.atomic import atomic_path
 from pipeline.core.config import Params
 from pipeline.core.errors import WherefromError
 from pipeline.sql import db
@@ -45,6 +47,40 @@ def show(table: pa.Table, fmt: str, max_rows: int) -> None:
         duckdb.from_arrow(table).show(max_rows=max_rows, max_width=200)
 
 
+# Named-query parameters whose value must exist: an unknown query id or method would give 0 rows.
+KNOWN_VALUES = {"query_id": "SELECT DISTINCT query_id FROM queries", "method": "SELECT DISTINCT method FROM query_stats",
+                "segment": "SELECT DISTINCT segment FROM query_stats"}
+
+
+def _check_values(con, named: db.NamedQuery, values: dict[str, object]) -> None:
+    for key, select in KNOWN_VALUES.items():
+        if key not in values:
+            continue
+        try:
+            known = [str(v) for v in db.query(con, select).column(0).to_pylist()]
+        except WherefromError:  # the view is not there yet: the query itself will say which stage to run
+            continue
+        if str(values[key]) not in known:
+            shown = ", ".join(sorted(known)[:8]) + (", ..." if len(known) > 8 else "")
+            raise WherefromError(f"{named.path}: {key} {values[key]!r} does not exist (known: {shown})")
+
+
+def export(reader: pa.RecordBatchReader, path: Path) -> int:
+    """Stream the result into ``path`` (.parquet or .csv) batch by batch, atomically; returns the rows written."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    rows = 0
+    with atomic_path(path) as tmp:
+        writer = (pq.ParquetWriter(tmp, reader.schema) if path.suffix == ".parquet"
+                  else pacsv.CSVWriter(tmp, reader.schema))
+        with writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    return rows
+
+
 def run(params: Params, args: argparse.Namespace) -> int:
     sql_dir = params.analysis.sql_dir
     if args.list:
@@ -54,14 +90,22 @@ def run(params: Params, args: argparse.Namespace) -> int:
         return 0
     if bool(args.query) == bool(args.name):
         raise WherefromError("sql: give either a SELECT statement or --name NAME (see wherefrom sql --list)")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix not in (".parquet", ".csv"):
+        raise WherefromError(f"--out {out}: expected a .parquet or .csv file")
     given = _parse_params(args.param)
     con = db.connect(params)
     if args.name:
         named = db.named_query(sql_dir, args.name)
-        table = db.query(con, named.sql, db.bind(named, given), source=str(named.path))
+        _check_values(con, named, {**named.defaults, **given})
+        sql, values, source = named.sql, db.bind(named, given), str(named.path)
     else:
         if given:
             raise WherefromError("sql: --param applies to named queries (--name)")
-        table = db.query(con, args.query)
-    show(table, args.format, args.max_rows)
+        sql, values, source = args.query, None, "sql"
+    if out is not None:
+        rows = export(db.stream(con, sql, values, source), out)
+        print(f"sql: {rows:,} rows -> {out}", file=sys.stderr)
+        return 0
+    show(db.query(con, sql, values, source), args.format, args.max_rows)
     return 0

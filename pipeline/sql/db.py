@@ -29,6 +29,9 @@ from pipeline.core.errors import WherefromError
 from pipeline.core.schemas import RESULTS, SHARD_FILES
 
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# the stage that writes what each view reads, named when a view is asked for before it exists
+VIEW_STAGE = {"corpus": "corpus", "queries": "probe", "segments": "probe", "scores": "scores",
+              "baseline_scores": "baselines", **{name: "analyze" for name in RESULTS}}
 
 
 def _literal(path: Path) -> str:
@@ -77,23 +80,49 @@ def connect(params: Params) -> duckdb.DuckDBPyConnection:
 
 def query(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict | None = None, source: str = "sql") -> pa.Table:
     """Run one read-only statement; any failure is a one-line ``WherefromError`` naming ``source``."""
+    relation = _run(con, sql, parameters, source)
+    try:
+        return relation.to_arrow_table()
+    except duckdb.Error as err:
+        raise WherefromError(f"{source}: {_one_line(err)}") from None
+
+
+def stream(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict | None = None, source: str = "sql",
+           batch_rows: int = 100_000) -> pa.RecordBatchReader:
+    """The same, as record batches: a result of any size without holding it in memory."""
+    relation = _run(con, sql, parameters, source)
+    try:
+        return relation.fetch_record_batch(batch_rows)
+    except duckdb.Error as err:
+        raise WherefromError(f"{source}: {_one_line(err)}") from None
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict | None, source: str) -> duckdb.DuckDBPyRelation:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as err:
-        raise WherefromError(f"{source}: {_first_line(err)}") from None
+        raise WherefromError(f"{source}: {_one_line(err)}") from None
     if len(statements) != 1:
         raise WherefromError(f"{source}: expected one SQL statement, got {len(statements)}")
     if statements[0].type not in _READ_ONLY:
         raise WherefromError(f"{source}: read-only: only SELECT statements run here, "
                              f"not {statements[0].type.name}")
     try:
-        return con.sql(sql, params=parameters or None).to_arrow_table()
+        return con.sql(sql, params=parameters or None)
+    except duckdb.CatalogException as err:
+        missing = re.search(r"Table with name (\w+) does not exist", str(err))
+        if missing and missing.group(1) in VIEW_STAGE:
+            stage = VIEW_STAGE[missing.group(1)]
+            raise WherefromError(f"{source}: no {missing.group(1)} yet: run the {stage} stage first "
+                                 f"(wherefrom {stage}, or dvc repro)") from None
+        raise WherefromError(f"{source}: {_one_line(err)}") from None
     except duckdb.Error as err:
-        raise WherefromError(f"{source}: {_first_line(err)}") from None
+        raise WherefromError(f"{source}: {_one_line(err)}") from None
 
 
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0]
+def _one_line(err: Exception) -> str:
+    """DuckDB's message on one line, whole (some, like an extension's install hint, span several)."""
+    return " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ paper's measurement) and each answer segment, over the queries that have it. Wri
 tail, answer in top-k, recall, class), ``top_mass`` (top p% sums), ``top_docs`` (top and bottom
 documents with labels), ``correlations`` (query pairs), ``correlation_groups``, ``enrichment``
 (sources in the top/bottom k), ``procedure_share`` (generated world), ``findings`` (ours beside the
-paper's); and ``metrics.json``, the headline numbers for ``dvc metrics show``. The tables are built
+paper's); ``metrics.json``, every method's summary; and, in ``analysis.metrics_dir``, the small files
+DVC compares across experiments (``pipeline/analysis/headline.py``). The tables are built
 by ``pipeline/analysis/tables.py``.
 """
 
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.analysis import findings
+from pipeline.analysis import findings, headline
 from pipeline.analysis.score_matrix import score_rows
 from pipeline.analysis.tables import Corpus, Method, analyze_method, dominant_choice, finite, segment_summary, summary
 from pipeline.core import schemas
@@ -66,6 +67,7 @@ def run(params: Params) -> Path:
     paper = [r for r, s in zip(table.column("reproduces").to_pylist(), table.column("segment").to_pylist())
              if s == schemas.WHOLE]
     write_json({**finite(summaries), "findings_reproduced": f"{sum(paper)}/{len(paper)}"}, out / "metrics.json")
+    headline.write(cfg.metrics_dir, table, summaries, results["influence"][schemas.WHOLE])
     print(f"analyze: {len(results)} methods ({', '.join(results)}) x {queries.num_rows} queries "
           f"({', '.join(rows)}) x {corpus.n_docs} documents -> {out}/ (the paper's findings reproduced: "
           f"{sum(paper)} of {len(paper)})")

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from pipeline.core.atomic import atomic_dir, write_json
+from pipeline.core.atomic import atomic_dir, write_csv, write_json
 from pipeline.core.config import Params
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.errors import WherefromError
@@ -72,6 +72,7 @@ def run(params: Params) -> Path:
             model, _ = load_model(tmp)  # fail here, not three stages later
         n_params = sum(p.numel() for p in model.parameters())
         write_json({"external": True, "n_params": n_params}, params.pretrain.metrics)
+        write_csv([], params.pretrain.loss_curve, ["step", "loss"])  # nothing trained, nothing to plot
         print(f"pretrain: using {params.model.name_or_path} ({n_params / 1e6:.1f}M parameters); no training")
         return out
 
@@ -93,4 +94,7 @@ def run(params: Params) -> Path:
     write_json({"external": False, "n_params": n_params, "corpus_tokens": int(len(stream)),
                 "train_tokens": tokens, "first_loss": round(losses[0], 4), "final_loss": round(losses[-1], 4),
                 "final_ppl": round(math.exp(losses[-1]), 3)}, params.pretrain.metrics)
+    every = params.pretrain.log_every
+    write_csv([{"step": min((i + 1) * every, params.pretrain.steps), "loss": round(loss, 5)} for i, loss in enumerate(losses)],
+              params.pretrain.loss_curve, ["step", "loss"])
     return out

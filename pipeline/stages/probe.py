@@ -92,8 +92,8 @@ def segment_table(model, tokenizer, specs: list[QuerySpec], completions: list[st
 
 def run(params: Params) -> Path:
     cfg = params.queries
+    specs, given = suites(params)  # a bad query file fails here, before the model loads
     model, tokenizer = load_model(params.model.dir)
-    specs, given = suites(params)
     prompts = [s.prompt for s in specs]
     missing = [i for i, c in enumerate(given) if c is None]
     generated = greedy_completions(model, tokenizer, [prompts[i] for i in missing], cfg.max_new_tokens,

@@ -9,6 +9,7 @@ text, a duplicate or non-integer id, an empty document (unless ``empty_docs: ski
 from __future__ import annotations
 
 import glob
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,11 +37,33 @@ class ReadReport:
     notes: list[str] = field(default_factory=list)
 
 
+def _local_files(spec: str) -> list[str]:
+    return sorted(glob.glob(str(Path(spec).expanduser()))) if not spec.startswith("hf://") else []
+
+
+def _first_bad_line(files: list[str]) -> str | None:
+    """Where a local JSON Lines file first stops being UTF-8 JSON: ``FILE: line N: ...`` (the reader's own
+    error names only an offset inside a buffer)."""
+    for name in (f for f in files if f.endswith(".jsonl")):
+        with open(name, "rb") as f:
+            for n, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    return f"{name}: line {n}: not valid UTF-8 (byte {err.start + 1} of the line)"
+                try:
+                    if line.strip():
+                        json.loads(line)
+                except json.JSONDecodeError as err:
+                    return f"{name}: line {n}: not valid JSON ({err.msg}, column {err.colno})"
+    return None
+
+
 def _open(cfg: CorpusConfig):
     import datasets
 
     spec = cfg.dataset
-    files = sorted(glob.glob(str(Path(spec).expanduser()))) if not spec.startswith("hf://") else []
+    files = _local_files(spec)
     try:
         if files:
             suffixes = {Path(f).suffix for f in files}
@@ -116,5 +139,12 @@ def documents(cfg: CorpusConfig, report: ReadReport) -> Iterator[tuple[int, str,
                     doc_id, next_id = next_id, next_id + 1
                 report.written += 1
                 yield doc_id, piece, source
-    except UnicodeDecodeError as err:
-        raise WherefromError(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    except WherefromError:
+        raise
+    except Exception as err:  # bad bytes or a malformed line, raised from inside the datasets reader
+        located = _first_bad_line(_local_files(cfg.dataset))
+        if located:
+            raise WherefromError(located) from None
+        if isinstance(err, UnicodeDecodeError):
+            raise WherefromError(f"{where}: not valid UTF-8 ({err.reason})") from None
+        raise WherefromError(f"{where}: cannot be read: {type(err).__name__}: {str(err).splitlines()[0]}") from None

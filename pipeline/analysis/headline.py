@@ -1,0 +1,56 @@
+"""What `dvc exp show` and `dvc plots` read: a few numbers and two small tables per run.
+
+The full detail stays in the Parquet tables and ``results/metrics.json``. These files are small and
+git-tracked (``analysis.metrics_dir``), so every DVC experiment commits its own copy and experiments
+compare side by side: numbers as numbers, one column per headline figure.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.core.atomic import write_csv, write_json
+from pipeline.core.schemas import WHOLE
+from queries.tasks import TASKS
+
+CLASSES = ("procedural", "document_specific")
+
+
+def _number(value) -> float | None:
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else round(float(value), 4)
+
+
+def headline(findings: pa.Table, summaries: dict[str, dict]) -> dict:
+    """The findings' numbers (ours), how many of the paper's reproduce, and the classifier's accuracy."""
+    rows = findings.to_pylist()
+    paper = [r for r in rows if r["segment"] == WHOLE]
+    classifier = {f"{method}_vs_{ref}": _number(s["classifier"][f"vs_{ref}"]["accuracy"])
+                  for method, s in summaries.items() for ref in ("kind", "truth")}
+    return {"findings_reproduced": sum(r["reproduces"] for r in paper), "findings_total": len(paper),
+            "findings": {r["finding"]: _number(r["influence"]) for r in rows},
+            "classifier": classifier}
+
+
+def write(out_dir: str | Path, findings: pa.Table, summaries: dict[str, dict], whole: dict[str, pa.Table]) -> None:
+    """``headline.json``; ``top_mass.csv`` (mean top-p% share of positive influence per task, one column
+    each); ``confusion.csv`` (each query's ground truth and predicted class, for DVC's confusion plot)."""
+    out = Path(out_dir)
+    write_json(headline(findings, summaries), out / "headline.json")
+    mass, queries = whole["top_mass"], whole["query_stats"]
+    task_of = dict(zip(queries.column("query_id").to_pylist(), queries.column("task").to_pylist()))
+    rows = []
+    for percent in sorted(set(mass.column("percent").to_pylist())):
+        at = mass.filter(pc.equal(mass.column("percent"), percent)).to_pylist()
+        row = {"percent": percent}
+        for task in TASKS:
+            shares = [r["top_share"] for r in at if task_of.get(r["query_id"]) == task and r["top_share"] is not None]
+            row[task] = round(sum(shares) / len(shares), 4) if shares else None
+        rows.append(row)
+    write_csv(rows, out / "top_mass.csv", ["percent", *TASKS])
+    confusion = [{"query_id": q, "truth": t, "predicted": p} for q, t, p in zip(
+        *(queries.column(c).to_pylist() for c in ("query_id", "truth", "predicted"))) if t is not None]
+    write_csv(confusion, out / "confusion.csv", ["query_id", "truth", "predicted"])
