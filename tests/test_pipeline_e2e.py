@@ -102,8 +102,12 @@ def test_repro_renders_the_report(project):
     figures = [s for s in re.split(r"<h2", page)[1:] if "data:image/png;base64," in s]
     assert len(figures) == 10  # every section but the findings table (2) and the example documents (10)
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?:", page)  # renders offline
-    findings = pq.read_table(project / "results/findings.parquet").column("finding").to_pylist()
-    assert all(f"<td>{f}</td>" in page for f in findings)
+    assert "<title>wherefrom: which documents taught the model" in page
+    assert re.search(r"This run: commit .*, profile <code>test</code>, \d{4}-\d\d-\d\d \d\d:\d\d UTC", page)
+    findings = pq.read_table(project / "results/findings.parquet").to_pylist()
+    assert all(f"<td>{f['claim']}</td>" in page for f in findings if f["segment"] == "all")  # claims, not ids
+    assert all(f"<td>{f['finding']}</td>" in page for f in findings if f["segment"] != "all")
+    assert "-0.000" not in page
 
 
 @pytest.mark.slow

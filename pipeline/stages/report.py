@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.core.atomic import atomic_path
@@ -21,6 +23,20 @@ from pipeline.core.config import Params
 from pipeline.core.errors import WherefromError
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "reports" / "offline.html.j2"  # no CDN scripts
+TITLE = "wherefrom: which documents taught the model, facts or procedures?"
+
+
+def provenance(params: Params) -> str:
+    """Which code, profile and day produced the page: the commit (marked if the tree had changes)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        commit += " with uncommitted changes" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (no git commit here)"
+    return f"commit {commit}, profile `{params.profile}`, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
 def run(params: Params) -> Path:
@@ -45,12 +61,15 @@ def run(params: Params) -> Path:
                 progress_bar=False,
                 parameters={"resolved": json.loads(json.dumps(dataclasses.asdict(params))),  # tuples as lists
                             "method": "influence",
-                            "baselines": list(params.baselines.methods), "docs_shown": cfg.docs_shown})
+                            "baselines": list(params.baselines.methods), "docs_shown": cfg.docs_shown,
+                            "provenance": provenance(params)})
         except papermill.PapermillExecutionError as err:
             raise WherefromError(f"{source}: cell {err.exec_count} failed: {err.ename}: {err.evalue}") from None
         exporter = HTMLExporter(template_file=str(TEMPLATE), exclude_input=True, exclude_input_prompt=True,
                                 exclude_output_prompt=True)
-        body, _ = exporter.from_notebook_node(nbformat.read(done, as_version=4))
+        notebook = nbformat.read(done, as_version=4)
+        notebook.metadata["title"] = TITLE  # the page's <title>, else "Notebook"
+        body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": TITLE}})
         for path, content in ((executed, done.read_text()), (page, body)):
             with atomic_path(path) as tmp_path:
                 tmp_path.write_text(content)
