@@ -35,7 +35,7 @@ def bm25_matrix(corpus_dir: str, texts: list[str]) -> tuple[list[int], np.ndarra
 def bm25_texts(m: Measurements) -> list[str]:
     """What BM25 matches for each score row: the prompt and completion for ``all`` (the query as a reader
     sees it), a segment's own characters for a segment (the tokens it measures)."""
-    index = {qid: i for i, qid in enumerate(dict.fromkeys(qid for qid, _ in m.keys))}
+    index = m.query_index()
     return [f"{m.prompts[index[qid]]} {m.completions[index[qid]]}" if segment == WHOLE else m.segment_text[qid, segment]
             for qid, segment in m.keys]
 

@@ -42,6 +42,10 @@ class Measurements:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def query_index(self) -> dict[str, int]:
+        """Query id -> its position in ``prompts`` and ``completions``."""
+        return {qid: i for i, qid in enumerate(dict.fromkeys(qid for qid, _ in self.keys))}
+
     @property
     def measured(self) -> list[int]:
         """The rows the model measures: the segments where there are any (``all`` is their sum), else ``all``."""
@@ -102,7 +106,7 @@ def _runs(rows: list[tuple]) -> str:
 
 def encoded(tokenizer, m: Measurements) -> data.Encoded:
     """The measured rows as model inputs: the whole completion for ``all``, else one segment."""
-    index = {qid: i for i, qid in enumerate(dict.fromkeys(qid for qid, _ in m.keys))}
+    index = m.query_index()
     items = []
     for qid, segment in (m.keys[r] for r in m.measured):
         i = index[qid]
