@@ -29,7 +29,7 @@ demo: $(STAMP)
 	@echo
 	@echo "Results:"
 	@echo "  corpus   data/corpus/        queries  data/queries.parquet"
-	@echo "  model    models/lm/          metrics  results/probe.json, results/pretrain.json"
+	@echo "  model    models/lm/          metrics  metrics/ (dvc exp show, dvc plots show)"
 	@echo "  factors  results/factors/    scores   results/scores/shard=*/part.parquet, results/baselines/"
 	@echo "  analysis results/*.parquet   query them: wherefrom sql --list"
 	@echo

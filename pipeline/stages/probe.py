@@ -1,6 +1,6 @@
 """Stage `probe`: ask every query, record the model's own completion, its NLL, and whether it is right.
 
-    wherefrom probe             # reads models/lm/, writes data/queries.parquet and results/probe.json
+    wherefrom probe             # reads models/lm/, writes data/queries.parquet, data/segments.parquet, metrics/probe.json
 
 Influence is measured on the model's *own* greedy completion (as in the paper), so this stage fixes
 the completions that every later stage explains. A completion ends at the end-of-text token or at a
