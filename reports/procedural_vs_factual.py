@@ -170,7 +170,7 @@ for ax, m in zip(np.atleast_1d(axes), shown):
         ax.axvline(b - 0.5, color="k", lw=0.6)
     starts = [0, *bounds]
     ends = [*bounds, len(tasks)]
-    ax.set_xticks([(s + e - 1) / 2 for s, e in zip(starts, ends)], [tasks[s] for s in starts], rotation=35, ha="right")
+    ax.set_xticks([(s + e - 1) / 2 for s, e in zip(starts, ends)], [tasks[s] for s in starts], rotation=90)
     ax.set_yticks([(s + e - 1) / 2 for s, e in zip(starts, ends)], [tasks[s] for s in starts])
     ax.set_title(f"{m}: Pearson r (colour scale ±{vmax:.2f})")
     fig.colorbar(im, ax=ax, shrink=0.8)
@@ -266,9 +266,17 @@ plt.show()
 f, r = findings.loc["answer_in_topk_factual"], findings.loc["answer_in_topk_reasoning"]
 note(f"A top document answers the question for {f.ours:.0%} of factual and {r.ours:.0%} of reasoning queries "
      f"(paper: 55%/30% and 7%/0% at 7B/35B); this {verdict('answer_in_topk_factual')}. Matching any mention of "
-     "the answer (grey) is near chance for small numbers, which is why the stricter test is used. The controls "
-     "are answered from their own prompt (a passage to read, or a count stated in the question), so nothing in "
-     "the corpus states their answer: bars near zero are what they should show.")
+     "the answer (grey) is near chance for small numbers, which is why the stricter test is used.")
+controls = [t for t in ("factual_control", "reasoning_control") if t in answers.index]
+if controls:
+    def control(t: str) -> str:
+        share = answers.answer_to_question_in_topk.get(t)
+        found = f", and for {share:.0%} of them a top document answers the question" if np.isfinite(share) else ""
+        return f"{t}: {int(correct_n.get(t, 0))} answered correctly{found}"
+
+    note("The controls are answered from their own prompt (a passage to read, or a value stated in the question), "
+         "so the corpus need not hold their answer. " + "; ".join(control(t) for t in controls) + ". Section 10 "
+         "shows which documents rank at the top for one control query.")
 
 # %% [markdown]
 # ## 7. Which sources do the top and bottom documents come from?
@@ -394,7 +402,8 @@ for task in tasks_present:
 display(HTML("<style>table.docs pre{white-space:pre-wrap;margin:0;font-size:11px;text-align:left}"
              " table.docs td, table.docs th{vertical-align:top;text-align:left !important} table.docs{margin-bottom:8px}"
              "</style>" + "".join(parts)))
-note("Labels come from the world's ground truth. The answer is marked wherever it appears; for reasoning "
+note("Each task's query is the correctly answered one whose completion NLL is nearest the task's median (the "
+     "`example_queries` parameter picks others). Labels come from the world's ground truth. The answer is marked wherever it appears; for reasoning "
      "queries it appears only as another problem's number, never as the answer to this question.")
 
 # %% [markdown]
@@ -485,7 +494,9 @@ if segment_names:
         index=False, float_format=lambda v: f"{v:.3f}", na_rep="–")))
     decomposition = findings[findings.segment != "all"].reset_index()[
         ["finding", "segment", "ours", "bm25", "random", "reproduces", "test"]]
-    display(HTML(decomposition.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", classes="findings")))
+    decomposition["reproduces"] = decomposition.reproduces.map({True: "yes", False: "no"})
+    display(HTML(decomposition.to_html(index=False, formatters={c: number for c in ("ours", "bm25", "random")},
+                                       classes="findings")))
     reasoning = [t for t in ("arithmetic", "slope", "linear") if t in nll.index]
     computed = nll.loc[reasoning, "computed"].mean() if "computed" in nll and reasoning else float("nan")
     best = max(segment_names, key=lambda seg: -np.inf if np.isnan(within(seg)) else within(seg))
