@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 
 from influence import data
 from pipeline.core.errors import WherefromError
-from pipeline.core.model import encode_query
 from pipeline.core.schemas import ANSWER_SEGMENTS, WHOLE
 
 
@@ -105,14 +104,12 @@ def _runs(rows: list[tuple]) -> str:
 
 
 def encoded(tokenizer, m: Measurements) -> data.Encoded:
-    """The measured rows as model inputs: the whole completion for ``all``, else one segment."""
-    index = m.query_index()
+    """The measured rows as model inputs, in ``measured`` order: whole completions, or each query's segments."""
+    if not m.token_segments:
+        return data.queries(tokenizer, m.prompts, m.completions)
     items = []
-    for qid, segment in (m.keys[r] for r in m.measured):
-        i = index[qid]
-        if segment == WHOLE:
-            items.append(encode_query(tokenizer, m.prompts[i], m.completions[i]))
-        else:
-            items += data.segment_queries(tokenizer, [m.prompts[i]], [m.completions[i]], [m.token_segments[qid]],
-                                          [segment]).items
+    for qid, i in m.query_index().items():
+        segments = [segment for q, segment in m.keys if q == qid and segment != WHOLE]
+        items += data.segment_queries(tokenizer, [m.prompts[i]], [m.completions[i]], [m.token_segments[qid]],
+                                      segments).items
     return data.Encoded(items)

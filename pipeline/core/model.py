@@ -161,7 +161,7 @@ def sample_tokens(logits: torch.Tensor) -> torch.Tensor:
 
 
 def sequence_nll(model, batch: dict[str, torch.Tensor], sample: bool = False,
-                 dtype: torch.dtype = torch.float32, per_token: bool = False) -> torch.Tensor:
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Summed next-token NLL of each sequence over its labelled positions (labels shifted here, as in HF).
 
     ``sample=True`` draws the targets from the model's own distribution instead, which makes
@@ -178,7 +178,7 @@ def sequence_nll(model, batch: dict[str, torch.Tensor], sample: bool = False,
             counted = labels != IGNORE
             labels[counted] = sample_tokens(logits[counted])
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-    return losses if per_token else losses.sum(dim=1)  # per_token: [batch, positions], position t predicting t + 1
+    return losses.sum(dim=1)
 
 
 @torch.no_grad()
@@ -192,7 +192,6 @@ def completion_nll(model, tokenizer, prompts: list[str], completions: list[str],
     return out
 
 
-@torch.no_grad()
 @torch.no_grad()
 def completion_token_nll(model, tokenizer, prompt: str, completion: str) -> tuple[list[float], list[int]]:
     """Each completion token's NLL (nats, float64) given everything before it, and the token the model

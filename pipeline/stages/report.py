@@ -69,7 +69,7 @@ def run(params: Params) -> Path:
                                 exclude_output_prompt=True)
         notebook = nbformat.read(done, as_version=4)
         notebook.metadata["title"] = TITLE  # the page's <title>, else "Notebook"
-        body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": TITLE}})
+        body, _ = exporter.from_notebook_node(notebook)
         for path, content in ((executed, done.read_text()), (page, body)):
             with atomic_path(path) as tmp_path:
                 tmp_path.write_text(content)
