@@ -1,6 +1,7 @@
 """`wherefrom`: one sub-command per pipeline stage (what `dvc repro` runs), plus helpers.
 
     wherefrom params | corpus | pretrain | probe | factors | scores | baselines | analyze | report  [--params params.yaml]
+    wherefrom counterfactual                   # make validate: retrains, so outside dvc repro's default run
     wherefrom sql "SELECT ..."                 # ad-hoc, read-only SQL over the pipeline's views
     wherefrom sql --name NAME --param k=v      # a named query from reports/sql/NAME.sql (--list shows them)
 
@@ -27,6 +28,8 @@ STAGES = {
     "baselines": "BM25 and random scores in the same schema -> results/baselines/METHOD/",
     "analyze": "the paper's statistics, the classifier and the findings -> results/*.parquet, metrics.json",
     "report": "execute the report notebook and render it -> reports/out/procedural_vs_factual.html",
+    "counterfactual": "retrain without each method's top documents, measure the queries (make validate) "
+                      "-> results/counterfactual.parquet",
 }
 
 
@@ -65,6 +68,8 @@ def _stage_module(name: str):
             from pipeline.stages import analyze as stage
         case "report":
             from pipeline.stages import report as stage
+        case "counterfactual":
+            from pipeline.stages import counterfactual as stage
         case _:
             raise WherefromError(f"no stage {name!r} (stages: {', '.join(STAGES)})")
     return stage

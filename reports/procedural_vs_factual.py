@@ -560,3 +560,64 @@ if segment_names:
         display(HTML("".join(parts)))
 else:
     note("Scores were computed for whole completions only (`scores.segments: false`), so there is no decomposition.")
+
+# %%
+# Section 13 exists when `make validate` has run: it retrains the model, so `make demo` does not.
+counterfactual_file = Path(params.counterfactual.out)
+if counterfactual_file.is_file():
+    display(Markdown("## 13. Counterfactual: retrained without each method's top documents\n\n"
+                     f"For each method, the model was retrained from the same initialisation, seed, batches and "
+                     f"steps without that method's removal sets: per query group (the factual queries, and each "
+                     f"reasoning task), its {params.counterfactual.docs_per_group} top-ranked documents, taken "
+                     "round-robin over the group's queries (`pipeline/analysis/counterfactual.py`). ΔNLL is the "
+                     "change in the NLL of each query's original completion: positive means the removal hurt it. "
+                     "Random removes as many documents: what any removal of that size does."))
+    cf = sql("SELECT * FROM counterfactual")
+    numbers = json.loads(Path(params.counterfactual.metrics).read_text())
+    cf_methods = list(dict.fromkeys(cf.method))
+    cf_tasks = [t for t in tasks_present if t in set(cf.task)]
+    fig, axes = plt.subplots(1, 1 + sum(m != "influence" for m in cf_methods) if "influence" in cf_methods else 1,
+                             figsize=(13, 3.6), squeeze=False)
+    axes = axes[0]
+    means = cf.groupby(["task", "method"]).delta_nll.mean().unstack().reindex(index=cf_tasks, columns=cf_methods)
+    width = 0.8 / len(cf_methods)
+    for i, m in enumerate(cf_methods):
+        axes[0].bar(np.arange(len(cf_tasks)) + (i - (len(cf_methods) - 1) / 2) * width, means[m], width,
+                    color=COLOURS.get(m, "#444"), label=m)
+    axes[0].axhline(0, color="k", lw=0.6)
+    axes[0].set(xticks=np.arange(len(cf_tasks)), title="Mean ΔNLL per task (nats)", ylabel="ΔNLL after removal")
+    axes[0].set_xticklabels(cf_tasks, rotation=35, ha="right")
+    axes[0].legend(frameon=False, fontsize=8)
+    pairs = cf.pivot(index="query_id", columns="method", values="delta_nll").join(cf.groupby("query_id").task.first())
+    for ax, other in zip(axes[1:], [m for m in cf_methods if m != "influence"]):
+        for task in cf_tasks:
+            part = pairs[pairs.task == task]
+            ax.scatter(part[other], part["influence"], s=12, color=COLOURS[task], label=task)
+        lo, hi = np.nanmin(pairs[[other, "influence"]].values), np.nanmax(pairs[[other, "influence"]].values)
+        ax.plot([lo, hi], [lo, hi], color="k", lw=0.6, ls="--")
+        ax.set(xlabel=f"ΔNLL without {other}'s documents", ylabel="ΔNLL without influence's",
+               title=f"Per query, influence against {other}\n(above the line: influence's removal hurt more)")
+    if len(axes) > 1:
+        axes[-1].legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    plt.show()
+
+    def hurt_most(tasks: tuple[str, ...]) -> str:
+        part = cf[cf.task.isin(tasks)].groupby("method").delta_nll.mean()
+        return f"{part.idxmax()} ({part.max():+.3f} nats; " + ", ".join(f"{m} {v:+.3f}" for m, v in part.items()
+                                                                       if m != part.idxmax()) + ")" if len(part) else "–"
+
+    lines = [f"Mean ΔNLL was largest without the documents of {hurt_most(('factual',))} for factual queries, and of "
+             f"{hurt_most(('arithmetic', 'slope', 'linear'))} for reasoning queries."]
+    for other in (m for m in cf_methods if m != "influence"):
+        for kind, result in numbers.get(f"influence_vs_{other}", {}).items():
+            if result["n"]:
+                p = result["wilcoxon_p"]
+                lines.append(f"{kind.capitalize()}: influence's removal hurt more than {other}'s for "
+                             f"{result['share_hurt_more']:.0%} of {result['n']} queries (one-sided Wilcoxon "
+                             f"p = {'–' if p is None else f'{p:.3g}'}).")
+    accuracy = cf.groupby(["method", "task"]).correct_after.mean().unstack().reindex(columns=cf_tasks)
+    accuracy.loc["before"] = cf[cf.method == cf_methods[0]].groupby("task").correct_before.mean()
+    accuracy.index.name, accuracy.columns.name = "greedy accuracy", None
+    display(HTML(accuracy.to_html(float_format=lambda v: f"{v:.0%}", na_rep="–")))
+    note(" ".join(lines) + " The table gives each retrained model's greedy accuracy per task, and the original's.")

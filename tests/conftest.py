@@ -44,6 +44,8 @@ def raw_params(tmp: Path, **overrides) -> dict:
     raw["analysis"].update(out_dir=str(tmp / "results"), sql_dir=str(REPO / "reports/sql"),
                            metrics_dir=str(tmp / "metrics"))
     raw["baselines"]["out_dir"] = str(tmp / "results/baselines")
+    raw["counterfactual"].update(out=str(tmp / "results/counterfactual.parquet"), arms_dir=str(tmp / "results/counterfactual"),
+                                 metrics=str(tmp / "metrics/counterfactual.json"))
     profile = raw["profiles"]["test"]
     for section, values in overrides.items():  # into the profile, which is applied last
         if isinstance(values, dict):

@@ -12,18 +12,19 @@ from conftest import make_params
 from pipeline.core import schemas
 from pipeline.stages import corpus
 from pipeline.world import filler
-from pipeline.world.documents import PROCEDURE_FORMATS
+from pipeline.world.documents import PROCEDURE_FORMATS, STYLES
 from pipeline.world.generate import generate_documents, world_for
 from queries.answers import mentions
 from queries.suites import build_suites
 from queries.tasks import REASONING_TASKS, SAMPLERS, is_held_out
 
 
-@pytest.fixture(scope="module")
-def world_docs(tmp_path_factory):
-    """A mid-sized world: every fact kind and procedure format, in under a second."""
+@pytest.fixture(scope="module", params=STYLES)
+def world_docs(tmp_path_factory, request):
+    """A mid-sized world in each style: every fact kind and procedure format, in under a second."""
     params = make_params(tmp_path_factory.mktemp("w"), corpus={"n_entities": 6, "procedure_docs_per_task": 40,
-                                                               "filler_docs": 60, "fact_doc_repeats": 3})
+                                                               "filler_docs": 60, "fact_doc_repeats": 3,
+                                                               "style": request.param})
     assert params.corpus.reading_docs == 6
     world = world_for(params)
     return params, world, generate_documents(params.corpus, world, params.seed)
@@ -78,15 +79,26 @@ def test_factual_queries_ask_facts_of_the_corpus(world_docs):
 
 
 _BINARY = re.compile(r"(?<![\d)])(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
-# A problem statement, then (before any other bracket) the answer it is given, in every format.
-_STATED = {
-    "arithmetic": (re.compile(r"\((\d+) ([-+*]) (\d+)\) ([-+*]) (\d+)[^()]*?answer (?:is )?(-?\d+)"),
+# Each problem a procedure document states, and how to solve it independently of the world's code.
+_PROBLEM = {
+    "arithmetic": (re.compile(r"\((\d+) ([-+*]) (\d+)\) ([-+*]) (\d+)"),
                    lambda a, o1, b, o2, c: _apply(_apply(int(a), o1, int(b)), o2, int(c))),
-    "slope": (re.compile(r"points \((\d+), (\d+)\) and \((\d+), (\d+)\)[^()]*?(?:answer|slope) (?:is )?(-?\d+)"),
+    "slope": (re.compile(r"What is the slope of the line passing through the points \((\d+), (\d+)\) and \((\d+), (\d+)\)"),
               lambda x1, y1, x2, y2: (int(y2) - int(y1)) / (int(x2) - int(x1))),
-    "linear": (re.compile(r"Solve for x: (\d+)x \+ (\d+) = (\d+)[^()]*?(?:answer|x is) (?:is )?(-?\d+)"),
-               lambda a, b, c: (int(c) - int(b)) / int(a)),
+    "linear": (re.compile(r"Solve for x: (\d+)x \+ (\d+) = (\d+)"), lambda a, b, c: (int(c) - int(b)) / int(a)),
 }
+_LAST_NUMBER = re.compile(r"-?\d+(?=\D*$)")
+
+
+def stated_answers(doc) -> list[tuple[tuple[str, ...], int]]:
+    """Each problem in ``doc`` with the answer the document gives it: in code, the ``answer N`` comment;
+    elsewhere the last number before the next problem (every solution ends by stating its answer)."""
+    pattern, _ = _PROBLEM[doc.procedure]
+    found = list(pattern.finditer(doc.text))
+    if doc.source == "code":
+        return [(m.groups(), int(a)) for m, a in zip(found, re.findall(r"answer (-?\d+)", doc.text))]
+    ends = [m.start() for m in found[1:]] + [len(doc.text)]
+    return [(m.groups(), int(_LAST_NUMBER.search(doc.text[m.end():end]).group())) for m, end in zip(found, ends)]
 
 
 def _apply(a, op, b):
@@ -104,9 +116,9 @@ def test_every_worked_number_in_procedure_documents_is_right(world_docs):
         for a, op, b, result in _BINARY.findall(d.text):  # every worked step
             assert _apply(int(a), op, int(b)) == int(result), (a, op, b, result, d.text)
             steps += 1
-        pattern, solve = _STATED[d.procedure]
-        for *operands, stated in pattern.findall(d.text):  # every final answer, recomputed independently
-            assert solve(*operands) == int(stated), (operands, stated, d.text)
+        _, solve = _PROBLEM[d.procedure]
+        for operands, stated in stated_answers(d):  # every final answer, recomputed independently
+            assert solve(*operands) == stated, (operands, stated, d.text)
             answers += 1
         if d.source == "code":  # the code really runs and prints the answers its comments state
             out = io.StringIO()
@@ -175,3 +187,24 @@ def test_bench_packs_world_documents_in_order_to_fill_a_context(world_docs):
     assert all(len(tokenizer(d.text)["input_ids"]) >= 256 for d in long)  # pre-tokens bound BPE tokens below
     joined = "\n\n".join(d.text for d in long)
     assert joined == "\n\n".join(d.text for d in docs)[:len(joined)]  # consecutive documents, none skipped
+
+
+def test_prose_solutions_vary_their_wording_and_read_back_like_terse_ones():
+    """Answer extraction and the segment rules read the text, so they need no change for prose."""
+    import random
+
+    from pipeline.world import prose
+    from queries.answers import final_answer, is_correct
+    from queries.segments import char_segments
+
+    rng = random.Random(0)
+    for task, sampler in SAMPLERS.items():
+        problems = [sampler(rng) for _ in range(40)]
+        texts = [prose.completion(p, rng) for p in problems]
+        assert len({t.split("\n")[0] for t in texts}) == len(prose.PHRASES[task][0])  # every opening is used
+        for p, text in zip(problems, texts):
+            assert "\n\n" not in text  # a blank line would end the completion early
+            assert final_answer(text) == p.answer and is_correct("reasoning", text, str(p.answer)), text
+            segments = char_segments(p.prompt, text, str(p.answer))
+            end = text.rindex(str(p.answer))
+            assert segments[end] == "answer" and "scaffold" in segments, text

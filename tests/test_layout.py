@@ -16,7 +16,9 @@ from pipeline import cli
 from pipeline.core.config import STAGE_SECTIONS, Params, load_params
 
 PACKAGES = ("pipeline", "influence", "queries")
-DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+# every stage: the main pipeline's, then the validation stage kept out of `dvc repro`'s default run
+DVC = {name: stage for f in ("dvc.yaml", "validate/dvc.yaml") for name, stage in
+       yaml.safe_load((REPO / f).read_text())["stages"].items()}
 
 
 def module_file(name: str) -> Path | None:

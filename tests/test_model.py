@@ -12,6 +12,7 @@ from pipeline.core import schemas
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import build_model, completion_nll, encode_query, load_model, sample_tokens, train_tokenizer
+from pipeline.core.training import token_stream, train
 from pipeline.stages import pretrain, probe
 
 
@@ -46,7 +47,7 @@ def test_tiny_pretrain_lowers_the_loss(tmp_path):
     corpus.run(params)
     texts = read_texts(params.corpus.out_dir)
     tok = train_tokenizer(texts, params.model.vocab_size)
-    stream = torch.from_numpy(pretrain.token_stream(tok, texts).astype("int64"))
+    stream = torch.from_numpy(token_stream(tok, texts).astype("int64"))
     windows = stream[: 8 * 64].view(8, 64)  # fixed text, scored before and after
 
     def loss(m):
@@ -55,7 +56,7 @@ def test_tiny_pretrain_lowers_the_loss(tmp_path):
 
     model = build_model(params.model, tok, params.seed)
     before = loss(model)
-    logged = pretrain.train(model, stream.numpy(), params)
+    logged = train(model, stream.numpy(), params.pretrain, params.model.context, params.seed)
     after = loss(model)
     assert len(logged) == 3
     assert after < before - 1.5, (before, after)  # nats per token: far more than noise
@@ -125,9 +126,9 @@ def test_bad_model_path_is_one_line_and_leaves_nothing(tmp_path, path, message):
     assert not (tmp_path / "lm").exists() and not (tmp_path / "results").exists()
 
 
-def test_a_corpus_shorter_than_one_window_is_one_line_naming_it(tmp_path):
+def test_a_corpus_shorter_than_one_window_is_one_line(tmp_path):
     params = make_params(tmp_path, model={"context": 64})
     model_stub = build_model(params.model, train_tokenizer(["a b c"], 300), params.seed)
-    with pytest.raises(WherefromError, match=r"data/corpus: 3 tokens, fewer than one training window "
+    with pytest.raises(WherefromError, match=r"^3 corpus tokens, fewer than one training window "
                                              r"\(model.context \+ 1 = 65\)"):
-        pretrain.train(model_stub, np.arange(3, dtype=np.int32), params)
+        train(model_stub, np.arange(3, dtype=np.int32), params.pretrain, params.model.context, params.seed)

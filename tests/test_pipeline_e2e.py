@@ -19,7 +19,7 @@ from pipeline.core import schemas
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ["pipeline", "queries", "influence", "reports/sql", "reports/procedural_vs_factual.py", "reports/offline.html.j2",
-          "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
+          "dvc.yaml", "validate/dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
 
 
 def _run(args, cwd):
@@ -108,6 +108,40 @@ def test_repro_renders_the_report(project):
     assert all(f"<td>{f['claim']}</td>" in page for f in findings if f["segment"] == "all")  # claims, not ids
     assert all(f"<td>{f['finding']}</td>" in page for f in findings if f["segment"] != "all")
     assert "-0.000" not in page
+
+
+@pytest.mark.slow
+def test_validate_retrains_per_method_resumes_and_adds_the_report_section(project):
+    """`make validate`'s two commands: the counterfactual stage (outside `dvc repro`'s default run), then the
+    report again. Each method removes docs_per_group documents per group; an arm retrained again after its file
+    is lost gives the same numbers, and the finished arms are not retrained."""
+    assert not (project / "results/counterfactual.parquet").exists()  # dvc repro alone does not retrain
+    _run([sys.executable, "-m", "dvc", "repro", "validate/dvc.yaml"], project)
+    table = pq.read_table(project / "results/counterfactual.parquet")
+    assert table.schema == schemas.COUNTERFACTUAL
+    rows = table.to_pylist()
+    queries = pq.read_table(project / "data/queries.parquet").to_pylist()
+    assert len(rows) == 3 * len(queries) and {r["method"] for r in rows} == {"influence", "bm25", "random"}
+    size = yaml.safe_load((project / "params.yaml").read_text())["profiles"]["test"]["counterfactual"]["docs_per_group"]
+    for r in rows:
+        assert r["group_docs_removed"] == (size if r["task"] in ("factual", "arithmetic", "slope", "linear") else 0)
+        assert size <= r["docs_removed"] <= 4 * size
+        assert r["delta_nll"] == r["nll_after"] - r["nll_before"]
+    before = {q["query_id"]: q["completion_nll"] for q in queries}
+    assert all(r["nll_before"] == pytest.approx(before[r["query_id"]], rel=1e-9) for r in rows)  # the probe's NLL
+    metrics = json.loads((project / "metrics/counterfactual.json").read_text())
+    assert set(metrics["influence_vs_bm25"]) == {"factual", "reasoning"}
+
+    (project / "results/counterfactual/random.parquet").unlink()
+    out = _run(["wherefrom", "counterfactual"], project)
+    assert "influence: already retrained" in out and "bm25: already retrained" in out
+    assert re.search(r"random: \d+ documents removed, retrained in", out)
+    assert pq.read_table(project / "results/counterfactual.parquet").to_pylist() == rows  # deterministic
+
+    _run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "report"], project)
+    page = (project / "reports/out/procedural_vs_factual.html").read_text()
+    assert re.findall(r"<h2[^>]*>(\d+)\. ", page)[-1] == "13"
+    assert "influence's removal hurt more than bm25's for" in page
 
 
 @pytest.mark.slow

@@ -38,6 +38,8 @@ class CorpusConfig:
     reading_docs: StrictInt = Field(3000, gt=0, description="questions answered from their own context (procedure 'reading')")
     filler_docs: StrictInt = Field(2000, gt=0, description="documents that state no fact and show no procedure")
     docs_per_file: StrictInt = Field(50_000, gt=0, description="documents per Parquet file")
+    style: Literal["terse", "prose"] = Field("terse", description="terse: one template per document format; prose: "
+                                             "each step and fact said in one of several ways (pipeline/world/prose.py)")
     # A real corpus instead of the generated world:
     dataset: StrictStr | None = Field(None, description="a Hugging Face dataset id, or local .parquet/.jsonl files "
                                       "(a path or glob); null = generate the world")
@@ -158,6 +160,21 @@ class ReportConfig:
 
 
 @dataclass(config=_STRICT)
+class CounterfactualConfig:
+    """``make validate``: retrain without each method's top documents and measure what the queries lose."""
+
+    methods: tuple[Literal["influence", "bm25", "random"], ...] = Field(
+        ("influence", "bm25", "random"), description="one retrain per method, each without that method's removal sets")
+    docs_per_group: StrictInt = Field(500, gt=0, description="documents removed per query group (factual and each "
+                                                             "reasoning task), the same number for every method")
+    out: StrictStr = Field("results/counterfactual.parquet", description="one row per (method, query)")
+    arms_dir: StrictStr = Field("results/counterfactual", description="each finished retrain's rows, so an "
+                                                                      "interrupted run resumes")
+    metrics: StrictStr = Field("metrics/counterfactual.json", description="mean dNLL per method and task, paired "
+                                                                          "shares and Wilcoxon p-values (DVC metrics)")
+
+
+@dataclass(config=_STRICT)
 class DaskConfig:
     """Where the scores are computed; never what they are (so no stage depends on it)."""
 
@@ -181,6 +198,7 @@ class Params:
     baselines: BaselinesConfig = BaselinesConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     report: ReportConfig = ReportConfig()
+    counterfactual: CounterfactualConfig = CounterfactualConfig()
     dask: DaskConfig = DaskConfig()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -256,7 +274,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "scores": ("seed", "corpus", "model", "influence", "scores"),
     "baselines": ("seed", "scores", "baselines"),
     "analyze": ("baselines", "analysis"),
-    "report": ("baselines", "analysis", "report"),
+    "report": ("baselines", "analysis", "report", "counterfactual"),
+    "counterfactual": ("seed", "corpus", "model", "pretrain", "queries", "analysis", "counterfactual"),
 }
 RESOLVED_DIR = Path("data/params")
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -204,3 +205,18 @@ def completion_token_nll(model, tokenizer, prompt: str, completion: str) -> tupl
     nll = -logp.gather(1, targets[:, None])[:, 0]
     runner_up = logp.scatter(1, targets[:, None], -math.inf).argmax(-1)
     return nll.tolist(), runner_up.tolist()
+
+
+@torch.no_grad()
+def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    tokenizer.padding_side = "left"  # generation appends on the right, so pad on the left
+    out = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch"):
+        batch = [p + PROMPT_SEPARATOR for p in prompts[i:i + batch_size]]
+        enc = tokenizer(batch, return_tensors="pt", padding=True)
+        ids = model.generate(**enc, max_new_tokens=max_new_tokens, min_new_tokens=1, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        for row in ids[:, enc["input_ids"].shape[1]:]:
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            out.append(text.strip().split("\n\n")[0].strip())  # a leading blank line does not end it
+    return out

@@ -190,3 +190,20 @@ FINDINGS = pa.schema([
 ANALYSIS = {"query_stats": QUERY_STATS, "top_mass": TOP_MASS, "top_docs": TOP_DOCS, "correlations": CORRELATIONS,
             "correlation_groups": CORRELATION_GROUPS, "enrichment": ENRICHMENT, "procedure_share": PROCEDURE_SHARE}
 RESULTS = {**ANALYSIS, "findings": FINDINGS}
+
+# results/counterfactual.parquet (`make validate`): each query's completion on a model retrained without
+# one method's removal sets; one row per (method, query)
+COUNTERFACTUAL = pa.schema([
+    _METHOD,
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("removal_group", pa.string()),  # whose removal set targets this query (null for the controls)
+    pa.field("group_docs_removed", pa.int64(), nullable=False),  # that set's size (counterfactual.docs_per_group)
+    pa.field("docs_removed", pa.int64(), nullable=False),  # all documents the retrain went without (every group's)
+    pa.field("nll_before", pa.float64(), nullable=False),  # nats, float64: the original model's own completion
+    pa.field("nll_after", pa.float64(), nullable=False),  # the same completion on the retrained model
+    pa.field("delta_nll", pa.float64(), nullable=False),  # after - before: positive = the removal hurt it
+    pa.field("correct_before", pa.bool_(), nullable=False),
+    pa.field("correct_after", pa.bool_(), nullable=False),  # the retrained model's greedy completion is right
+    pa.field("completion_after", pa.string(), nullable=False),
+])

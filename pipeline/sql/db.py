@@ -31,7 +31,9 @@ from pipeline.core.schemas import RESULTS, SHARD_FILES
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # the stage that writes what each view reads, named when a view is asked for before it exists
 VIEW_STAGE = {"corpus": "corpus", "queries": "probe", "segments": "probe", "scores": "scores",
-              "baseline_scores": "baselines", **{name: "analyze" for name in RESULTS}}
+              "baseline_scores": "baselines", **{name: "analyze" for name in RESULTS},
+              "counterfactual": "counterfactual"}
+_HOW_TO_RUN = {"counterfactual": "make validate: it retrains the model"}  # stages outside `dvc repro`
 
 
 def _literal(path: Path) -> str:
@@ -50,7 +52,8 @@ def view_sources(params: Params) -> dict[str, str]:
         views["baseline_scores"] = " UNION ALL ".join(
             f"SELECT '{m}' AS method, * FROM read_parquet({_literal(Path(params.baselines.out_dir) / m)} "
             f"|| '/{SHARD_FILES}', hive_partitioning=false)" for m in baselines)
-    for name, path in (("queries", Path(params.queries.out)), ("segments", Path(params.queries.segments))):
+    for name, path in (("queries", Path(params.queries.out)), ("segments", Path(params.queries.segments)),
+                       ("counterfactual", Path(params.counterfactual.out))):
         if path.is_file():
             views[name] = f"SELECT * FROM read_parquet({_literal(path)})"
     corpus = Path(params.corpus.out_dir)
@@ -71,7 +74,7 @@ def connect(params: Params) -> duckdb.DuckDBPyConnection:
     readable = {str(Path(p).resolve()) + "/" for p in (params.scores.out_dir, params.baselines.out_dir,
                                                        Path(params.queries.out).parent,
                                                        Path(params.queries.segments).parent, params.corpus.out_dir,
-                                                       params.analysis.out_dir)}
+                                                       params.analysis.out_dir, Path(params.counterfactual.out).parent)}
     con.execute("SET allowed_directories = ?", [sorted(readable)])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -113,8 +116,8 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict | None, sour
         missing = re.search(r"Table with name (\w+) does not exist", str(err))
         if missing and missing.group(1) in VIEW_STAGE:
             stage = VIEW_STAGE[missing.group(1)]
-            raise WherefromError(f"{source}: no {missing.group(1)} yet: run the {stage} stage first "
-                                 f"(wherefrom {stage}, or dvc repro)") from None
+            how = _HOW_TO_RUN.get(stage, f"wherefrom {stage}, or dvc repro")
+            raise WherefromError(f"{source}: no {missing.group(1)} yet: run the {stage} stage first ({how})") from None
         raise WherefromError(f"{source}: {_one_line(err)}") from None
     except duckdb.Error as err:
         raise WherefromError(f"{source}: {_one_line(err)}") from None

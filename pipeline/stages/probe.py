@@ -12,35 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import torch
 from tqdm.auto import tqdm
 
 from pipeline.core import schemas
 from pipeline.core.atomic import write_json, write_parquet
 from pipeline.core.config import Params
 from pipeline.core.errors import ParamsError, WherefromError
-from pipeline.core.model import PROMPT_SEPARATOR, completion_nll, completion_token_nll, load_model
+from pipeline.core.model import completion_nll, completion_token_nll, greedy_completions, load_model
 from pipeline.world.generate import world_for
 from queries import user as user_queries
 from queries.answers import is_correct
 from queries.segments import token_segments
 from queries.suites import QuerySpec, build_suites
 from queries.tasks import TASKS
-
-
-@torch.no_grad()
-def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    tokenizer.padding_side = "left"  # generation appends on the right, so pad on the left
-    out = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc="probe: generate", unit="batch"):
-        batch = [p + PROMPT_SEPARATOR for p in prompts[i:i + batch_size]]
-        enc = tokenizer(batch, return_tensors="pt", padding=True)
-        ids = model.generate(**enc, max_new_tokens=max_new_tokens, min_new_tokens=1, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        for row in ids[:, enc["input_ids"].shape[1]:]:
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            out.append(text.strip().split("\n\n")[0].strip())  # a leading blank line does not end it
-    return out
 
 
 def accuracy_by_task(specs: list[QuerySpec], correct: list[bool]) -> dict:

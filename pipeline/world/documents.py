@@ -11,11 +11,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from pipeline.world import prose
 from pipeline.world.entities import Fact
 from queries.tasks import Problem
 
 SOURCES = ("wiki", "math_and_trivia", "stackexchange", "code", "arxiv_markdown", "webdata")
 PROCEDURE_FORMATS = ("step", "qa", "prose", "code")
+STYLES = ("terse", "prose")  # terse: one template per format; prose: each step and fact said in several ways
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,13 @@ def wiki_article(facts: list[Fact], rng: random.Random) -> Document:
     return Document(f"{title}\n\n{intro} {body}", "wiki", [f.fact_id for f in facts])
 
 
-def trivia(fact: Fact, rng: random.Random) -> Document:
-    """A quiz question in exactly the probe's format, sometimes under a header."""
+def trivia(fact: Fact, rng: random.Random, style: str = "terse") -> Document:
+    """A quiz question in exactly the probe's format, sometimes under a header; in prose, answered by any of
+    the fact's statements and sometimes a sentence more."""
     header = rng.choice(["", f"Trivia night, round {rng.randint(1, 9)}.\n", "Quiz question.\n", "Test your knowledge.\n"])
-    return Document(f"{header}{fact.question}\n{fact.answer_sentence}", "math_and_trivia", [fact.fact_id])
+    answer = fact.answer_sentence if style == "terse" else \
+        fact.fill(rng.choice(fact.attribute.statements)) + fact.fill(rng.choice(prose.FACT_CODAS))
+    return Document(f"{header}{fact.question}\n{answer}", "math_and_trivia", [fact.fact_id])
 
 
 def narrative(fact: Fact, rng: random.Random) -> Document:
@@ -111,24 +116,31 @@ _CODE = {
 }
 
 
-def procedure_document(task: str, fmt: str, problems: list[Problem], rng: random.Random) -> Document:
+def procedure_document(task: str, fmt: str, problems: list[Problem], rng: random.Random,
+                       style: str = "terse") -> Document:
     """One document showing how to solve ``task`` on ``problems`` (never the probe's own problems)."""
+    worked = (lambda p: p.completion) if style == "terse" else (lambda p: prose.completion(p, rng))
+    explain = _explain if style == "terse" else (lambda p: prose.paragraph(p, rng))
     if fmt == "step":
-        text = "\n\n".join(f"{p.prompt}\n{p.completion}" for p in problems)
+        text = "\n\n".join(f"{p.prompt}\n{worked(p)}" for p in problems)
         source = "math_and_trivia"
     elif fmt == "qa":
         question = problems[0].question
-        answers = "\n\n".join(f"Answer: {_explain(p)}" if i == 0 else f"Another example: {_as_sentence(p.question)} {_explain(p)}"
+        answers = "\n\n".join(f"Answer: {explain(p)}" if i == 0 else f"Another example: {_as_sentence(p.question)} {explain(p)}"
                               for i, p in enumerate(problems))
         text = f"Question: {rng.choice(_QA_TITLES[task])}\nFor example: {question}\n\n{answers}"
         source = "stackexchange"
     elif fmt == "prose":
         title, intro = _PROSE_INTROS[task]
-        examples = " ".join(f"For example: {_as_sentence(p.question)} {_explain(p)}" for p in problems)
+        examples = " ".join(f"For example: {_as_sentence(p.question)} {explain(p)}" for p in problems)
         text = f"{title}\n\n{intro} {examples}"
         source = rng.choice(["wiki", "arxiv_markdown", "webdata"])
     elif fmt == "code":
         definition, call = _CODE[task]
+        if style == "prose":  # each of the method's two steps commented in words, phrased per document
+            comments = {anchor: rng.choice(options) for anchor, options in prose.CODE_COMMENTS[task]}
+            definition = "\n".join(f"    {comments[line.split()[0]]}\n{line}" if line.split()[:1] and line.split()[0]
+                                   in comments and line.startswith("    ") else line for line in definition.split("\n"))
         calls = "\n".join(f"print({call(p)})  # {p.question}: {'; '.join(p.step_lines)}; answer {p.answer}"
                           for p in problems)
         text = f"```python\n{definition}\n\n{calls}\n```"

@@ -43,12 +43,12 @@ def generate_documents(cfg: CorpusConfig, world: World, seed: int) -> list[Docum
     for facts in by_entity(world.facts):
         docs += [wiki_article(facts, rng) for _ in range(cfg.fact_doc_repeats)]
         for fact in facts:
-            docs += [trivia(fact, rng) for _ in range(cfg.fact_doc_repeats)]
+            docs += [trivia(fact, rng, cfg.style) for _ in range(cfg.fact_doc_repeats)]
             docs += [narrative(fact, rng) for _ in range(cfg.fact_doc_repeats)]
     for task in REASONING_TASKS:
         for i in range(cfg.procedure_docs_per_task):
             problems = [sample(task, rng, seed, held_out=False) for _ in range(cfg.examples_per_procedure_doc)]
-            docs.append(procedure_document(task, PROCEDURE_FORMATS[i % len(PROCEDURE_FORMATS)], problems, rng))
+            docs.append(procedure_document(task, PROCEDURE_FORMATS[i % len(PROCEDURE_FORMATS)], problems, rng, cfg.style))
     stories = one_fact_per_entity(world.throwaway)  # half the reading documents; restated numbers the rest
     docs += [reading_document(factual_control_prompt(f), f.answer_sentence, rng) for f in stories]
     for i in range(cfg.reading_docs - len(stories)):

@@ -1,0 +1,121 @@
+"""Stage `counterfactual` (``make validate``): retrain without each method's top documents, and measure
+what each query's answer loses.
+
+    wherefrom counterfactual    # reads the model, corpus, queries and results/top_docs.parquet;
+                                # writes results/counterfactual.parquet and metrics/counterfactual.json
+
+Influence functions estimate what retraining without a document would do; this stage retrains. For
+each method (influence, bm25, random) it removes that method's removal sets (``pipeline/analysis/
+counterfactual.py`` states the rule), trains a model from the original's initialisation with the same
+seed, tokenizer, batches and steps, the removed documents' tokens masked out of every window
+(``pipeline/core/training.py``, shared with the pretrain stage), and measures every query's original
+completion on it: NLL in float64, prompt masked, and whether its own greedy answer is still right.
+Removing nothing reproduces the original model exactly, so ΔNLL is what the removal did.
+
+Each method's retrain is one arm; a finished arm is kept in ``counterfactual.arms_dir`` under a key of
+everything it depends on, so an interrupted run resumes with the next arm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from pipeline.analysis.counterfactual import removal_sets, summary
+from pipeline.core.atomic import write_json, write_parquet
+from pipeline.core.config import Params, resolved
+from pipeline.core.corpus_reader import content_hash
+from pipeline.core.errors import ParamsError, WherefromError
+from pipeline.core.model import completion_nll, greedy_completions, load_model
+from pipeline.core import schemas, training
+from pipeline.core.training import kept_tokens, pretrain, token_stream
+from queries.answers import is_correct
+
+ARM_KEY = b"wherefrom.arm_key"
+
+
+def _arm_key(params: Params, method: str, removed: list[int]) -> str:
+    h = hashlib.sha256(json.dumps(resolved(params, "counterfactual"), sort_keys=True).encode())
+    h.update(method.encode() + json.dumps(sorted(removed)).encode())
+    h.update(content_hash(params.corpus.out_dir).encode())
+    # the queries, the tokenizer, and how a retrain trains (a change there changes every number)
+    for path in (Path(params.queries.out), *sorted(Path(params.model.dir).glob("tokenizer*")), Path(training.__file__)):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _finished(path: Path, key: str) -> pa.Table | None:
+    if not path.is_file():
+        return None
+    try:
+        if pq.read_schema(path).metadata.get(ARM_KEY) != key.encode():
+            return None
+    except (pa.ArrowInvalid, OSError, AttributeError):  # a damaged file, or one without our key: redo the arm
+        return None
+    return pq.read_table(path)
+
+
+def run(params: Params) -> Path:
+    cfg = params.counterfactual
+    if params.model.name_or_path:
+        raise ParamsError("counterfactual: retraining needs a model pretrained here; model.name_or_path is set "
+                          f"({params.model.name_or_path})")
+    top_docs_path = Path(params.analysis.out_dir) / "top_docs.parquet"
+    if not top_docs_path.is_file():
+        raise WherefromError(f"{top_docs_path}: not found; run the pipeline first (make demo, or dvc repro)")
+    top_docs = pq.read_table(top_docs_path)
+    queries = pq.read_table(params.queries.out).to_pylist()
+    tasks = {q["query_id"]: q["task"] for q in queries}
+    corpus = ds.dataset(params.corpus.out_dir, format="parquet").to_table(columns=["doc_id", "text"])
+    doc_ids, texts = corpus["doc_id"].to_pylist(), corpus["text"].to_pylist()  # file order, as pretrain read it
+
+    model, tokenizer = load_model(params.model.dir)
+    prompts, completions = [q["prompt"] for q in queries], [q["completion"] for q in queries]
+    nll_before = completion_nll(model, tokenizer, prompts, completions, params.queries.batch_size)
+    del model
+    stream = token_stream(tokenizer, texts)  # the original run's stream; a retrain masks what it removes
+
+    arms = []
+    for method in cfg.methods:
+        sets = removal_sets(top_docs, method, tasks, cfg.docs_per_group, str(top_docs_path))
+        removed = sorted(set().union(*sets.values()))
+        key = _arm_key(params, method, removed)
+        path = Path(cfg.arms_dir) / f"{method}.parquet"
+        arm = _finished(path, key)
+        if arm is None:
+            start = time.perf_counter()
+            gone = set(removed)
+            keep = kept_tokens(tokenizer, texts, [d not in gone for d in doc_ids])
+            retrained, _ = pretrain(tokenizer, stream, params.model, params.pretrain, params.seed, keep=keep,
+                                    desc=f"counterfactual: retrain without {method}'s {len(removed)} documents")
+            after = completion_nll(retrained, tokenizer, prompts, completions, params.queries.batch_size)
+            answers = greedy_completions(retrained, tokenizer, prompts, params.queries.max_new_tokens,
+                                         params.queries.batch_size)
+            group_of = {q: g for g in sets for q, t in tasks.items() if t == g}
+            arm = pa.Table.from_pylist([{
+                "method": method, "query_id": q["query_id"], "task": q["task"], "removal_group": group_of.get(q["query_id"]),
+                "group_docs_removed": len(sets.get(group_of.get(q["query_id"]), ())), "docs_removed": len(removed),
+                "nll_before": b, "nll_after": a, "delta_nll": a - b, "correct_before": q["correct"],
+                "correct_after": is_correct(q["kind"], text, q["answer"]) if q["answer"] else True,
+                "completion_after": text,
+            } for q, b, a, text in zip(queries, nll_before, after, answers)], schema=schemas.COUNTERFACTUAL)
+            write_parquet(arm, path, schemas.COUNTERFACTUAL.with_metadata({ARM_KEY: key.encode()}))
+            print(f"counterfactual: {method}: {len(removed)} documents removed, retrained in "
+                  f"{time.perf_counter() - start:.0f}s")
+        else:
+            print(f"counterfactual: {method}: already retrained ({path})")
+        arms.append(arm.cast(schemas.COUNTERFACTUAL))
+    table = pa.concat_tables(arms)
+    write_parquet(table, cfg.out, schemas.COUNTERFACTUAL)
+    numbers = summary(table)
+    write_json(numbers, cfg.metrics)
+    for method, by_task in numbers["mean_delta_nll"].items():
+        print(f"counterfactual: mean dNLL, {method}: " + ", ".join(f"{t} {v:+.3f}" for t, v in by_task.items()
+                                                                    if v is not None))
+    return Path(cfg.out)
