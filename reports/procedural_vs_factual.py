@@ -588,9 +588,11 @@ if counterfactual_file.is_file():
     axes[0].set(xticks=np.arange(len(cf_tasks)), title="Mean ΔNLL per task (nats)", ylabel="ΔNLL after removal")
     axes[0].set_xticklabels(cf_tasks, rotation=35, ha="right")
     axes[0].legend(frameon=False, fontsize=8)
-    pairs = cf.pivot(index="query_id", columns="method", values="delta_nll").join(cf.groupby("query_id").task.first())
+    targeted = cf[cf.removal_group.notna()]  # the controls have no removal set: they show only the retrain's drift
+    pairs = targeted.pivot(index="query_id", columns="method", values="delta_nll").join(
+        targeted.groupby("query_id").task.first())
     for ax, other in zip(axes[1:], [m for m in cf_methods if m != "influence"]):
-        for task in cf_tasks:
+        for task in [t for t in cf_tasks if t in set(pairs.task)]:
             part = pairs[pairs.task == task]
             ax.scatter(part[other], part["influence"], s=12, color=COLOURS[task], label=task)
         lo, hi = np.nanmin(pairs[[other, "influence"]].values), np.nanmax(pairs[[other, "influence"]].values)

@@ -38,6 +38,8 @@ def test_every_method_removes_the_same_number_per_group_from_its_own_ranking():
         assert set(sets) == {"factual", "arithmetic", "slope"}  # no set for a control, none for an empty task
         assert all(len(v) == 6 == len(set(v)) for v in sets.values())
         assert sets["arithmetic"] == [(7 * r + 6 + offset) % 50 for r in range(6)]  # a1's own top, whole completion
+    with pytest.raises(WherefromError, match="^x: no random rankings; counterfactual.methods may name only"):
+        removal_sets(top_docs, "random", tasks, 6, "x")
 
 
 def test_summary_pairs_each_query_across_methods():

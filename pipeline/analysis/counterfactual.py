@@ -63,6 +63,9 @@ def removal_sets(top_docs: pa.Table, method: str, tasks: Mapping[str, str], size
                  where: str) -> dict[str, list[int]]:
     """Each group's removal set for ``method``; ``tasks`` maps query id to task."""
     ranked = ranked_documents(top_docs, method)
+    if not ranked:
+        raise WherefromError(f"{where}: no {method} rankings; counterfactual.methods may name only influence and the "
+                             f"methods in baselines.methods")
     sets = {}
     for group in GROUPS:
         queries = [q for q, t in tasks.items() if t == group]

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from pipeline.core.config import ModelConfig
@@ -209,6 +209,7 @@ def completion_token_nll(model, tokenizer, prompt: str, completion: str) -> tupl
 
 @torch.no_grad()
 def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """The model's own greedy completion of each prompt, up to a blank line (where a next example would start)."""
     tokenizer.padding_side = "left"  # generation appends on the right, so pad on the left
     out = []
     for i in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch"):

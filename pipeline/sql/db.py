@@ -95,7 +95,7 @@ def stream(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict | None = N
     """The same, as record batches: a result of any size without holding it in memory."""
     relation = _run(con, sql, parameters, source)
     try:
-        return relation.fetch_record_batch(batch_rows)
+        return relation.to_arrow_reader(batch_rows)
     except duckdb.Error as err:
         raise WherefromError(f"{source}: {_one_line(err)}") from None
 

@@ -28,12 +28,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipeline.analysis.counterfactual import removal_sets, summary
+from pipeline.core import schemas, training
 from pipeline.core.atomic import write_json, write_parquet
 from pipeline.core.config import Params, resolved
 from pipeline.core.corpus_reader import content_hash
 from pipeline.core.errors import ParamsError, WherefromError
 from pipeline.core.model import completion_nll, greedy_completions, load_model
-from pipeline.core import schemas, training
 from pipeline.core.training import kept_tokens, pretrain, token_stream
 from queries.answers import is_correct
 
