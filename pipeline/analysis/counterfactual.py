@@ -110,4 +110,4 @@ def paired(influence: np.ndarray, other: np.ndarray) -> dict:
         return {"n": 0, "share_hurt_more": None, "wilcoxon_p": None}
     diff = influence - other
     p = float(sps.wilcoxon(diff, alternative="greater").pvalue) if np.any(diff != 0) else None
-    return {"n": int(len(diff)), "share_hurt_more": _number(np.mean(diff > 0)), "wilcoxon_p": _number(p) if p is not None else None}
+    return {"n": int(len(diff)), "share_hurt_more": _number(np.mean(diff > 0)), "wilcoxon_p": _number(p)}
