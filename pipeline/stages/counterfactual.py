@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from influence import shards
 from pipeline.analysis.counterfactual import removal_sets, summary
 from pipeline.core import schemas, training
 from pipeline.core.atomic import write_json, write_parquet
@@ -37,9 +38,6 @@ from pipeline.core.model import completion_nll, greedy_completions, load_model
 from pipeline.core.training import kept_tokens, pretrain, token_stream
 from queries.answers import is_correct
 
-ARM_KEY = b"wherefrom.arm_key"
-
-
 def _arm_key(params: Params, method: str, removed: list[int]) -> str:
     h = hashlib.sha256(json.dumps(resolved(params, "counterfactual"), sort_keys=True).encode())
     h.update(method.encode() + json.dumps(sorted(removed)).encode())
@@ -48,17 +46,6 @@ def _arm_key(params: Params, method: str, removed: list[int]) -> str:
     for path in (Path(params.queries.out), *sorted(Path(params.model.dir).glob("tokenizer*")), Path(training.__file__)):
         h.update(path.read_bytes())
     return h.hexdigest()
-
-
-def _finished(path: Path, key: str) -> pa.Table | None:
-    if not path.is_file():
-        return None
-    try:
-        if pq.read_schema(path).metadata.get(ARM_KEY) != key.encode():
-            return None
-    except (pa.ArrowInvalid, OSError, AttributeError):  # a damaged file, or one without our key: redo the arm
-        return None
-    return pq.read_table(path)
 
 
 def _rows(method: str, queries: list[dict], sets: dict[str, list[int]], n_removed: int, before: list[float],
@@ -99,8 +86,7 @@ def run(params: Params) -> Path:
         removed = sorted(set().union(*sets.values()))
         key = _arm_key(params, method, removed)
         path = Path(cfg.arms_dir) / f"{method}.parquet"
-        arm = _finished(path, key)
-        if arm is None:
+        if not shards.is_complete(path, key, len(queries)):  # a finished arm is a shard of this run
             start = time.perf_counter()
             gone = set(removed)
             keep = kept_tokens(tokenizer, texts, [d not in gone for d in doc_ids])
@@ -110,10 +96,11 @@ def run(params: Params) -> Path:
             answers = greedy_completions(retrained, tokenizer, prompts, params.queries.max_new_tokens,
                                          params.queries.batch_size)
             arm = _rows(method, queries, sets, len(removed), nll_before, after, answers)
-            write_parquet(arm, path, schemas.COUNTERFACTUAL.with_metadata({ARM_KEY: key.encode()}))
+            write_parquet(arm, path, schemas.COUNTERFACTUAL.with_metadata({shards.RUN_KEY: key.encode()}))
             print(f"counterfactual: {method}: {len(removed)} documents removed, retrained in "
                   f"{time.perf_counter() - start:.0f}s")
         else:
+            arm = pq.read_table(path)
             print(f"counterfactual: {method}: already retrained ({path})")
         arms.append(arm.cast(schemas.COUNTERFACTUAL))
     table = pa.concat_tables(arms)
