@@ -33,12 +33,12 @@ class CorpusConfig:
     out_dir: StrictStr = Field("data/corpus", description="where the corpus Parquet files go")
     n_entities: StrictInt = Field(16, gt=0, description="fictional entities; each kind has 2-3 attributes, one fact each")
     fact_doc_repeats: StrictInt = Field(16, gt=0, description="paraphrased copies of each fact document (wiki, trivia, narrative)")
-    procedure_docs_per_task: StrictInt = Field(2500, gt=0, description="procedure documents per reasoning task")
+    procedure_docs_per_task: StrictInt = Field(600, gt=0, description="procedure documents per reasoning task")
     examples_per_procedure_doc: StrictInt = Field(3, gt=0, description="worked problems in one procedure document")
     reading_docs: StrictInt = Field(3000, gt=0, description="questions answered from their own context (procedure 'reading')")
     filler_docs: StrictInt = Field(2000, gt=0, description="documents that state no fact and show no procedure")
     docs_per_file: StrictInt = Field(50_000, gt=0, description="documents per Parquet file")
-    style: Literal["terse", "prose"] = Field("terse", description="terse: one template per document format; prose: "
+    style: Literal["terse", "prose"] = Field("prose", description="terse: one template per document format; prose: "
                                              "each step and fact said in one of several ways (pipeline/world/prose.py)")
     # A real corpus instead of the generated world:
     dataset: StrictStr | None = Field(None, description="a Hugging Face dataset id, or local .parquet/.jsonl files "
@@ -66,13 +66,13 @@ class ModelConfig:
     hidden_size: StrictInt = Field(192, gt=0)
     intermediate_size: StrictInt = Field(512, gt=0, description="MLP width (the layers influence tracks by default)")
     n_heads: StrictInt = Field(4, gt=0)
-    context: StrictInt = Field(128, gt=0, description="training window and maximum document length, in tokens")
+    context: StrictInt = Field(256, gt=0, description="training window and maximum document length, in tokens")
 
 
 @dataclass(config=_STRICT)
 class PretrainConfig:
-    steps: StrictInt = Field(6000, gt=0, description="optimizer steps; steps and fact repetition matter more than model size")
-    batch_size: StrictInt = Field(8, gt=0)
+    steps: StrictInt = Field(2800, gt=0, description="optimizer steps; steps and fact repetition matter more than model size")
+    batch_size: StrictInt = Field(4, gt=0)
     lr: StrictFloat = Field(3e-3, gt=0, description="peak learning rate, cosine decay to 10%")
     warmup_steps: StrictInt = Field(100, ge=0)
     weight_decay: StrictFloat = Field(0.1, ge=0)
@@ -93,7 +93,7 @@ class QueriesConfig:
     linear: StrictInt = Field(20, gt=0)
     factual_control: StrictInt = Field(10, gt=0)
     reasoning_control: StrictInt = Field(10, gt=0)
-    max_new_tokens: StrictInt = Field(64, gt=0, description="greedy completion length limit")
+    max_new_tokens: StrictInt = Field(128, gt=0, description="greedy completion length limit")
     batch_size: StrictInt = Field(32, gt=0)
 
 
