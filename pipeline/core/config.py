@@ -63,15 +63,15 @@ class ModelConfig:
     dir: StrictStr = Field("models/lm", description="where the pretrain stage saves (or points to) the model")
     vocab_size: StrictInt = Field(1000, gt=0, description="byte-level BPE vocabulary, digits split")
     n_layers: StrictInt = Field(4, gt=0)
-    hidden_size: StrictInt = Field(192, gt=0)
-    intermediate_size: StrictInt = Field(512, gt=0, description="MLP width (the layers influence tracks by default)")
+    hidden_size: StrictInt = Field(128, gt=0)
+    intermediate_size: StrictInt = Field(384, gt=0, description="MLP width (the layers influence tracks by default)")
     n_heads: StrictInt = Field(4, gt=0)
     context: StrictInt = Field(256, gt=0, description="training window and maximum document length, in tokens")
 
 
 @dataclass(config=_STRICT)
 class PretrainConfig:
-    steps: StrictInt = Field(2800, gt=0, description="optimizer steps; steps and fact repetition matter more than model size")
+    steps: StrictInt = Field(8000, gt=0, description="optimizer steps; steps and fact repetition matter more than model size")
     batch_size: StrictInt = Field(4, gt=0)
     lr: StrictFloat = Field(3e-3, gt=0, description="peak learning rate, cosine decay to 10%")
     warmup_steps: StrictInt = Field(100, ge=0)
