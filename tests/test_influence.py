@@ -153,6 +153,20 @@ def test_a_long_document_scores_the_gradient_of_all_its_windows(world, tmp_path)
     assert ours.shape == (len(queries), 2)
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
 
+    shortest_first = pair.by_length()  # as the stages batch them: the short document's window first
+    assert shortest_first.owners[0] == 1
+    resorted = shortest_first.per_document(scorer(trained, tok, tmp_path, queries).score(shortest_first))
+    torch.testing.assert_close(resorted, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
+
+
+def test_length_order_keeps_each_item_with_its_document():
+    items = [([1, 2, 3], 0), ([4], 0), ([5, 6], 0)]
+    for owners, per_document in [(None, [[20.0, 30.0, 10.0]]), ([0, 0, 1], [[50.0, 10.0]])]:
+        shortest_first = data.Encoded(items, owners).by_length()
+        assert [len(ids) for ids, _ in shortest_first.items] == [1, 2, 3]
+        scores = torch.tensor([[30.0, 10.0, 20.0]])  # one query's scores, in the sorted order
+        assert shortest_first.per_document(scores).tolist() == per_document
+
 
 def test_no_corpus_token_goes_unattributed(trained):
     _, tok = load_model(trained.model.dir)
