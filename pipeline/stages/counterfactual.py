@@ -38,6 +38,7 @@ from pipeline.core.model import completion_nll, greedy_completions, load_model
 from pipeline.core.training import kept_tokens, pretrain, token_stream
 from queries.answers import is_correct
 
+
 def _arm_key(params: Params, method: str, removed: list[int]) -> str:
     h = hashlib.sha256(json.dumps(resolved(params, "counterfactual"), sort_keys=True).encode())
     h.update(method.encode() + json.dumps(sorted(removed)).encode())

@@ -26,7 +26,8 @@ def run(params: Params) -> Path:
     texts = read_texts(params.corpus.out_dir)
     if 0 < cfg.factor_docs < len(texts):
         texts = random.Random(f"factors-{params.seed}").sample(texts, cfg.factor_docs)
-    docs = data.documents(tokenizer, texts, params.model.context, whole=params.corpus.long_docs != "truncate").by_length()
+    whole = params.corpus.long_docs != "truncate"
+    docs = data.documents(tokenizer, texts, params.model.context, whole=whole).by_length()
     out = Path(cfg.factors_dir)
     start, steps = time.perf_counter(), {}
     with atomic_dir(out) as tmp:
