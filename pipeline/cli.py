@@ -2,6 +2,7 @@
 
     wherefrom params | corpus | pretrain | probe | factors | scores | baselines | analyze | report  [--params params.yaml]
     wherefrom counterfactual                   # make validate: retrains, so outside dvc repro's default run
+    wherefrom seed N | study                   # make seeds: one training run per seed, then every finding over them
     wherefrom sql "SELECT ..."                 # ad-hoc, read-only SQL over the pipeline's views
     wherefrom sql --name NAME --param k=v      # a named query from reports/sql/NAME.sql (--list shows them)
 
@@ -30,6 +31,9 @@ STAGES = {
     "report": "execute the report notebook and render it -> reports/out/procedural_vs_factual.html",
     "counterfactual": "retrain without each method's top documents, measure the queries (make validate) "
                       "-> results/counterfactual.parquet",
+    "seed": "one run of the seed study: pretrain.seed = SEED, then probe, factors, scores, baselines (make seeds) "
+            "-> results/seeds/seed=SEED/",
+    "study": "analyse every seed's run, each finding over the seeds (make seeds) -> results/seed_study/",
 }
 
 
@@ -37,14 +41,14 @@ KRONFLUENCE_MISSING = ("kronfluence is not installed: pip install --no-deps kron
                        "it swaps the CPU torch for a CUDA build; `make install` does this)")
 
 
-def run_stage(name: str, params: Params) -> None:
+def run_stage(name: str, params: Params, *args) -> None:
     try:
         stage = _stage_module(name)
     except ModuleNotFoundError as err:
         if (err.name or "").split(".")[0] == "kronfluence":
             raise WherefromError(KRONFLUENCE_MISSING) from None
         raise
-    stage.run(params)
+    stage.run(params, *args)
 
 
 def _stage_module(name: str):
@@ -70,6 +74,10 @@ def _stage_module(name: str):
             from pipeline.stages import report as stage
         case "counterfactual":
             from pipeline.stages import counterfactual as stage
+        case "seed":
+            from pipeline.stages import seed as stage
+        case "study":
+            from pipeline.stages import study as stage
         case _:
             raise WherefromError(f"no stage {name!r} (stages: {', '.join(STAGES)})")
     return stage
@@ -94,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--params", default=DEFAULT_PARAMS, help="parameters file (default: params.yaml, found from anywhere in the checkout)")
+        if name == "seed":
+            p.add_argument("seed", type=int, help="the training run's seed (pretrain.seed)")
     sql = sub.add_parser("sql", help="read-only SQL over the scores, queries, corpus and results (DuckDB views)",
                          description="Run SQL over views of the pipeline's Parquet files (see the README for the "
                                      "views and their columns). Only SELECT statements run.")
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
         transformers.logging.disable_progress_bar()  # keep stage logs to our own progress bars
         set_threads(params.runtime.threads)
-        run_stage(args.command, params)
+        run_stage(args.command, params, *([args.seed] if args.command == "seed" else []))
     except ParamsError as err:
         print(f"wherefrom: error: {args.params}: {err}", file=sys.stderr)
         return 2

@@ -75,12 +75,23 @@ def read_metrics() -> dict:
                       object_hook=lambda d: {k: float("nan") if v is None else v for k, v in d.items()})
 
 
-findings = sql("SELECT *, influence AS ours FROM findings").set_index("finding")
+every_method = sql("SELECT * FROM findings")  # one row per (finding, method)
+findings = every_method[every_method.method == method].set_index("finding")
+findings = findings.assign(ours=findings.value, **{b: every_method[every_method.method == b].set_index("finding").value
+                                                   for b in baselines})
+
+
+def outcome(row) -> str:
+    """A verdict as text: the test and its p-value, or why it could not be run."""
+    if row.verdict == "not testable":
+        return f"not testable: {row.reason}"
+    return f"{row.test}: p = {row.p_value:.2g}"
 
 
 def verdict(finding: str) -> str:
     row = findings.loc[finding]
-    return f"**{'reproduces' if row.reproduces else 'does not reproduce'}** ({row.test})"
+    said = {"holds": "reproduces", "does not hold": "does not reproduce"}.get(row.verdict, row.verdict)
+    return f"**{said}** ({outcome(row)})"
 
 
 tasks_present = [t for t in TASKS if t in set(sql("SELECT DISTINCT task FROM queries").task)]
@@ -128,16 +139,34 @@ def number(v) -> str:
 
 
 paper_rows = findings[findings.segment == "all"]
-table = paper_rows.reset_index()[["claim", "statistic", "paper", "ours", "bm25", "random", "reproduces", "test"]]
-table["reproduces"] = table.reproduces.map({True: "yes", False: "no"})
+table = paper_rows.reset_index()[["claim", "statistic", "paper", "ours", *baselines, "verdict"]]
+table["test"] = [outcome(r) for r in paper_rows.itertuples()]
 display(HTML("<style>table.findings td, table.findings th{text-align:left !important}</style>"
-             + table.to_html(index=False, formatters={c: number for c in ("ours", "bm25", "random")},
+             + table.to_html(index=False, formatters={c: number for c in ("ours", *baselines)},
                              classes="findings")))
-note("Shares are given as fractions (0.55 is the paper's 55%); `ours` is influence. Each finding's id, for SQL, "
-     "is in `wherefrom sql --name findings`.")
-note(f"**{int(paper_rows.reproduces.sum())} of {len(paper_rows)}** of the paper's findings reproduce on this run "
-     "(`ours` is influence). The test column says what each one requires; BM25 and random are the same "
-     "statistics on baseline scores.")
+note("Shares are given as fractions (0.55 is the paper's 55%); `ours` is influence. A finding holds when its test "
+     "gives p < 0.05; one that cannot be tested on this corpus and these queries says why, and leaves the count. "
+     "Each finding's id, and every method's verdict, are in `wherefrom sql --name findings`.")
+testable = paper_rows[paper_rows.verdict != "not testable"]
+untested = len(paper_rows) - len(testable)
+note(f"**{int((testable.verdict == 'holds').sum())} of {len(testable)} testable findings** reproduce on this run "
+     + (f"({untested} not testable) " if untested else "")
+     + "(`ours` is influence). BM25 and random are the same statistics on baseline scores.")
+study = Path(params.study.out_dir) / "finding_spread.parquet"
+if study.is_file():
+    spread = named("finding_spread", method=method)
+    runs = int(spread.n_runs.max())
+    spread["mean ± sd"] = [f"{number(m)} ± {number(s)}" for m, s in zip(spread["mean"], spread.sd)]
+    spread["95% interval"] = [f"[{number(a)}, {number(b)}]" for a, b in zip(spread.ci_low, spread.ci_high)]
+    display(HTML(f"<p><b>The seed study: {runs} training runs</b> (make seeds; the world fixed, pretrain.seed "
+                 "varied)</p>" + spread[["finding", "paper", "mean ± sd", "95% interval", "holds_in"]].to_html(
+                     index=False, classes="findings")))
+    note(f"One training run is one draw: this run's numbers above are one of them. Across the {runs} runs, "
+         "`holds_in` counts the runs in which the finding held, of those in which it was testable.")
+else:
+    note("One training run is one draw: on another machine the same params give another model and other numbers. "
+         "`make seeds` repeats the training under several seeds and reports each finding as mean ± sd and "
+         "\"holds in k of n runs\".")
 
 # %% [markdown]
 # ## 3. Query x query correlation of document influence
@@ -508,10 +537,10 @@ if segment_names:
     display(HTML(pd.DataFrame(rows, columns=["segment", "same-task reasoning r", "factual r",
                                              "same-task r of (category x source) totals"]).to_html(
         index=False, float_format=lambda v: f"{v:.3f}", na_rep="–")))
-    decomposition = findings[findings.segment != "all"].reset_index()[
-        ["finding", "segment", "ours", "bm25", "random", "reproduces", "test"]]
-    decomposition["reproduces"] = decomposition.reproduces.map({True: "yes", False: "no"})
-    display(HTML(decomposition.to_html(index=False, formatters={c: number for c in ("ours", "bm25", "random")},
+    segment_rows = findings[findings.segment != "all"]
+    decomposition = segment_rows.reset_index()[["finding", "segment", "ours", *baselines, "verdict"]]
+    decomposition["test"] = [outcome(r) for r in segment_rows.itertuples()]
+    display(HTML(decomposition.to_html(index=False, formatters={c: number for c in ("ours", *baselines)},
                                        classes="findings")))
     reasoning = [t for t in ("arithmetic", "slope", "linear") if t in nll.index]
     computed = nll.loc[reasoning, "computed"].mean() if "computed" in nll and reasoning else float("nan")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -140,9 +141,9 @@ def test_each_segment_is_analysed_on_its_own_scores(planted):
     whole = _row(tables["correlations"], query_a="arithmetic-000", query_b="arithmetic-002", segment="all")
     assert scaffold["pearson"] == pytest.approx(1.0) and whole["pearson"] < 0.5
     assert {r["segment"] for r in tables["query_stats"].to_pylist()} == {"all", "scaffold"}
-    row = _row(tables["findings"], finding="same_task_reasoning_r_scaffold", segment="scaffold")
-    assert row["influence"] == pytest.approx(1.0)
-    assert _row(tables["findings"], finding="same_task_reasoning_r")["influence"] < 0.7
+    row = _row(tables["findings"], finding="same_task_reasoning_r_scaffold", segment="scaffold", method="influence")
+    assert row["value"] == pytest.approx(1.0)
+    assert _row(tables["findings"], finding="same_task_reasoning_r", method="influence")["value"] < 0.7
     assert not [r for r in tables["findings"].to_pylist() if r["segment"] == "computed"]  # not scored, no row
 
 
@@ -210,11 +211,45 @@ def test_findings_and_metrics_cover_every_finding(planted):
     findings = tables["findings"].to_pylist()
     paper = [f for f in findings if f["segment"] == "all"]
     assert [f["finding"] for f in paper] == [f.finding for f in analyze.findings.FINDINGS]
-    assert all(f["bm25"] is None for f in findings)  # no baselines in this run
+    assert {f["method"] for f in findings} == {"influence"}  # no baselines in this run
     metrics = json.loads((Path(params.analysis.out_dir) / "metrics.json").read_text())
     assert metrics["influence"]["classifier"]["vs_kind"]["n"] == len(QUERIES)
-    assert metrics["findings_reproduced"].endswith(f"/{len(paper)}")
+    # 3 reasoning and 2 factual queries: every test needs 5 of a kind, so none is testable, and none counts
+    assert {f["verdict"] for f in paper} == {"not testable"} and all(f["reason"] for f in paper)
+    assert metrics["findings_reproduced"] == f"0 of 0 testable findings reproduce ({len(paper)} not testable)"
+    headline = json.loads((Path(params.analysis.metrics_dir) / "headline.json").read_text())
+    assert (headline["findings_reproduced"], headline["findings_testable"]) == (0, 0)
     assert metrics["influence"]["segments"]["scaffold"]["mean_r"]["within arithmetic"] == pytest.approx(1.0)
+
+
+PILE_NAMES = {"code": "Github", "stackexchange": "StackExchange", "wiki": "Wikipedia (en)",
+              "math_and_trivia": "DM Mathematics"}
+
+
+def test_source_map_makes_a_real_corpus_sources_testable(planted, tmp_path):
+    """The planted corpus with the Pile's source names: without a map the source findings lack their sources;
+    mapped back, the sources are there and what is left missing is queries (3 reasoning, 5 needed)."""
+    params = planted[0]
+    corpus = _corpus()
+    renamed = [PILE_NAMES.get(s, s) for s in corpus.column("source").to_pylist()]
+    corpus = corpus.set_column(corpus.schema.get_field_index("source"), "source", pa.array(renamed, pa.string()))
+    write_parquet(corpus, tmp_path / "corpus/part-00000.parquet", schemas.CORPUS)
+
+    def reasons(name: str, source_map: dict) -> tuple[set, dict]:
+        out = tmp_path / name
+        analyze.run(dataclasses.replace(
+            params, corpus=dataclasses.replace(params.corpus, out_dir=str(tmp_path / "corpus")),
+            analysis=dataclasses.replace(params.analysis, out_dir=str(out), metrics_dir=str(out), source_map=source_map)))
+        found = {r["finding"]: r["reason"] for r in pq.read_table(out / "findings.parquet").to_pylist()}
+        return set(pq.read_table(out / "enrichment.parquet").column("source").to_pylist()), found
+
+    sources, found = reasons("plain", {})
+    assert "Github" in sources and found["reasoning_sources"].startswith("no 'stackexchange' or 'code' documents")
+    assert found["factual_sources"].startswith("no 'wiki' or 'math_and_trivia' documents")
+    sources, found = reasons("mapped", {pile: ours for ours, pile in PILE_NAMES.items()})
+    assert "code" in sources and "Github" not in sources
+    assert found["reasoning_sources"] == "3 reasoning queries; the test needs 5"
+    assert found["factual_sources"] == "2 factual queries; the test needs 5"
 
 
 # ---------------------------------------------------------------- statistics one at a time
@@ -330,7 +365,7 @@ def test_sql_before_a_run_names_the_stage_and_works_from_a_subdirectory(tmp_path
     (["CREATE TABLE t AS SELECT 1"], "read-only"),
     (["SELECT * FROM read_csv('/etc/passwd')"], "Permission Error"),
     (["SELECT 1; SELECT 2"], "expected one SQL statement, got 2"),
-    (["--name", "nope"], "nope.sql: no such named query (known: answer_in_topk, findings,"),
+    (["--name", "nope"], "nope.sql: no such named query (known: answer_in_topk, finding_spread, findings,"),
     (["--name", "top_documents"], "top_documents.sql: missing parameter 'query_id' (give --param query_id=VALUE)"),
     (["--name", "findings", "--param", "k=1"], "findings.sql: unknown parameter 'k'"),
     (["--name", "findings", "--param", "k"], "--param 'k': expected KEY=VALUE"),

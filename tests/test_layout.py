@@ -16,8 +16,9 @@ from pipeline import cli
 from pipeline.core.config import STAGE_SECTIONS, Params, load_params
 
 PACKAGES = ("pipeline", "influence", "queries")
-# every stage: the main pipeline's, then the validation stage kept out of `dvc repro`'s default run
-DVC = {name: stage for f in ("dvc.yaml", "validate/dvc.yaml") for name, stage in
+# every stage: the main pipeline's, then those kept out of `dvc repro`'s default run (validation, the seed study);
+# a foreach stage's definition is its `do`
+DVC = {name: stage.get("do", stage) for f in ("dvc.yaml", "validate/dvc.yaml", "seeds/dvc.yaml") for name, stage in
        yaml.safe_load((REPO / f).read_text())["stages"].items()}
 
 
@@ -57,9 +58,13 @@ def closure(roots: set[Path]) -> set[Path]:
 
 
 def stage_roots(stage: str) -> set[Path]:
-    """A stage's module, and any Python file it lists itself (the report notebook)."""
+    """A stage's module, the stages it runs as steps (``STEPS``: the seed study), and any Python file it lists
+    itself (the report notebook)."""
     listed = {REPO / d for d in DVC[stage].get("deps", []) if d.endswith(".py") and d.split("/")[0] not in PACKAGES}
-    return {REPO / "pipeline" / "stages" / f"{stage}.py"} | listed
+    module = ast.parse((REPO / "pipeline" / "stages" / f"{stage}.py").read_text())
+    steps = next((ast.literal_eval(node.value) for node in module.body if isinstance(node, ast.Assign)
+                  and [getattr(t, "id", None) for t in node.targets] == ["STEPS"]), ())
+    return {REPO / "pipeline" / "stages" / f"{s}.py" for s in (stage, *steps)} | listed
 
 
 def uncovered(stage: str, deps: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ from pipeline.core import schemas
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ["pipeline", "queries", "influence", "reports/sql", "reports/procedural_vs_factual.py", "reports/offline.html.j2",
-          "dvc.yaml", "validate/dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
+          "dvc.yaml", "validate/dvc.yaml", "seeds/dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
 
 
 def _run(args, cwd):
@@ -72,8 +72,10 @@ def test_repro_produces_the_contracted_outputs(project):
         assert pq.read_schema(project / f"results/{name}.parquet") == schema, name
     findings = pq.read_table(project / "results/findings.parquet")
     n_scored = con.execute(f"SELECT count(DISTINCT segment) FROM {segments}").fetchone()[0]
-    assert findings.num_rows == 10 + n_scored  # the paper's, then one decomposition row per segment scored
-    assert findings.column("bm25").null_count < findings.num_rows  # BM25 beside ours
+    # the paper's, then one decomposition row per segment scored, for each method
+    assert findings.num_rows == 3 * (10 + n_scored)
+    assert set(findings.column("method").to_pylist()) == {"influence", "bm25", "random"}
+    assert all(r["reason"] for r in findings.to_pylist() if r["verdict"] == "not testable")
     methods = duckdb.connect().execute(
         f"SELECT DISTINCT method FROM read_parquet('{project}/results/query_stats.parquet') ORDER BY 1").fetchall()
     assert methods == [("bm25",), ("influence",), ("random",)]
@@ -106,6 +108,7 @@ def test_repro_renders_the_report(project):
     assert re.search(r"This run: commit .*, profile <code>test</code>, \d{4}-\d\d-\d\d \d\d:\d\d UTC", page)
     findings = pq.read_table(project / "results/findings.parquet").to_pylist()
     assert all(f"<td>{f['claim']}</td>" in page for f in findings if f["segment"] == "all")  # claims, not ids
+    assert "testable findings</strong> reproduce" in page and "make seeds" in page  # one run, and how to get more
     assert all(f"<td>{f['finding']}</td>" in page for f in findings if f["segment"] != "all")
     assert "-0.000" not in page
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.analysis import findings
 from pipeline.core.atomic import write_csv, write_json
-from pipeline.core.schemas import WHOLE
 from queries.tasks import TASKS
 
 CLASSES = ("procedural", "document_specific")
@@ -24,22 +24,23 @@ def _number(value) -> float | None:
     return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else round(float(value), 4)
 
 
-def headline(findings: pa.Table, summaries: dict[str, dict]) -> dict:
-    """The findings' numbers (ours), how many of the paper's reproduce, and the classifier's accuracy."""
-    rows = findings.to_pylist()
-    paper = [r for r in rows if r["segment"] == WHOLE]
+def headline(table: pa.Table, summaries: dict[str, dict]) -> dict:
+    """The findings' numbers (influence's), how many of the paper's testable ones reproduce, and the
+    classifier's accuracy."""
+    holding, testable, total = findings.count(table)
     classifier = {f"{method}_vs_{ref}": _number(s["classifier"][f"vs_{ref}"]["accuracy"])
                   for method, s in summaries.items() for ref in ("kind", "truth")}
-    return {"findings_reproduced": sum(r["reproduces"] for r in paper), "findings_total": len(paper),
-            "findings": {r["finding"]: _number(r["influence"]) for r in rows},
+    ours = [r for r in table.to_pylist() if r["method"] == "influence"]
+    return {"findings_reproduced": holding, "findings_testable": testable, "findings_total": total,
+            "findings": {r["finding"]: _number(r["value"]) for r in ours},  # segment findings name their segment
             "classifier": classifier}
 
 
-def write(out_dir: str | Path, findings: pa.Table, summaries: dict[str, dict], whole: dict[str, pa.Table]) -> None:
+def write(out_dir: str | Path, table: pa.Table, summaries: dict[str, dict], whole: dict[str, pa.Table]) -> None:
     """``headline.json``; ``top_mass.csv`` (mean top-p% share of positive influence per task, one column
     each); ``confusion.csv`` (each query's ground truth and predicted class, for DVC's confusion plot)."""
     out = Path(out_dir)
-    write_json(headline(findings, summaries), out / "headline.json")
+    write_json(headline(table, summaries), out / "headline.json")
     mass, queries = whole["top_mass"], whole["query_stats"]
     task_of = dict(zip(queries.column("query_id").to_pylist(), queries.column("task").to_pylist()))
     rows = []

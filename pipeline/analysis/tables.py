@@ -27,7 +27,7 @@ from pipeline.analysis import classify, labels, stats
 from pipeline.analysis.score_matrix import open_matrix
 from pipeline.core import schemas
 from pipeline.core.config import AnalysisConfig, Params
-from pipeline.core.errors import WherefromError
+from pipeline.core.errors import ParamsError, WherefromError
 from queries.answers import ParsedText
 from queries.tasks import CONTROLS, REASONING_TASKS, TASK_KIND
 
@@ -53,18 +53,30 @@ class Corpus:
     n_cells: int
 
     @staticmethod
-    def read(corpus_dir: str) -> Corpus:
+    def read(corpus_dir: str, source_map: dict[str, str] | None = None) -> Corpus:
+        """``source_map`` renames the corpus's sources (analysis.source_map) before anything counts them."""
         con = duckdb.connect()
         files = f"read_parquet('{Path(corpus_dir).resolve()}/*.parquet')"
         n_docs = con.execute(f"SELECT count(*) FROM {files}").fetchone()[0]
-        sources = con.execute(f"SELECT coalesce(source, '{UNKNOWN_SOURCE}'), count(*) FROM {files} GROUP BY 1").fetchall()
+        raw = dict(con.execute(f"SELECT coalesce(source, '{UNKNOWN_SOURCE}'), count(*) FROM {files} GROUP BY 1").fetchall())
+        source_map = source_map or {}
+        unknown = sorted(set(source_map) - set(raw))
+        if unknown:
+            raise ParamsError(f"analysis.source_map: {', '.join(map(repr, unknown))} is not a source of {corpus_dir} "
+                              f"(its sources: {', '.join(sorted(raw))})")
+        sources: dict[str, int] = Counter()
+        for name, n in raw.items():
+            sources[source_map.get(name, name)] += n
+        con.register("source_map", pa.table({"raw": list(source_map), "mapped": list(source_map.values())},
+                                            schema=pa.schema([("raw", pa.string()), ("mapped", pa.string())])))
         facts = con.execute(f"SELECT f, count(*) FROM (SELECT unnest(fact_ids) AS f FROM {files}) GROUP BY f").fetchall()
         procedures = con.execute(f"SELECT DISTINCT procedure FROM {files} WHERE procedure IS NOT NULL").fetchall()
         cell = con.execute(f"""SELECT coalesce(procedure, CASE WHEN len(fact_ids) > 0 THEN 'fact' ELSE 'other' END)
-                                      || ' x ' || coalesce(source, '{UNKNOWN_SOURCE}') FROM {files} ORDER BY doc_id""").fetchall()
+                                      || ' x ' || coalesce(m.mapped, d.source, '{UNKNOWN_SOURCE}')
+                               FROM {files} d LEFT JOIN source_map m ON d.source = m.raw ORDER BY doc_id""").fetchall()
         names, cells = np.unique(np.asarray([c for (c,) in cell], dtype=object), return_inverse=True)
-        return Corpus(n_docs, {s: c / n_docs for s, c in sources}, dict(facts), frozenset(p for (p,) in procedures),
-                      bool(facts or procedures), cells, len(names))
+        return Corpus(n_docs, {s: c / n_docs for s, c in sources.items()}, dict(facts),
+                      frozenset(p for (p,) in procedures), bool(facts or procedures), cells, len(names))
 
 
 def truth_class(task: str, fact_id: str | None, corpus: Corpus) -> str | None:
@@ -79,10 +91,11 @@ def truth_class(task: str, fact_id: str | None, corpus: Corpus) -> str | None:
 class DocumentText:
     """The top documents' text and ground truth, read once, each text parsed once for all queries."""
 
-    def __init__(self, corpus_dir: str, doc_ids: set[int]):
+    def __init__(self, corpus_dir: str, doc_ids: set[int], source_map: dict[str, str] | None = None):
         table = ds.dataset(corpus_dir, format="parquet").to_table(
             columns=["doc_id", "text", "source", "fact_ids", "procedure"], filter=pc.field("doc_id").isin(sorted(doc_ids)))
-        self.rows = {d: (t, s or UNKNOWN_SOURCE, f, p) for d, t, s, f, p in zip(*(table.column(c).to_pylist()
+        rename = source_map or {}
+        self.rows = {d: (t, rename.get(s, s) or UNKNOWN_SOURCE, f, p) for d, t, s, f, p in zip(*(table.column(c).to_pylist()
                                                                                  for c in table.column_names))}
         self.parsed = {d: ParsedText(row[0]) for d, row in self.rows.items()}
 
@@ -126,7 +139,7 @@ def analyze_method(method: Method, queries: pa.Table, corpus: Corpus, params: Pa
             spearman = stats.pearson(stats.rank_rows(matrix.values, ranks))
             del ranks
 
-    texts = DocumentText(params.corpus.out_dir, {r[3] for r in top_rows})
+    texts = DocumentText(params.corpus.out_dir, {r[3] for r in top_rows}, cfg.source_map)
     top_docs = _top_docs(top_rows, q, texts, k_top, corpus)
     stats_table = _query_stats(q, per_query, top_docs, pearson, corpus, cfg, n_docs, k_top)
     tables = {

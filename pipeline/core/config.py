@@ -71,6 +71,8 @@ class ModelConfig:
 
 @dataclass(config=_STRICT)
 class PretrainConfig:
+    seed: StrictInt | None = Field(None, description="the training run's seed (model initialisation and batch order); "
+                                   "null = the world's seed. The seed study varies it with the world fixed")
     steps: StrictInt = Field(8000, gt=0, description="optimizer steps; steps and fact repetition matter more than model size")
     batch_size: StrictInt = Field(4, gt=0)
     lr: StrictFloat = Field(3e-3, gt=0, description="peak learning rate, cosine decay to 10%")
@@ -150,6 +152,10 @@ class AnalysisConfig:
     sql_dir: StrictStr = Field("reports/sql", description="named DuckDB queries for `wherefrom sql --name`")
     metrics_dir: StrictStr = Field("metrics", description="headline.json (DVC metrics), top_mass.csv and confusion.csv "
                                                           "(DVC plots): small, git-tracked, one set per experiment")
+    source_map: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict, description="the corpus's source values -> the paper's categories (wiki, "
+        "math_and_trivia, stackexchange, code, arxiv_markdown, webdata), e.g. the Pile's 'Github: code'; unmapped "
+        "sources keep their names")
 
 
 @dataclass(config=_STRICT)
@@ -172,6 +178,19 @@ class CounterfactualConfig:
                                                                       "interrupted run resumes")
     metrics: StrictStr = Field("metrics/counterfactual.json", description="mean dNLL per method and task, paired "
                                                                           "shares and Wilcoxon p-values (DVC metrics)")
+
+
+@dataclass(config=_STRICT)
+class StudyConfig:
+    """``make seeds``: the training run repeated under several seeds, the world fixed, every finding over the runs."""
+
+    seeds: tuple[StrictInt, ...] = Field((0, 1, 2, 3, 4), min_length=1, description="one full training run per "
+                                         "seed (pretrain.seed); seeds/dvc.yaml reads this list, so it is set here, "
+                                         "never in a profile")
+    runs_dir: StrictStr = Field("results/seeds", description="each seed's model, queries, factors and scores, in seed=N/")
+    out_dir: StrictStr = Field("results/seed_study", description="each seed's analysis (seed=N/), "
+                                                                 "findings_by_seed.parquet and finding_spread.parquet")
+    metrics: StrictStr = Field("metrics/seeds.json", description="each finding's mean, sd and k of n (DVC metrics)")
 
 
 @dataclass(config=_STRICT)
@@ -199,8 +218,14 @@ class Params:
     analysis: AnalysisConfig = AnalysisConfig()
     report: ReportConfig = ReportConfig()
     counterfactual: CounterfactualConfig = CounterfactualConfig()
+    study: StudyConfig = StudyConfig()
     dask: DaskConfig = DaskConfig()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of the training run: ``pretrain.seed``, or the world's ``seed`` when it is not set."""
+        return self.seed if self.pretrain.seed is None else self.pretrain.seed
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -234,6 +259,9 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         known = ", ".join(["demo", *profiles])
         raise WherefromError(f"{source}: profile: unknown profile {profile!r} (known: {known})")
     for name, overrides in profiles.items():  # a typo in a profile not selected today is still a typo
+        if "seeds" in ((overrides or {}).get("study") or {}):
+            raise WherefromError(f"{source}: profiles.{name}: study.seeds is read by seeds/dvc.yaml from the top-level "
+                                 "study section; set it there")
         if name != profile:
             try:
                 TypeAdapter(Params).validate_python(_merge(raw, overrides or {}))
@@ -276,10 +304,16 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "analyze": ("baselines", "analysis"),
     "report": ("baselines", "analysis", "report", "counterfactual"),
     "counterfactual": ("seed", "corpus", "model", "pretrain", "queries", "analysis", "counterfactual"),
+    # make seeds: one seed's run (its own paths and pretrain.seed are set per seed), then the study's analysis
+    "seed": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines"),
+    "study": ("seed", "corpus", "queries", "baselines", "analysis", "study"),
 }
 RESOLVED_DIR = Path("data/params")
 
 
 def resolved(params: Params, stage: str) -> dict[str, Any]:
     full = dataclasses.asdict(params)
-    return {section: full[section] for section in STAGE_SECTIONS[stage]}
+    out = {section: full[section] for section in STAGE_SECTIONS[stage]}
+    if stage == "seed":  # each run of the study sets its own training seed: the main run's is not its setting
+        out["pretrain"] = {k: v for k, v in out["pretrain"].items() if k != "seed"}
+    return out

@@ -171,7 +171,10 @@ PROCEDURE_SHARE = pa.schema([
     pa.field("share", pa.float64()),  # of the top-k positive influence
 ])
 
-FINDINGS = pa.schema([
+# results/findings.parquet: one row per (finding, segment, method). A finding holds, does not hold, or is
+# not testable on this run (a source absent, too few queries of a kind), which never counts as a pass.
+HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable"
+_FINDING = [
     pa.field("finding", pa.string(), nullable=False),
     pa.field("segment", pa.string(), nullable=False),  # all: the paper's finding; else a decomposition by answer segment
     pa.field("claim", pa.string(), nullable=False),
@@ -179,17 +182,36 @@ FINDINGS = pa.schema([
     pa.field("paper", pa.string(), nullable=False),  # the paper's number(s), as published
     pa.field("paper_7b", pa.float64()),
     pa.field("paper_35b", pa.float64()),
-    pa.field("influence", pa.float64()),  # ours
-    pa.field("bm25", pa.float64()),
-    pa.field("random", pa.float64()),
-    pa.field("test", pa.string(), nullable=False),  # what "reproduces" means, with its p-value where there is one
-    pa.field("reproduces", pa.bool_(), nullable=False),
+    _METHOD,
+]
+FINDINGS = pa.schema([
+    *_FINDING,
+    pa.field("value", pa.float64()),  # the statistic on this method's scores (null where it cannot be computed)
+    pa.field("verdict", pa.string(), nullable=False),  # holds | does not hold | not testable
+    pa.field("test", pa.string(), nullable=False),  # the test, decided at p < 0.05
+    pa.field("p_value", pa.float64()),  # null when not testable
+    pa.field("reason", pa.string()),  # why not testable (null otherwise)
+])
+
+# make seeds: every run's findings, and each finding over the runs
+FINDINGS_BY_SEED = pa.schema([pa.field("seed", pa.int64(), nullable=False), *FINDINGS])
+FINDING_SPREAD = pa.schema([
+    *_FINDING,
+    pa.field("n_runs", pa.int64(), nullable=False),
+    pa.field("n_valued", pa.int64(), nullable=False),  # runs where the statistic could be computed
+    pa.field("mean", pa.float64()),
+    pa.field("sd", pa.float64()),  # across runs (n - 1 in the denominator)
+    pa.field("ci_low", pa.float64()),  # 95% t interval of the mean over runs
+    pa.field("ci_high", pa.float64()),
+    pa.field("n_testable", pa.int64(), nullable=False),
+    pa.field("n_holds", pa.int64(), nullable=False),  # "holds in k of n runs": n_holds of n_testable
 ])
 
 # The analyze stage's tables, each written to results/NAME.parquet and seen as a view of that name.
 ANALYSIS = {"query_stats": QUERY_STATS, "top_mass": TOP_MASS, "top_docs": TOP_DOCS, "correlations": CORRELATIONS,
             "correlation_groups": CORRELATION_GROUPS, "enrichment": ENRICHMENT, "procedure_share": PROCEDURE_SHARE}
 RESULTS = {**ANALYSIS, "findings": FINDINGS}
+STUDY = {"findings_by_seed": FINDINGS_BY_SEED, "finding_spread": FINDING_SPREAD}
 
 # results/counterfactual.parquet (`make validate`): each query's completion on a model retrained without
 # one method's removal sets; one row per (method, query)

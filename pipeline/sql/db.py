@@ -26,14 +26,15 @@ import pyarrow as pa
 
 from pipeline.core.config import Params
 from pipeline.core.errors import WherefromError
-from pipeline.core.schemas import RESULTS, SHARD_FILES
+from pipeline.core.schemas import RESULTS, SHARD_FILES, STUDY
 
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # the stage that writes what each view reads, named when a view is asked for before it exists
 VIEW_STAGE = {"corpus": "corpus", "queries": "probe", "segments": "probe", "scores": "scores",
               "baseline_scores": "baselines", **{name: "analyze" for name in RESULTS},
-              "counterfactual": "counterfactual"}
-_HOW_TO_RUN = {"counterfactual": "make validate: it retrains the model"}  # stages outside `dvc repro`
+              "counterfactual": "counterfactual", **{name: "study" for name in STUDY}}
+_HOW_TO_RUN = {"counterfactual": "make validate: it retrains the model",  # stages outside `dvc repro`
+               "study": "make seeds: it trains one model per seed"}
 
 
 def _literal(path: Path) -> str:
@@ -63,6 +64,10 @@ def view_sources(params: Params) -> dict[str, str]:
         path = Path(params.analysis.out_dir) / f"{name}.parquet"
         if path.is_file():
             views[name] = f"SELECT * FROM read_parquet({_literal(path)})"
+    for name in STUDY:
+        path = Path(params.study.out_dir) / f"{name}.parquet"
+        if path.is_file():
+            views[name] = f"SELECT * FROM read_parquet({_literal(path)})"
     return views
 
 
@@ -74,7 +79,8 @@ def connect(params: Params) -> duckdb.DuckDBPyConnection:
     readable = {str(Path(p).resolve()) + "/" for p in (params.scores.out_dir, params.baselines.out_dir,
                                                        Path(params.queries.out).parent,
                                                        Path(params.queries.segments).parent, params.corpus.out_dir,
-                                                       params.analysis.out_dir, Path(params.counterfactual.out).parent)}
+                                                       params.analysis.out_dir, Path(params.counterfactual.out).parent,
+                                                       params.study.out_dir)}
     con.execute("SET allowed_directories = ?", [sorted(readable)])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

@@ -8,8 +8,8 @@ paper's measurement) and each answer segment, over the queries that have it. Wri
 ``pipeline/core/schemas.py``, views in ``wherefrom sql``): ``query_stats`` (one row per query: magnitude,
 tail, answer in top-k, recall, class), ``top_mass`` (top p% sums), ``top_docs`` (top and bottom
 documents with labels), ``correlations`` (query pairs), ``correlation_groups``, ``enrichment``
-(sources in the top/bottom k), ``procedure_share`` (generated world), ``findings`` (ours beside the
-paper's); ``metrics.json``, every method's summary; and, in ``analysis.metrics_dir``, the small files
+(sources in the top/bottom k), ``procedure_share`` (generated world), ``findings`` (every method's
+verdict on each of the paper's findings); ``metrics.json``, every method's summary; and, in ``analysis.metrics_dir``, the small files
 DVC compares across experiments (``pipeline/analysis/headline.py``). The tables are built
 by ``pipeline/analysis/tables.py``.
 """
@@ -44,7 +44,7 @@ def methods(params: Params) -> list[Method]:
 def run(params: Params) -> Path:
     cfg = params.analysis
     queries = pq.read_table(params.queries.out)
-    corpus = Corpus.read(params.corpus.out_dir)
+    corpus = Corpus.read(params.corpus.out_dir, cfg.source_map)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = score_rows(params.scores.out_dir)
@@ -64,11 +64,9 @@ def run(params: Params) -> Path:
                  for name, per in results.items()}
     table = findings.compute(results)
     write_parquet(table, out / "findings.parquet", schemas.FINDINGS)
-    paper = [r for r, s in zip(table.column("reproduces").to_pylist(), table.column("segment").to_pylist())
-             if s == schemas.WHOLE]
-    write_json({**finite(summaries), "findings_reproduced": f"{sum(paper)}/{len(paper)}"}, out / "metrics.json")
+    tally = findings.describe(*findings.count(table))
+    write_json({**finite(summaries), "findings_reproduced": tally}, out / "metrics.json")
     headline.write(cfg.metrics_dir, table, summaries, results["influence"][schemas.WHOLE])
     print(f"analyze: {len(results)} methods ({', '.join(results)}) x {queries.num_rows} queries "
-          f"({', '.join(rows)}) x {corpus.n_docs} documents -> {out}/ (the paper's findings reproduced: "
-          f"{sum(paper)} of {len(paper)})")
+          f"({', '.join(rows)}) x {corpus.n_docs} documents -> {out}/ (the paper's findings, influence: {tally})")
     return out

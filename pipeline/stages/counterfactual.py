@@ -91,7 +91,7 @@ def run(params: Params) -> Path:
             start = time.perf_counter()
             gone = set(removed)
             keep = kept_tokens(tokenizer, texts, [d not in gone for d in doc_ids])
-            retrained, _ = pretrain(tokenizer, stream, params.model, params.pretrain, params.seed, keep=keep,
+            retrained, _ = pretrain(tokenizer, stream, params.model, params.pretrain, params.training_seed, keep=keep,
                                     desc=f"counterfactual: retrain without {method}'s {len(removed)} documents")
             after = completion_nll(retrained, tokenizer, prompts, completions, params.queries.batch_size)
             answers = greedy_completions(retrained, tokenizer, prompts, params.queries.max_new_tokens,

@@ -43,7 +43,7 @@ def run(params: Params) -> Path:
           f"({tokens / corpus_tokens:.1f} epochs)")
     start = time.perf_counter()
     try:
-        model, losses = pretrain(tokenizer, stream, params.model, params.pretrain, params.seed)
+        model, losses = pretrain(tokenizer, stream, params.model, params.pretrain, params.training_seed)
     except WherefromError as err:
         raise WherefromError(f"{params.corpus.out_dir}: {err}") from None
     seconds = time.perf_counter() - start

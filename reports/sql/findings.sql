@@ -1,5 +1,6 @@
 -- The paper's findings (segment all: the whole completion), then their decomposition by answer segment: the paper's
--- numbers, ours (influence) and the baselines', and whether each reproduces.
-SELECT finding, segment, paper, round(influence, 3) AS ours, round(bm25, 3) AS bm25, round(random, 3) AS random,
-       reproduces, test
+-- numbers and each method's, with its verdict (holds at p < 0.05, does not hold, or not testable and why).
+SELECT finding, segment, method, paper, round(value, 3) AS value, verdict, round(p_value, 4) AS p_value,
+       coalesce(reason, test) AS test_or_reason
 FROM findings
+ORDER BY segment <> 'all', segment, finding, method

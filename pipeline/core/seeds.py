@@ -1,0 +1,44 @@
+"""Where one run of the seed study lives: the same params, with ``pretrain.seed`` and every output path its own.
+
+The world (``corpus.out_dir``) and the queries' problems (the world's ``seed``) stay the main run's, so
+the runs differ only by their training draw: model initialisation and batch order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from pipeline.core.config import Params
+from pipeline.core.errors import ParamsError
+
+
+def run_dir(params: Params, seed: int) -> Path:
+    """The seed's model, queries, factors and scores (the ``seed@N`` stage's output)."""
+    return Path(params.study.runs_dir) / f"seed={seed}"
+
+
+def analysis_dir(params: Params, seed: int) -> Path:
+    """The seed's analysis tables and headline metrics (written by the ``study`` stage)."""
+    return Path(params.study.out_dir) / f"seed={seed}"
+
+
+def for_seed(params: Params, seed: int) -> Params:
+    """``params`` for the study's run under training seed ``seed``."""
+    if params.model.name_or_path:
+        raise ParamsError(f"study: a seed study retrains the model, and model.name_or_path is set "
+                          f"({params.model.name_or_path}); there is no training run to vary")
+    run, analysis = run_dir(params, seed), analysis_dir(params, seed)
+    replace = dataclasses.replace
+    return replace(
+        params,
+        model=replace(params.model, dir=str(run / "model")),
+        pretrain=replace(params.pretrain, seed=seed, metrics=str(run / "metrics/pretrain.json"),
+                         loss_curve=str(run / "metrics/pretrain_loss.csv")),
+        queries=replace(params.queries, out=str(run / "queries.parquet"), segments=str(run / "segments.parquet"),
+                        metrics=str(run / "metrics/probe.json")),
+        influence=replace(params.influence, factors_dir=str(run / "factors")),
+        scores=replace(params.scores, out_dir=str(run / "scores"), metrics=str(run / "metrics/scores.json")),
+        baselines=replace(params.baselines, out_dir=str(run / "baselines")),
+        analysis=replace(params.analysis, out_dir=str(analysis), metrics_dir=str(analysis / "metrics")),
+    )

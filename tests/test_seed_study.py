@@ -1,0 +1,89 @@
+"""The seed study end to end: `dvc repro seeds/dvc.yaml` on the test profile with 3 seeds, killed (kill -9)
+during the third seed's run, then resumed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipeline.analysis import findings
+from pipeline.core import schemas
+from test_pipeline_e2e import COPIED, REPO, _run
+
+SEEDS = [0, 1, 2]
+
+
+def _env() -> dict:
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_seed_study_resumes_after_kill_9_and_varies_only_the_training_run(tmp_path):
+    root = tmp_path / "project"
+    for name in COPIED:
+        src, dst = REPO / name, root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dst)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["profile"] = "test"
+    params["study"]["seeds"] = SEEDS
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], root)
+
+    runs = root / "results/seeds"
+
+    def done(step: str) -> set[int]:
+        return {s for s in SEEDS if (runs / f"seed={s}/.done/{step}").is_file()}
+
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "seeds/dvc.yaml"], cwd=root, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 900  # DVC picks the order of the seeds' stages: wait for the third to have trained
+    while len(done("pretrain")) < len(SEEDS) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(done("pretrain")) == len(SEEDS), "the third seed never finished pretraining"
+    os.killpg(proc.pid, signal.SIGKILL)  # during the third seed's next step
+    proc.wait()
+    assert not (root / "results/seed_study").exists()
+    assert len(done("baselines")) == 2
+    (killed,) = set(SEEDS) - done("baselines")
+    models = {s: _digest(runs / f"seed={s}/model/model.safetensors") for s in SEEDS}
+
+    out = _run([sys.executable, "-m", "dvc", "repro", "seeds/dvc.yaml"], root)
+    assert [s for s in SEEDS if f"Running stage 'seeds/dvc.yaml:seed@{s}'" in out] == [killed]  # the finished are not redone
+    assert f"seed {killed}: pretrain already done" in out
+    assert {s: _digest(runs / f"seed={s}/model/model.safetensors") for s in SEEDS} == models  # nothing retrained
+
+    # the world is the same for every seed, and the training runs differ
+    seed_params = [yaml.safe_load((runs / f"seed={s}/params.yaml").read_text()) for s in SEEDS]
+    assert {p["corpus"]["out_dir"] for p in seed_params} == {"data/corpus"}
+    assert [p["pretrain"]["seed"] for p in seed_params] == SEEDS
+    prompts = [pq.read_table(runs / f"seed={s}/queries.parquet").column("prompt").to_pylist() for s in SEEDS]
+    assert prompts[0] == prompts[1] == prompts[2]
+    assert len(set(models.values())) == len(SEEDS)
+
+    by_seed = pq.read_table(root / "results/seed_study/findings_by_seed.parquet")
+    assert by_seed.schema == schemas.FINDINGS_BY_SEED
+    paper = [r for r in by_seed.to_pylist() if r["segment"] == schemas.WHOLE]
+    assert len(paper) == len(findings.FINDINGS) * 3 * len(SEEDS)  # every finding x 3 methods x 3 seeds
+    assert {(r["seed"], r["method"]) for r in paper} == {(s, m) for s in SEEDS for m in ("influence", "bm25", "random")}
+    assert all(r["reason"] for r in paper if r["verdict"] == schemas.UNTESTABLE)
+    spread = pq.read_table(root / "results/seed_study/finding_spread.parquet").to_pylist()
+    assert {r["n_runs"] for r in spread if r["segment"] == schemas.WHOLE} == {len(SEEDS)}
+    shown = _run(["wherefrom", "sql", "--name", "finding_spread", "--format", "csv"], root).splitlines()
+    assert shown[0] == "finding,paper,n_runs,mean,sd,ci_low,ci_high,holds_in" and len(shown) == 1 + len(findings.FINDINGS)
+    assert "Running stage 'seeds" not in _run([sys.executable, "-m", "dvc", "repro", "seeds/dvc.yaml"], root)
