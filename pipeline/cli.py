@@ -97,7 +97,16 @@ def _enter_project() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="wherefrom", description="Training-data attribution pipeline.")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("wherefrom")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        installed = "unknown"
+    parser = argparse.ArgumentParser(prog="wherefrom", description="Training-data attribution pipeline: which "
+                                     "pretraining documents taught a language model this answer. Each STAGE is one "
+                                     "DVC stage (dvc repro runs them all); `wherefrom sql` queries the results.")
+    parser.add_argument("--version", action="version", version=f"wherefrom {installed}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
     for name, help_text in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -111,10 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("--name", help="run the named query reports/sql/NAME.sql instead")
     sql.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a named query's parameter")
     sql.add_argument("--list", action="store_true", help="list the named queries and their parameters")
+    sql.add_argument("--views", action="store_true", help="list the views there are now, and their columns")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--max-rows", type=int, default=40, help="rows shown in table format (default: 40)")
     sql.add_argument("--out", metavar="FILE", help="write the whole result to FILE.parquet or FILE.csv, streamed")
     sql.add_argument("--params", default=DEFAULT_PARAMS, help="parameters file (default: params.yaml, found from anywhere in the checkout)")
+    if not (sys.argv[1:] if argv is None else argv):  # a bare `wherefrom`: the whole help, not just the usage line
+        parser.print_help()
+        return 2
     args = parser.parse_args(argv)
     try:
         if args.params == DEFAULT_PARAMS:

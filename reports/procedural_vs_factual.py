@@ -142,7 +142,7 @@ paper_rows = findings[findings.segment == "all"]
 table = paper_rows.reset_index()[["claim", "statistic", "paper", "ours", *baselines, "verdict"]]
 table["test"] = [outcome(r) for r in paper_rows.itertuples()]
 display(HTML("<style>table.findings td, table.findings th{text-align:left !important}</style>"
-             + table.to_html(index=False, formatters={c: number for c in ("ours", *baselines)},
+             + table.to_html(index=False, formatters={c: number for c in ("ours", *baselines)}, na_rep="–",
                              classes="findings")))
 note("Shares are given as fractions (0.55 is the paper's 55%); `ours` is influence. A finding holds when its test "
      "gives p < 0.05; one that cannot be tested on this corpus and these queries says why, and leaves the count. "
@@ -541,7 +541,7 @@ if segment_names:
     decomposition = segment_rows.reset_index()[["finding", "segment", "ours", *baselines, "verdict"]]
     decomposition["test"] = [outcome(r) for r in segment_rows.itertuples()]
     display(HTML(decomposition.to_html(index=False, formatters={c: number for c in ("ours", *baselines)},
-                                       classes="findings")))
+                                       na_rep="–", classes="findings")))
     reasoning = [t for t in ("arithmetic", "slope", "linear") if t in nll.index]
     computed = nll.loc[reasoning, "computed"].mean() if "computed" in nll and reasoning else float("nan")
     best = max(segment_names, key=lambda seg: -np.inf if np.isnan(within(seg)) else within(seg))

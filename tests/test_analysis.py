@@ -329,6 +329,20 @@ def test_named_queries_run_with_their_parameters(planted, capsys):
         assert code == 0 and out.count("\n") > 1, (name, err)
     code, out, _ = _sql(planted, capsys, "--list")
     assert code == 0 and "top_documents" in out and "query_id" in out
+    assert "Mean Pearson (and Spearman) r of document scores between the queries of two tasks (the paper's main " \
+           "evidence), and of their summed scores per (document category x source) cell" in out  # not cut mid-sentence
+    code, out, _ = _sql(planted, capsys, "--views")
+    views = dict(line.split(": ", 1) for line in out.splitlines())
+    assert code == 0 and set(views) == {"scores", "queries", "segments", "corpus", *schemas.ANALYSIS, "findings"}
+    assert views["scores"] == "query_id varchar, segment varchar, doc_id bigint, score float, score_per_nat float"
+
+
+def test_sql_json_is_one_valid_array_streamed_in_batches(planted, capsys):
+    code, out, _ = _sql(planted, capsys, "SELECT * FROM scores ORDER BY query_id, segment, doc_id", "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 2 * len(QUERIES) * N_DOCS and rows[0]["doc_id"] == 0
+    code, out, _ = _sql(planted, capsys, "SELECT * FROM scores WHERE false", "--format", "json")
+    assert json.loads(out) == []
 
 
 def test_sql_streams_a_whole_result_to_parquet_or_csv(planted, capsys, tmp_path):
@@ -360,7 +374,8 @@ def test_sql_before_a_run_names_the_stage_and_works_from_a_subdirectory(tmp_path
     (["--name", "answer_in_topk", "--param", "method=bm25"], "answer_in_topk.sql: method 'bm25' does not exist (known: influence)"),
     (["--name", "findings", "--out", "x.txt"], "--out x.txt: expected a .parquet or .csv file"),
     (["SELEC 1"], "sql: Parser Error: syntax error"),
-    (["SELECT * FROM nowhere"], "Catalog Error"),
+    (["SELECT * FROM nowhere"], "sql: no view 'nowhere' (views: corpus, correlation_groups,"),
+    (["--name", "findings", "--out", "/proc/nope/x.parquet"], "--out /proc/nope/x.parquet: cannot write: No such file"),
     (["COPY (SELECT 1) TO 'x.csv'"], "read-only: only SELECT statements run here, not COPY"),
     (["CREATE TABLE t AS SELECT 1"], "read-only"),
     (["SELECT * FROM read_csv('/etc/passwd')"], "Permission Error"),

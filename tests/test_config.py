@@ -33,6 +33,11 @@ def test_repository_params_are_valid_for_every_profile():
     ({"profile": "laptop"}, "profile: unknown profile 'laptop' (known: demo"),
     ({"profile": "test", "profiles": {"test": {"model": {"n_layers": 0}}}}, "model.n_layers: Input should be greater than 0"),
     ({"profiles": {"laptop": {"pretrain": {"stepz": 9}}}}, "params.yaml: profiles.laptop: unknown key 'pretrain.stepz'"),
+    ({"profiles": {"laptop": {"study": {"seeds": [1]}}}},
+     "profiles.laptop: study.seeds is read by seeds/dvc.yaml from the top-level study section; set it there"),
+    ({"study": {"seeds": []}}, "study.seeds: Tuple should have at least 1 item"),
+    ({"pretrain": {"seed": "1"}}, "pretrain.seed: Input should be a valid integer"),
+    ({"analysis": {"source_map": {"Github": 3}}}, "analysis.source_map.Github: Input should be a valid string"),
 ])
 def test_bad_params_name_the_key(raw, message):
     with pytest.raises(WherefromError) as err:
@@ -40,6 +45,20 @@ def test_bad_params_name_the_key(raw, message):
     assert str(err.value).startswith("params.yaml: ")
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_the_training_seed_is_the_worlds_unless_set():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert parse_params({**raw, "seed": 7}).training_seed == 7
+    assert parse_params({**raw, "seed": 7, "pretrain": {**raw["pretrain"], "seed": 3}}).training_seed == 3
+
+
+def test_version_and_a_bare_command(tmp_path):
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and proc.stdout.startswith("wherefrom ")
+    proc = subprocess.run([sys.executable, "-m", "pipeline"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "positional arguments" in proc.stdout and "sql" in proc.stdout
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -80,3 +99,24 @@ def test_a_missing_kronfluence_is_one_line_that_says_how_to_install_it(tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("wherefrom: error: kronfluence is not installed: pip install --no-deps "
                                           "kronfluence==1.0.1")
+
+
+def _readme_messages() -> dict[str, str]:
+    """The README's bad-input table: what each bad input says."""
+    rows = [line.split(" | ") for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| ")]
+    return {cells[0].lstrip("| "): cells[1].strip(" |`") for cells in rows if len(cells) == 2}
+
+
+@pytest.mark.parametrize("row, section, key, value", [
+    ("unknown key", "corpus", "n_entitys", 3),
+    ("wrong type", "pretrain", "steps", "100"),
+    ("zero or negative count", "corpus", "n_entities", -1),
+])
+def test_the_readmes_bad_params_examples_say_what_the_readme_shows(tmp_path, row, section, key, value):
+    """On the repository's own params.yaml, every profile present: the error names the key, not a profile."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(WherefromError) as err:
+        load_params(tmp_path / "params.yaml")
+    assert str(err.value) == _readme_messages()[row].replace("params.yaml", str(tmp_path / "params.yaml"))

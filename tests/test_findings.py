@@ -41,7 +41,8 @@ def _tables(n_factual: int = 6, n_per_task: int = 6, shares: dict[str, float] = 
         "answer_in_context_topk": [k == "factual" for *_, k in queries],
         "total_positive": [(3.0 if k == "factual" else 1.0) * rng.uniform(0.5 if k == "factual" else 0.95, 1.5)
                            for *_, k in queries]})
-    rows = [(q, r, favoured[k][r % 2] if r <= 6 else next(iter(shares))) for q, _, k in queries for r in range(1, K + 1)]
+    rows = [(q, r, favoured[k][r % 2] if r <= 6 else next(iter(shares)))
+            for q, _, k in queries for r in range(1, K + 1)]
     top_docs = pa.table({"query_id": [q for q, *_ in rows], "end": ["top"] * len(rows), "rank": [r for _, r, _ in rows],
                          "source": [s for *_, s in rows]})
     enrichment = pa.table({"end": ["top"] * len(shares), "k": [K] * len(shares), "level": ["kind"] * len(shares),

@@ -22,25 +22,37 @@ COPIED = ["pipeline", "queries", "influence", "reports/sql", "reports/procedural
           "dvc.yaml", "validate/dvc.yaml", "seeds/dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
 
 
+def run_env() -> dict:
+    """The environment of a command the tests run: one thread, no DVC analytics, this venv's tools first."""
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def _run(args, cwd):
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(args, cwd=cwd, env=run_env(), capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
+def new_project(root: Path, edit=None) -> Path:
+    """A fresh repository holding the project's code and params on the test profile (``edit`` may change the
+    params further)."""
     for name in COPIED:
         src, dst = REPO / name, root / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dst)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["profile"] = "test"
+    if edit:
+        edit(params)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = new_project(tmp_path_factory.mktemp("project"))
     _run([sys.executable, "-m", "dvc", "repro"], root)
     return root
 
@@ -105,7 +117,11 @@ def test_repro_renders_the_report(project):
     assert len(figures) == 10  # every section but the findings table (2) and the example documents (10)
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"https?:", page)  # renders offline
     assert "<title>wherefrom: which documents taught the model" in page
-    assert re.search(r"This run: commit .*, profile <code>test</code>, \d{4}-\d\d-\d\d \d\d:\d\d UTC", page)
+    assert re.search(r"This run: commit .*, profile <code>test</code>, \d{4}-\d\d-\d\d \d\d:\d\d UTC; model pretrained "
+                     r"here \(<code>models/lm</code>: Llama, 2 layers x 64, MLP 128, 0\.\d\dM parameters\), training "
+                     r"seed 0; the embedded world \(<code>terse</code> style, seed 0\); the world's query suites", page)
+    contents = re.search(r'<nav class="contents">(.*?)</nav>', page).group(1)
+    assert re.findall(r'<li><a href="#(\d+)\.-', contents) == sections  # every section, linked
     findings = pq.read_table(project / "results/findings.parquet").to_pylist()
     assert all(f"<td>{f['claim']}</td>" in page for f in findings if f["segment"] == "all")  # claims, not ids
     assert "testable findings</strong> reproduce" in page and "make seeds" in page  # one run, and how to get more

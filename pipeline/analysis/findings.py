@@ -67,7 +67,8 @@ def _same_task_reasoning(t: Tables) -> np.ndarray:
 
 def _enough_pairs(r: np.ndarray, label: str) -> np.ndarray:
     if len(r) < MIN_PAIRS:
-        raise NotTestable(f"{len(r)} pairs of {label} queries; the test needs {MIN_PAIRS} ({MIN_QUERIES} queries)")
+        raise NotTestable(f"{len(r)} pair{'' if len(r) == 1 else 's'} of {label} queries; the test needs "
+                          f"{MIN_PAIRS} ({MIN_QUERIES} queries)")
     return r
 
 
@@ -86,7 +87,8 @@ def _queries(t: Tables, tasks: tuple[str, ...], correct_only: bool = False) -> d
 
 def _enough(values: np.ndarray, label: str) -> np.ndarray:
     if len(values) < MIN_QUERIES:
-        raise NotTestable(f"{len(values)} {label} queries; the test needs {MIN_QUERIES}")
+        noun = "query" if len(values) == 1 else "queries"
+        raise NotTestable(f"{len(values)} {label} {noun}; the test needs {MIN_QUERIES}")
     return values
 
 
@@ -114,7 +116,8 @@ def _corpus_shares(t: Tables) -> dict[str, float]:
 def _enrichment(t: Tables, kind: str, sources: tuple[str, ...]) -> list[float]:
     e = t["enrichment"].to_pydict()
     k = int(t["query_stats"].column("top_k")[0].as_py())
-    return [v for v, end, kk, level, group, s in zip(e["enrichment"], e["end"], e["k"], e["level"], e["group"], e["source"])
+    rows = zip(e["enrichment"], e["end"], e["k"], e["level"], e["group"], e["source"])
+    return [v for v, end, kk, level, group, s in rows
             if end == "top" and kk == k and level == "kind" and group == kind and s in sources]
 
 
@@ -245,7 +248,8 @@ def _same_task_vs_unrelated_p(t: Tables) -> float:
 
 SEGMENT_FINDINGS = tuple(
     Finding(f"same_task_reasoning_r_{segment}",
-            f"Decomposition: the {segment} tokens of one reasoning task's completions are influenced by the same documents",
+            f"Decomposition: the {segment} tokens of one reasoning task's completions are influenced by the same "
+            "documents",
             f"mean Pearson r over pairs of the same reasoning task, measured on the NLL of the {segment} tokens alone",
             "not in the paper (a decomposition of same_task_reasoning_r)", None, None,
             lambda t: _avg(_same_task_reasoning(t)),

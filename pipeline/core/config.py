@@ -258,20 +258,21 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     if profile != "demo" and profile not in profiles:
         known = ", ".join(["demo", *profiles])
         raise WherefromError(f"{source}: profile: unknown profile {profile!r} (known: {known})")
-    for name, overrides in profiles.items():  # a typo in a profile not selected today is still a typo
+    for name, overrides in profiles.items():
         if "seeds" in ((overrides or {}).get("study") or {}):
             raise WherefromError(f"{source}: profiles.{name}: study.seeds is read by seeds/dvc.yaml from the top-level "
                                  "study section; set it there")
+    try:  # the selected profile first: a bad top-level value is reported as itself, not as another profile's
+        params = TypeAdapter(Params).validate_python(_merge(raw, profiles.get(profile) or {}))
+    except ValidationError as err:
+        raise WherefromError(_describe(err, source)) from None
+    for name, overrides in profiles.items():  # a typo in a profile not selected today is still a typo
         if name != profile:
             try:
                 TypeAdapter(Params).validate_python(_merge(raw, overrides or {}))
             except ValidationError as err:
                 raise WherefromError(_describe(err, f"{source}: profiles.{name}")) from None
-    effective = _merge(raw, profiles.get(profile) or {})
-    try:
-        return TypeAdapter(Params).validate_python(effective)
-    except ValidationError as err:
-        raise WherefromError(_describe(err, source)) from None
+    return params
 
 
 def from_resolved(effective: dict) -> Params:

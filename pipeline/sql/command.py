@@ -2,10 +2,12 @@
 
     wherefrom sql "SELECT task, avg(alpha) FROM query_stats WHERE method = 'influence' GROUP BY task"
     wherefrom sql --name top_documents --param query_id=slope-003 --param k=5
-    wherefrom sql --list
+    wherefrom sql --list                    # the named queries and their parameters
+    wherefrom sql --views                   # the views there are now, and their columns
 
 The views (``scores``, ``baseline_scores``, ``queries``, ``corpus`` and every ``results/`` table) are
-made by ``pipeline/sql/db.py`` at connect time; the README lists their columns.
+made by ``pipeline/sql/db.py`` at connect time. CSV and JSON are streamed batch by batch, so the
+first rows reach a pipe (``| head``) before the whole result is read.
 """
 
 from __future__ import annotations
@@ -34,17 +36,37 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def show(table: pa.Table, fmt: str, max_rows: int) -> None:
-    if fmt == "csv":  # the csv module quotes only where needed (pyarrow's writer quotes every string)
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(table.column_names)
-        writer.writerows(zip(*(c.to_pylist() for c in table.columns)))
-    elif fmt == "json":
-        print(json.dumps(table.to_pylist(), default=str, indent=1))
-    else:
-        import duckdb
+def show(table: pa.Table, max_rows: int) -> None:
+    import duckdb
 
-        duckdb.from_arrow(table).show(max_rows=max_rows, max_width=200)
+    duckdb.from_arrow(table).show(max_rows=max_rows, max_width=200)
+
+
+def write_stream(reader: pa.RecordBatchReader, fmt: str) -> None:
+    """CSV or a JSON array on stdout, one record batch at a time."""
+    out = sys.stdout
+    if fmt == "csv":  # the csv module quotes only where needed (pyarrow's writer quotes every string)
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(reader.schema.names)
+        for batch in reader:
+            writer.writerows(zip(*(c.to_pylist() for c in batch.columns)))
+            out.flush()
+        return
+    out.write("[")
+    first = True
+    for batch in reader:
+        for row in batch.to_pylist():
+            out.write(("\n " if first else ",\n ") + json.dumps(row, default=str))
+            first = False
+        out.flush()
+    out.write("\n]\n" if not first else "]\n")
+
+
+def list_views(con) -> None:
+    """Each view there is now, with its columns and their types."""
+    for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall():
+        columns = con.execute(f"DESCRIBE {name}").fetchall()
+        print(f"{name}: " + ", ".join(f"{c[0]} {c[1].lower()}" for c in columns))
 
 
 # Named-query parameters whose value must exist: an unknown query id or method would give 0 rows.
@@ -71,13 +93,16 @@ def export(reader: pa.RecordBatchReader, path: Path) -> int:
     import pyarrow.parquet as pq
 
     rows = 0
-    with atomic_path(path) as tmp:
-        writer = (pq.ParquetWriter(tmp, reader.schema) if path.suffix == ".parquet"
-                  else pacsv.CSVWriter(tmp, reader.schema))
-        with writer:
-            for batch in reader:
-                writer.write_batch(batch)
-                rows += batch.num_rows
+    try:
+        with atomic_path(path) as tmp:
+            writer = (pq.ParquetWriter(tmp, reader.schema) if path.suffix == ".parquet"
+                      else pacsv.CSVWriter(tmp, reader.schema))
+            with writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+    except OSError as err:
+        raise WherefromError(f"--out {path}: cannot write: {err.strerror or err}") from None
     return rows
 
 
@@ -86,7 +111,10 @@ def run(params: Params, args: argparse.Namespace) -> int:
     if args.list:
         for q in db.named_queries(sql_dir):
             takes = [*q.required, *(f"{k}={v}" for k, v in q.defaults.items())]
-            print(f"{q.name:24} {q.description}  [{', '.join(takes)}]")
+            print(f"{q.name}  [{', '.join(takes)}]\n    {q.description}")
+        return 0
+    if args.views:
+        list_views(db.connect(params))
         return 0
     if bool(args.query) == bool(args.name):
         raise WherefromError("sql: give either a SELECT statement or --name NAME (see wherefrom sql --list)")
@@ -107,5 +135,8 @@ def run(params: Params, args: argparse.Namespace) -> int:
         rows = export(db.stream(con, sql, values, source), out)
         print(f"sql: {rows:,} rows -> {out}", file=sys.stderr)
         return 0
-    show(db.query(con, sql, values, source), args.format, args.max_rows)
+    if args.format == "table":
+        show(db.query(con, sql, values, source), args.max_rows)
+    else:
+        write_stream(db.stream(con, sql, values, source), args.format)
     return 0

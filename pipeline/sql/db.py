@@ -124,6 +124,11 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict | None, sour
             stage = VIEW_STAGE[missing.group(1)]
             how = _HOW_TO_RUN.get(stage, f"wherefrom {stage}, or dvc repro")
             raise WherefromError(f"{source}: no {missing.group(1)} yet: run the {stage} stage first ({how})") from None
+        if missing:  # DuckDB would suggest one of its own catalog functions
+            views = [v for (v,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1")
+                     .fetchall()]
+            raise WherefromError(f"{source}: no view {missing.group(1)!r} (views: {', '.join(views)}; "
+                                 "wherefrom sql --views lists their columns)") from None
         raise WherefromError(f"{source}: {_one_line(err)}") from None
     except duckdb.Error as err:
         raise WherefromError(f"{source}: {_one_line(err)}") from None
@@ -153,8 +158,12 @@ def named_query(sql_dir: str | Path, name: str) -> NamedQuery:
         known = ", ".join(q.name for q in named_queries(sql_dir)) or "none"
         raise WherefromError(f"{path}: no such named query (known: {known})")
     text = path.read_text()
-    header = [line.strip() for line in text.splitlines() if line.strip().startswith("--")]
-    description = next((h.lstrip("- ").strip() for h in header if not _PARAM.match(h)), "")
+    header = []
+    for line in text.splitlines():  # the leading comment block
+        if not line.strip().startswith("--"):
+            break
+        header.append(line.strip())
+    description = " ".join(h.lstrip("- ").strip() for h in header if not _PARAM.match(h))  # every line of it
     required, defaults = [], {}
     for line in header:
         m = _PARAM.match(line)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -36,7 +37,42 @@ def provenance(params: Params) -> str:
         commit += " with uncommitted changes" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (no git commit here)"
-    return f"commit {commit}, profile `{params.profile}`, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    return (f"commit {commit}, profile `{params.profile}`, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
+            + describe_run(params))
+
+
+def describe_run(params: Params) -> str:
+    """What was attributed: the model, its training seed, the corpus and the queries."""
+    if params.model.name_or_path:
+        model = f"model `{params.model.name_or_path}`"
+    else:
+        m = params.model
+        metrics = Path(params.pretrain.metrics)
+        size = json.loads(metrics.read_text()).get("n_params") if metrics.is_file() else None
+        model = (f"model pretrained here (`{m.dir}`: Llama, {m.n_layers} layers x {m.hidden_size}, MLP "
+                 f"{m.intermediate_size}" + (f", {size / 1e6:.2f}M parameters" if size else "")
+                 + f"), training seed {params.training_seed}")
+    corpus = (f"corpus `{params.corpus.dataset}`" if params.corpus.dataset
+              else f"the embedded world (`{params.corpus.style}` style, seed {params.seed})")
+    queries = f"queries `{params.queries.file}`" if params.queries.file else "the world's query suites"
+    return f"{model}; {corpus}; {queries}"
+
+
+_SECTION = re.compile(r'<h2 id="([^"]+)">(.*?)<a class="anchor-link"')
+
+
+def with_contents(body: str) -> str:
+    """The page with a linked table of its sections (whichever ran: section 13 only after make validate)
+    before its first section."""
+    sections = _SECTION.findall(body)
+    if not sections:
+        return body
+    items = "".join(f'<li><a href="#{anchor}">{title}</a></li>' for anchor, title in sections)
+    contents = f'<nav class="contents"><p><b>Contents</b></p><ul>{items}</ul></nav>'
+    first = body.index(f'<h2 id="{sections[0][0]}"')
+    cell = body.rfind('<div class="jp-Cell', 0, first)  # before the section's whole cell, not inside it
+    at = cell if cell >= 0 else first
+    return body[:at] + contents + body[at:]
 
 
 def run(params: Params) -> Path:
@@ -59,6 +95,9 @@ def run(params: Params) -> Path:
             papermill.execute_notebook(
                 str(unexecuted), str(done), kernel_name="python3", language="python", cwd=str(Path.cwd()),
                 progress_bar=False,
+                # the kernel's own log (a warning that it talks over local TCP unencrypted, a KeyboardInterrupt at
+                # shutdown) is not the report's business: a failing cell is reported below
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
                 parameters={"resolved": json.loads(json.dumps(dataclasses.asdict(params))),  # tuples as lists
                             "method": "influence",
                             "baselines": list(params.baselines.methods), "docs_shown": cfg.docs_shown,
@@ -70,6 +109,7 @@ def run(params: Params) -> Path:
         notebook = nbformat.read(done, as_version=4)
         notebook.metadata["title"] = TITLE  # the page's <title>, else "Notebook"
         body, _ = exporter.from_notebook_node(notebook)
+        body = with_contents(body)
         for path, content in ((executed, done.read_text()), (page, body)):
             with atomic_path(path) as tmp_path:
                 tmp_path.write_text(content)

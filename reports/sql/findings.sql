@@ -3,4 +3,3 @@
 SELECT finding, segment, method, paper, round(value, 3) AS value, verdict, round(p_value, 4) AS p_value,
        coalesce(reason, test) AS test_or_reason
 FROM findings
-ORDER BY segment <> 'all', segment, finding, method
