@@ -4,9 +4,9 @@
 
 The world (``data/corpus``) and the queries' problems are the main run's; only the training draw
 (model initialisation and batch order) changes, so the runs differ as two machines' runs of the same
-params do. Each step is the stage's own command on a params file of this seed's
-(``pipeline/core/seeds.py`` sets the paths), and resumes as that stage does; a finished step is not
-run again (``pipeline/core/steps.py``). The ``study`` stage analyses every seed's scores.
+params do. Each step is that stage's ``run`` on this seed's params (``pipeline/core/seeds.py`` sets the
+paths, ``results/seeds/seed=N/params.yaml`` records them) and resumes as that stage does; a finished
+step is not run again (``pipeline/core/steps.py``). The ``study`` stage analyses every seed's scores.
 """
 
 from __future__ import annotations
