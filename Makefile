@@ -49,7 +49,7 @@ validate: $(STAMP)
 	@echo "Open the report (section 13): $(CURDIR)/reports/out/procedural_vs_factual.html"
 
 ## make seeds: the seed study. One full training run per seed in params.yaml's study.seeds (5 by default, about
-## 17 min each on 2 cores), the world fixed; then every finding over the runs, and the report with the study.
+## 30 min each on 2 cores), the world fixed; then every finding over the runs, and the report with the study.
 seeds: $(STAMP)
 	@test -d .git || { echo "make seeds: run it inside the git checkout (DVC needs the repository)"; exit 2; }
 	dvc repro seeds/dvc.yaml

@@ -47,7 +47,8 @@ def run(params: Params) -> Path:
     write_json({"runs": len(cfg.seeds), "seeds": list(cfg.seeds), "findings": {
         f"{r['method']}/{r['finding']}": {"mean": _round(r["mean"]), "sd": _round(r["sd"]), "holds": r["n_holds"],
                                           "testable": r["n_testable"]} for r in paper}}, cfg.metrics)
-    print(f"study: {len(cfg.seeds)} runs (seeds {', '.join(map(str, cfg.seeds))}); each finding over them -> {out}/")
+    runs = f"{len(cfg.seeds)} run{'' if len(cfg.seeds) == 1 else 's'}"
+    print(f"study: {runs} (seeds {', '.join(map(str, cfg.seeds))}); each finding over them -> {out}/")
     for r in (r for r in paper if r["method"] == "influence"):
         print(f"  {r['finding']:<26} {_fmt(r['mean'])} ± {_fmt(r['sd'])}  holds in {r['n_holds']} of "
               f"{r['n_testable']} testable runs")
