@@ -46,6 +46,8 @@ def raw_params(tmp: Path, **overrides) -> dict:
     raw["baselines"]["out_dir"] = str(tmp / "results/baselines")
     raw["counterfactual"].update(out=str(tmp / "results/counterfactual.parquet"), arms_dir=str(tmp / "results/counterfactual"),
                                  metrics=str(tmp / "metrics/counterfactual.json"))
+    raw["study"].update(runs_dir=str(tmp / "results/seeds"), out_dir=str(tmp / "results/seed_study"),
+                        metrics=str(tmp / "metrics/seeds.json"))
     profile = raw["profiles"]["test"]
     for section, values in overrides.items():  # into the profile, which is applied last
         if isinstance(values, dict):

@@ -58,7 +58,8 @@ class Corpus:
         con = duckdb.connect()
         files = f"read_parquet('{Path(corpus_dir).resolve()}/*.parquet')"
         n_docs = con.execute(f"SELECT count(*) FROM {files}").fetchone()[0]
-        raw = dict(con.execute(f"SELECT coalesce(source, '{UNKNOWN_SOURCE}'), count(*) FROM {files} GROUP BY 1").fetchall())
+        raw = dict(con.execute(f"SELECT coalesce(source, '{UNKNOWN_SOURCE}'), count(*) FROM {files} GROUP BY 1")
+                   .fetchall())
         source_map = source_map or {}
         unknown = sorted(set(source_map) - set(raw))
         if unknown:
@@ -95,8 +96,8 @@ class DocumentText:
         table = ds.dataset(corpus_dir, format="parquet").to_table(
             columns=["doc_id", "text", "source", "fact_ids", "procedure"], filter=pc.field("doc_id").isin(sorted(doc_ids)))
         rename = source_map or {}
-        self.rows = {d: (t, rename.get(s, s) or UNKNOWN_SOURCE, f, p) for d, t, s, f, p in zip(*(table.column(c).to_pylist()
-                                                                                 for c in table.column_names))}
+        columns = (table.column(c).to_pylist() for c in table.column_names)
+        self.rows = {d: (t, rename.get(s, s) or UNKNOWN_SOURCE, f, p) for d, t, s, f, p in zip(*columns)}
         self.parsed = {d: ParsedText(row[0]) for d, row in self.rows.items()}
 
 

@@ -64,7 +64,7 @@ def write_stream(reader: pa.RecordBatchReader, fmt: str) -> None:
 
 def list_views(con) -> None:
     """Each view there is now, with its columns and their types."""
-    for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall():
+    for name in db.view_names(con):
         columns = con.execute(f"DESCRIBE {name}").fetchall()
         print(f"{name}: " + ", ".join(f"{c[0]} {c[1].lower()}" for c in columns))
 

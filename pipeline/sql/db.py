@@ -125,13 +125,16 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict | None, sour
             how = _HOW_TO_RUN.get(stage, f"wherefrom {stage}, or dvc repro")
             raise WherefromError(f"{source}: no {missing.group(1)} yet: run the {stage} stage first ({how})") from None
         if missing:  # DuckDB would suggest one of its own catalog functions
-            views = [v for (v,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1")
-                     .fetchall()]
-            raise WherefromError(f"{source}: no view {missing.group(1)!r} (views: {', '.join(views)}; "
+            raise WherefromError(f"{source}: no view {missing.group(1)!r} (views: {', '.join(view_names(con))}; "
                                  "wherefrom sql --views lists their columns)") from None
         raise WherefromError(f"{source}: {_one_line(err)}") from None
     except duckdb.Error as err:
         raise WherefromError(f"{source}: {_one_line(err)}") from None
+
+
+def view_names(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The views this connection made (those whose inputs exist), by name."""
+    return [v for (v,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()]
 
 
 def _one_line(err: Exception) -> str:
