@@ -62,6 +62,7 @@ seeds: $(STAMP)
 
 ## make test: unit tests plus one end-to-end `dvc repro` on the test profile
 test: $(STAMP)
+	$(BIN)/ruff check .  # the lint rules and 120 columns: pyproject.toml's [tool.ruff]
 	$(BIN)/python -m pytest
 
 ## make bench: docs/s of plain forward+backward, kronfluence and wherefrom, side by side (not a test)

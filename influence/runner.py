@@ -100,13 +100,23 @@ def score_corpus(params: Params) -> Scored:
           + (f" ({len(rows)} rows: each whole completion and its answer segments)" if cfg.segments else "")
           + f" ({len(plan) - len(todo)} already complete)")
     # absolute paths: a worker of an external cluster resolves a relative one against its own directory
-    job = ScoreJob(run_key=key, method=cfg.method, model_dir=_absolute(params.model.dir),
-                   factors_dir=_absolute(params.influence.factors_dir), corpus_dir=_absolute(params.corpus.out_dir),
-                   queries_path=_absolute(params.queries.out), segments_path=segments_path and _absolute(segments_path),
-                   out_dir=_absolute(out),
-                   batch_size=cfg.batch_size, context=params.model.context,
-                   whole_documents=params.corpus.long_docs != "truncate", damping=params.influence.damping,
-                   dtype=cfg.dtype, threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers), seed=params.seed)
+    job = ScoreJob(
+        run_key=key,
+        method=cfg.method,
+        model_dir=_absolute(params.model.dir),
+        factors_dir=_absolute(params.influence.factors_dir),
+        corpus_dir=_absolute(params.corpus.out_dir),
+        queries_path=_absolute(params.queries.out),
+        segments_path=segments_path and _absolute(segments_path),
+        out_dir=_absolute(out),
+        batch_size=cfg.batch_size,
+        context=params.model.context,
+        whole_documents=params.corpus.long_docs != "truncate",
+        damping=params.influence.damping,
+        dtype=cfg.dtype,
+        threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers),
+        seed=params.seed,
+    )
     if todo and cfg.method == "bm25":
         _bm25(params, rows, todo, key, out)
     elif todo:
@@ -134,7 +144,9 @@ def _on_dask(params: Params, todo: list[shards.Shard], job: ScoreJob, out: Path)
                 except WherefromError:
                     raise
                 except Exception as err:  # a worker's traceback is in its own log; here, one line
-                    raise WherefromError(f"scores: a worker failed on {future.key}: {type(err).__name__}: {err}") from None
+                    raise WherefromError(
+                        f"scores: a worker failed on {future.key}: {type(err).__name__}: {err}"
+                    ) from None
                 bar.update(1)
                 bar.set_postfix(docs=scored, docs_per_s=f"{scored / (time.perf_counter() - ready):.1f}")
         done = Scored(out, scored, ready - start, time.perf_counter() - ready)  # not the cluster's shutdown

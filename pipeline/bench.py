@@ -7,7 +7,8 @@ It also fits EK-FAC twice, with kronfluence's passes and with wherefrom's, and t
 Everything runs in one process on the same model, the same world documents and the same queries, so
 the ratios are comparable. The model is the demo architecture at random init (speed does not depend
 on the weights) and documents are cut to their first 128 tokens (``long_docs: truncate``, so every
-line reads the same sequences); --layers, --hidden, ... --context give
+line reads the same sequences) and ordered by length, as the `scores` stage batches them, so that every
+line pads the same batches; --layers, --hidden, ... --context give
 another size, with world documents packed to fill the context. Plain forward+backward is the floor
 any gradient-based scorer pays per document. Each line runs in float32 and in bfloat16 autocast, and
 reports its peak memory: CUDA's peak allocation on a GPU, the peak growth of the process's resident
@@ -48,9 +49,11 @@ from pipeline.core.atomic import write_parquet
 from pipeline.core.config import parse_params
 from pipeline.core.corpus_reader import n_pre_tokens
 from pipeline.core.model import build_model, completion_nll, load_model, pad_batch, set_threads, train_tokenizer
+from pipeline.stages.probe import segment_table
 from pipeline.world.documents import Document
 from pipeline.world.generate import generate_documents, to_table, world_for
-from queries.tasks import REASONING_TASKS, sample
+from pipeline.world.tasks import REASONING_TASKS, sample
+from queries.suites import QuerySpec
 
 
 def timed(fn) -> tuple[float, object]:
@@ -118,7 +121,8 @@ def setup(root: Path, n_docs: int, n_queries: int, threads: int, batch_size: int
                            "dask": {"workers": 1, "threads_per_worker": threads},
                            "corpus": {"out_dir": str(root / "corpus"), "long_docs": "truncate"},
                            "model": {"dir": str(root / "model"), **(model or {})},
-                           "queries": {"out": str(root / "queries.parquet")},
+                           "queries": {"out": str(root / "queries.parquet"),
+                                       "segments": str(root / "segments.parquet")},
                            "influence": {"factors_dir": str(root / "factors")}})
     docs = generate_documents(params.corpus, world_for(params), params.seed)
     if "context" in (model or {}):
@@ -138,8 +142,10 @@ def setup(root: Path, n_docs: int, n_queries: int, threads: int, batch_size: int
                       "answer": [str(p.answer) for p in problems], "step_answers": [p.step_answers for p in problems],
                       "correct": [True] * n_queries, "completion_nll": nll, "fact_id": [None] * n_queries})
     write_parquet(table, params.queries.out, schemas.QUERIES)
-    return params, tokenizer, data.documents(tokenizer, [d.text for d in docs], params.model.context, whole=False), \
-        data.queries(tokenizer, prompts, completions)
+    specs = [QuerySpec(f"q{i:03d}", p.task, p.prompt, str(p.answer), p.step_answers) for i, p in enumerate(problems)]
+    write_parquet(segment_table(model, tokenizer, specs, completions), params.queries.segments, schemas.SEGMENTS)
+    encoded = data.documents(tokenizer, [d.text for d in docs], params.model.context, whole=False).by_length()
+    return params, tokenizer, encoded, data.queries(tokenizer, prompts, completions)
 
 
 def stage(params, root: Path, workers: int, threads: int, shard_size: int, run: int = 0) -> Scored:
@@ -150,12 +156,14 @@ def stage(params, root: Path, workers: int, threads: int, shard_size: int, run: 
         dask=dataclasses.replace(params.dask, workers=workers, threads_per_worker=threads)))
 
 
-def scale_out(params, root: Path, pad_id: int, docs: data.Encoded, queries: data.Encoded, pairs: int = 5) -> None:
+def scale_out(params, root: Path, pad_id: int, docs: data.Encoded, queries: data.Encoded, pairs: int) -> None:
     """Steady scoring rate of the stage on two workers over one, each worker one core (or one GPU), in
     ``pairs`` paired runs: on a small machine one pair's ratio moves by +-0.1 with the machine's noise.
     On the CPU it also prints what two processes could reach here without Dask, for the scorer itself
     (two processes share the caches and memory bandwidth) and for plain matmuls (the cores)."""
     units = torch.cuda.device_count() if torch.cuda.is_available() else psutil.cpu_count(logical=False) or 1
+    if not pairs:
+        return
     if units < 2:
         print(f"scale-out: needs 2 {'GPUs' if torch.cuda.is_available() else 'cores'}, this machine has {units}")
         return
@@ -217,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--scale-out-pairs", type=int, default=5, help="paired 1- and 2-worker runs (0: none)")
     size = ap.add_argument_group("model (default: the demo's; the GPU figures use --layers 12 --hidden 768 "
                                  "--intermediate 3072 --heads 12 --vocab 32000 --context 512)")
     for flag, field in (("--layers", "n_layers"), ("--hidden", "hidden_size"), ("--intermediate", "intermediate_size"),
@@ -274,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
                                                  Path(params.influence.factors_dir), queries, args.batch_size,
                                                  amp_dtype=amp))
         t_ours, m_ours, ours = measured(lambda: scorer.score(docs).cpu())
-        del scorer
+        scorer = None  # frees the model and its preconditioned queries before the next dtype
         rho = min(spearmanr(ours[q].numpy(), reference_scores[q].numpy()).statistic for q in range(len(queries)))
         rho_kron = min(spearmanr(kron[q].numpy(), reference_scores[q].numpy()).statistic for q in range(len(queries)))
         rows += [("plain forward+backward", label, t_plain, m_plain, None),
@@ -307,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
           "faster, the same factors (tests/test_fisher.py)")
     print(f"\nscores stage: shards of {len(docs) // 4} documents, each read from Parquet and written as Parquet; "
           f"workers ready (cluster start, imports, model, factors, queries) in {staged.ready_s:.1f}s, once per run")
-    scale_out(params, root, pad, docs, queries)
+    scale_out(params, root, pad, docs, queries, args.scale_out_pairs)
     print(f"on {device.type}: {torch.cuda.get_device_name() if device.type == 'cuda' else f'{threads} CPU threads'}")
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`wherefrom`: one sub-command per pipeline stage (what `dvc repro` runs), plus helpers.
 
-    wherefrom params | corpus | pretrain | probe | factors | scores | baselines | analyze | report  [--params params.yaml]
+    wherefrom params | corpus | pretrain | probe | factors | scores | baselines | analyze | report
+                                               [--params params.yaml]
     wherefrom counterfactual                   # make validate: retrains, so outside dvc repro's default run
     wherefrom seed N | study                   # make seeds: one training run per seed, then every finding over them
     wherefrom sql "SELECT ..."                 # ad-hoc, read-only SQL over the pipeline's views
@@ -110,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
     for name, help_text in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--params", default=DEFAULT_PARAMS, help="parameters file (default: params.yaml, found from anywhere in the checkout)")
+        p.add_argument(
+            "--params",
+            default=DEFAULT_PARAMS,
+            help="parameters file (default: params.yaml, found from anywhere in the checkout)",
+        )
         if name == "seed":
             p.add_argument("seed", type=int, help="the training run's seed (pretrain.seed)")
     sql = sub.add_parser("sql", help="read-only SQL over the scores, queries, corpus and results (DuckDB views)",
@@ -124,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.add_argument("--max-rows", type=int, default=40, help="rows shown in table format (default: 40)")
     sql.add_argument("--out", metavar="FILE", help="write the whole result to FILE.parquet or FILE.csv, streamed")
-    sql.add_argument("--params", default=DEFAULT_PARAMS, help="parameters file (default: params.yaml, found from anywhere in the checkout)")
+    sql.add_argument(
+        "--params",
+        default=DEFAULT_PARAMS,
+        help="parameters file (default: params.yaml, found from anywhere in the checkout)",
+    )
     if not (sys.argv[1:] if argv is None else argv):  # a bare `wherefrom`: the whole help, not just the usage line
         parser.print_help()
         return 2

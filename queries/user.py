@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.core.errors import WherefromError
+from pipeline.world.tasks import TASK_KIND
 from queries.answers import final_answer
 from queries.suites import QuerySpec
-from queries.tasks import TASK_KIND
 
 # The published query set's category names -> ours.
 TASK_ALIASES = {"arithmetic_two_step": "arithmetic", "linear_equation": "linear"}

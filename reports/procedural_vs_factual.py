@@ -45,13 +45,15 @@ from IPython.display import HTML, Markdown, display
 from pipeline.analysis.labels import WORKED_STEP
 from pipeline.core.config import from_resolved, load_params
 from pipeline.sql import db
-from queries.tasks import TASKS
+from pipeline.world.tasks import TASKS
 
 params = from_resolved(resolved) if resolved else load_params(params_file)
 con = db.connect(params)
 COLOURS = {"factual": "#1f77b4", "arithmetic": "#d62728", "slope": "#ff7f0e", "linear": "#9467bd",
            "factual_control": "#7fb2d9", "reasoning_control": "#e6a3a3", "influence": "#2ca02c", "bm25": "#8c564b",
            "random": "#7f7f7f"}
+# figures at most WIDTH inches: 1,265 px at 110 dpi, so that no page clips them at 1,280 px
+WIDTH = 11.5
 plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False, "font.size": 9})
 
 
@@ -66,7 +68,8 @@ def named(name: str, **parameters):
 
 
 def note(text: str) -> None:
-    display(Markdown(text))
+    """A paragraph of the report; a statistic with nothing to measure (NaN) reads as –."""
+    display(Markdown(re.sub(r"\bnan\b%?", "–", text)))
 
 
 def read_metrics() -> dict:
@@ -94,7 +97,14 @@ def verdict(finding: str) -> str:
     return f"**{said}** ({outcome(row)})"
 
 
-tasks_present = [t for t in TASKS if t in set(sql("SELECT DISTINCT task FROM queries").task)]
+# the suite's tasks in their order, then a user's own tasks (a query file may name any task with its kind)
+query_tasks = set(sql("SELECT DISTINCT task FROM queries").task)
+own_tasks = sorted(query_tasks - set(TASKS))
+tasks_present = [t for t in TASKS if t in query_tasks] + own_tasks
+for i, task in enumerate(own_tasks):
+    COLOURS[task] = plt.get_cmap("tab20b")(i % 20)
+# a generated world's documents know their fact and procedure; a user's corpus has no such columns filled
+ground_truth = bool(sql("SELECT count(*) AS n FROM corpus WHERE procedure IS NOT NULL OR fact_ids IS NOT NULL").n[0])
 if provenance:
     note(f"*This run: {provenance}.*")
 
@@ -103,20 +113,21 @@ if provenance:
 
 # %%
 sources = sql("SELECT source, count(*) AS n FROM corpus GROUP BY source ORDER BY n DESC")
+# accuracy over the queries with an answer to check (avg skips the nulls)
 accuracy = sql("SELECT task, count(*) AS n, avg(correct::INT) AS accuracy FROM queries GROUP BY task")
 accuracy = accuracy.set_index("task").reindex(tasks_present)
 pretrain = json.loads(Path(params.pretrain.metrics).read_text()) if Path(params.pretrain.metrics).is_file() else {}
 loss_curve = Path(params.pretrain.loss_curve)
 loss = pd.read_csv(loss_curve) if loss_curve.is_file() and loss_curve.stat().st_size > 0 else pd.DataFrame()
-fig, axes = plt.subplots(1, 4 if len(loss) else 3, figsize=(14 if len(loss) else 11, 3))
+fig, axes = plt.subplots(1, 4 if len(loss) else 3, figsize=(WIDTH if len(loss) else 10, 3))
 if len(loss):
     axes[3].plot(loss.step, loss.loss, color="#444")
     axes[3].set(title="Pretraining loss (dvc plots: metrics/)", xlabel="step", yscale="log")
 axes[0].barh(sources.source, sources.n, color="#888")
 axes[0].invert_yaxis()
-axes[0].set(title=f"Corpus: {sources.n.sum():,} documents by source", xlabel="documents")
+axes[0].set(title="Corpus by source", xlabel=f"documents ({sources.n.sum():,} in all)")
 axes[1].bar(accuracy.index, accuracy.accuracy, color=[COLOURS[t] for t in accuracy.index])
-axes[1].set(title="Accuracy per task (greedy, exact answer)", ylim=(0, 1.05))
+axes[1].set(title="Accuracy per task", ylabel="greedy answer exact", ylim=(0, 1.05))
 axes[2].bar(accuracy.index, accuracy.n, color=[COLOURS[t] for t in accuracy.index])
 axes[2].set(title="Queries per task")
 for ax in axes[1:3]:
@@ -126,8 +137,10 @@ fig.tight_layout()
 plt.show()
 size = f"A {pretrain['n_params'] / 1e6:.2f}M-parameter" if pretrain.get("n_params") else "An external"
 note(f"{size} model, attributed over {sources.n.sum():,} documents for {int(accuracy.n.sum())} queries. "
-     f"Accuracy ranges from {accuracy.accuracy.min():.0%} to {accuracy.accuracy.max():.0%} per task. The paper "
-     "analyses correctly answered queries, and so does every answer-in-top-k statistic below.")
+     + (f"Accuracy ranges from {accuracy.accuracy.min():.0%} to {accuracy.accuracy.max():.0%} per task, over the "
+        "queries with an answer to check. " if accuracy.accuracy.notna().any() else
+        "No query gives an answer to check, so there is no accuracy. ")
+     + "The paper analyses correctly answered queries, and so does every answer-in-top-k statistic below.")
 
 # %% [markdown]
 # ## 2. Findings: ours beside the paper's
@@ -152,6 +165,9 @@ untested = len(paper_rows) - len(testable)
 note(f"**{int((testable.verdict == 'holds').sum())} of {len(testable)} testable findings** reproduce on this run "
      + (f"({untested} not testable) " if untested else "")
      + "(`ours` is influence). BM25 and random are the same statistics on baseline scores.")
+if own_tasks:
+    note(f"The findings test the paper's tasks; this run's own task{'s' if len(own_tasks) > 1 else ''} "
+         f"({', '.join(own_tasks)}) appear in every chart and table below but in no finding.")
 study = Path(params.study.out_dir) / "finding_spread.parquet"
 if study.is_file():
     spread = named("finding_spread", method=method)
@@ -177,7 +193,9 @@ def correlation_matrix(m: str, segment: str = "all", column: str = "pearson"):
     order = sql("SELECT query_id, task FROM queries").assign(
         rank=lambda d: d.task.map({t: i for i, t in enumerate(TASKS)})).sort_values(["rank", "query_id"])
     index = {q: i for i, q in enumerate(order.query_id)}
-    pairs = sql(f"SELECT query_a, query_b, {column} FROM correlations WHERE method = $m AND segment = $s", m=m, s=segment)
+    pairs = sql(
+        f"SELECT query_a, query_b, {column} FROM correlations WHERE method = $m AND segment = $s", m=m, s=segment
+    )
     matrix = np.full((len(index), len(index)), np.nan)
     for a, b, r in pairs.itertuples(index=False):
         matrix[index[a], index[b]] = matrix[index[b], index[a]] = r
@@ -187,7 +205,7 @@ def correlation_matrix(m: str, segment: str = "all", column: str = "pearson"):
 
 
 shown = [method, *[b for b in baselines if b == "bm25"]]
-fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.6))
+fig, axes = plt.subplots(1, len(shown), figsize=(min(WIDTH, 4.2 * len(shown)), 4.2))
 for ax, m in zip(np.atleast_1d(axes), shown):
     matrix, tasks = correlation_matrix(m)
     off = np.abs(matrix[~np.eye(len(matrix), dtype=bool)])
@@ -201,8 +219,9 @@ for ax, m in zip(np.atleast_1d(axes), shown):
     ends = [*bounds, len(tasks)]
     ax.set_xticks([(s + e - 1) / 2 for s, e in zip(starts, ends)], [tasks[s] for s in starts], rotation=90)
     ax.set_yticks([(s + e - 1) / 2 for s, e in zip(starts, ends)], [tasks[s] for s in starts])
-    ax.set_title(f"{m}: Pearson r (colour scale ±{vmax:.2f})")
+    ax.set_title(f"{m} (colour scale ±{vmax:.2f})")
     fig.colorbar(im, ax=ax, shrink=0.8)
+fig.suptitle("Query x query Pearson r of document influence")
 fig.tight_layout()
 plt.show()
 groups = sql("""SELECT "group", n_pairs, mean_pearson, p_value FROM correlation_groups
@@ -258,7 +277,7 @@ for task in tasks_present:
     axes[0].scatter(part["rank"], part.score_per_nat, s=4, color=COLOURS[task], alpha=0.5)
     axes[0].plot(part["rank"], np.exp(intercept + slope * x), color=COLOURS[task], label=f"{first}: alpha {-slope:.2f}")
 axes[0].set(xscale="log", yscale="log", xlabel="rank", ylabel="influence per nat", title="One query per task")
-axes[0].legend(fontsize=7, frameon=False, loc="lower left")
+axes[0].legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
 data = [alphas[alphas.task == t].alpha.dropna() for t in tasks_present]
 axes[1].boxplot(data, tick_labels=tasks_present)
 axes[1].tick_params(axis="x", rotation=35)
@@ -329,8 +348,9 @@ fig.legend(handles, labels_, loc="lower center", ncol=len(labels_), frameon=Fals
 fig.tight_layout(rect=(0, 0.05, 1, 1))
 plt.show()
 note(f"Over-representation of StackExchange and code for reasoning {verdict('reasoning_sources')}; of wiki and "
-     f"trivia for factual queries {verdict('factual_sources')}. In the generated world, sources are assigned to "
-     "document kinds, so enrichment partly restates which kinds of documents rank high.")
+     f"trivia for factual queries {verdict('factual_sources')}."
+     + (" In the generated world, sources are assigned to document kinds, so enrichment partly restates which kinds "
+        "of documents rank high." if ground_truth else ""))
 
 # %% [markdown]
 # ## 8. Procedure share of influence (ground truth of the generated world)
@@ -338,7 +358,7 @@ note(f"Over-representation of StackExchange and code for reasoning {verdict('rea
 # %%
 share = sql("""SELECT method, task, category, avg(share) AS share FROM procedure_share
                WHERE segment = 'all' GROUP BY ALL""")
-if len(share):
+if ground_truth:
     def share_pivot(m: str) -> pd.DataFrame:
         part = share[share.method == m]
         return part.pivot(index="task", columns="category", values="share").reindex(tasks_present).fillna(0)
@@ -358,8 +378,9 @@ if len(share):
     fig.tight_layout()
     plt.show()
     bm25 = share_pivot("bm25") if "bm25" in set(share.method) else None
+    # a control is answered by reading its prompt: its own procedure is the `reading` documents' (labels.py)
     own_of = {"factual": "own_fact", "arithmetic": "own_procedure", "slope": "own_procedure",
-              "linear": "own_procedure"}
+              "linear": "own_procedure", "factual_control": "own_procedure", "reasoning_control": "own_procedure"}
     lines = []
     for task, own in own_of.items():
         if task not in pivot.index or own not in pivot.columns:
@@ -373,7 +394,9 @@ if len(share):
         lines.append(line)
     note("Share of the top-k positive influence that falls on the query's own procedure (reasoning) or on the "
          "documents stating its fact (factual): " + "; ".join(lines) + ". The paper's contrast expects the own "
-         "category to dominate for both; BM25 beside it shows how much of that lexical overlap already finds.")
+         "category to dominate for both; BM25 beside it shows how much of that lexical overlap already finds. "
+         "A control's question is answered from its own prompt, so its own procedure is reading from context: "
+         "the `reading` documents, which answer from a passage they contain.")
 else:
     note("This corpus has no ground truth (a real corpus), so there is no procedure share to show.")
 
@@ -384,11 +407,17 @@ else:
 confusion = sql("""SELECT expected, truth, predicted FROM query_stats WHERE method = $m AND segment = 'all'""",
                 m=method)
 classes = ["procedural", "document_specific"]
-fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), layout="constrained")
-for ax, reference in zip(axes, ["expected", "truth"]):
+# a panel per reference the queries have: the kind (not for the controls), the ground truth (not on a user's corpus)
+references = [r for r in ("expected", "truth") if confusion[r].notna().any()]
+fig, axes = plt.subplots(1, max(1, len(references)), figsize=(4.75 * max(1, len(references)), 3.4),
+                         layout="constrained", squeeze=False)
+if not references:
+    axes[0][0].set_axis_off()
+    axes[0][0].text(0.5, 0.5, "no query has a kind or a ground truth to compare with", ha="center")
+for ax, reference in zip(axes[0], references):
     known = confusion.dropna(subset=[reference])
     counts = np.array([[((known[reference] == a) & (known.predicted == b)).sum() for b in classes] for a in classes])
-    accuracy_ = np.trace(counts) / counts.sum() if counts.sum() else float("nan")
+    accuracy_ = np.trace(counts) / counts.sum()
     ax.imshow(counts, cmap="Greens", vmin=0)
     for (a, b), v in np.ndenumerate(counts):
         ax.text(b, a, str(v), ha="center", va="center", color="white" if v > counts.max() / 2 else "black")
@@ -408,19 +437,28 @@ note(f"Without the task label, the classifier agrees with the query kind for {c[
 # ## 10. The top documents of one query per task
 
 # %%
+def excerpt(text: str, limit: int = 400) -> str:
+    """The first ``limit`` characters, cut at a word boundary."""
+    return text if len(text) <= limit else text[:limit].rsplit(maxsplit=1)[0] + " …"
+
+
 def highlight(text: str, answer: str, label: str) -> str:
+    """Worked steps bold in a document that shows the procedure; ``answer`` marked (none: nothing marked)."""
     out = html.escape(text)
+    if not answer:
+        return out
     if label == "shows_procedure":
         out = WORKED_STEP.sub(lambda m: f"<b>{m.group(0)}</b>", out)
     pattern = rf"(?<![\w.]){re.escape(html.escape(answer))}(?![\w])"
     return re.sub(pattern, lambda m: f"<mark>{m.group(0)}</mark>", out)
 
 
-# The rule: per task, the correctly answered query whose completion NLL is nearest the task's median (a
-# typical query, not the first id); `example_queries` overrides it.
+# The rule: per task, the correctly answered query (or one with no answer to check) whose completion NLL is
+# nearest the task's median (a typical query, not the first id); `example_queries` overrides it.
 examples = sql("""SELECT task, arg_min(query_id, abs(completion_nll - med)) AS query_id FROM queries
-                  JOIN (SELECT task, median(completion_nll) AS med FROM queries WHERE correct GROUP BY task) USING (task)
-                  WHERE correct GROUP BY task""").set_index("task").query_id
+                  JOIN (SELECT task, median(completion_nll) AS med FROM queries WHERE correct IS NOT FALSE
+                        GROUP BY task) USING (task)
+                  WHERE correct IS NOT FALSE GROUP BY task""").set_index("task").query_id
 if example_queries:
     chosen = sql("SELECT query_id, task FROM queries").set_index("query_id").task
     unknown = [q for q in example_queries if q not in chosen.index]
@@ -432,24 +470,41 @@ for task in tasks_present:
     qid = examples.get(task)
     if qid is None:
         continue
-    query = sql("SELECT prompt, completion, answer FROM queries WHERE query_id = $q", q=qid).iloc[0]
+    query = sql("SELECT prompt, completion, answer, kind FROM queries WHERE query_id = $q", q=qid).iloc[0]
+    kind = query.kind
     docs = named("top_documents", query_id=qid, k=docs_shown, method=method)
     full = sql(f"SELECT doc_id, text FROM corpus WHERE doc_id IN ({','.join(map(str, docs.doc_id)) or 'NULL'})")
     text = dict(zip(full.doc_id, full.text))
     rows = "".join(f"<tr><td>{r.rank}</td><td>{r.source}</td><td>{r.label}</td><td>{r.score_per_nat:.3g}</td>"
-                   f"<td><pre>{highlight(text[r.doc_id][:400], query.answer, r.label)}</pre></td></tr>"
+                   f"<td><pre>{highlight(excerpt(text[r.doc_id]), query.answer if kind == 'factual' else '', r.label)}"
+                   f"</pre></td></tr>"
                    for r in docs.itertuples())
-    parts.append(f"<h4>{html.escape(qid)} ({task})</h4><table class='docs'><tr><th>prompt</th><th>the model's "
-                 f"completion</th></tr><tr><td><pre>{html.escape(query.prompt)}</pre></td><td><pre>"
-                 f"{html.escape(query.completion)}</pre></td></tr></table><table class='docs'><tr><th>rank</th><th>source"
-                 f"</th><th>label</th><th>score/nat</th><th>text (answer <mark>marked</mark>, worked steps bold)</th>"
-                 f"</tr>{rows}</table>")
-display(HTML("<style>table.docs pre{white-space:pre-wrap;margin:0;font-size:11px;text-align:left}"
-             " table.docs td, table.docs th{vertical-align:top;text-align:left !important} table.docs{margin-bottom:8px}"
-             "</style>" + "".join(parts)))
+    parts.append(
+        f"<h4>{html.escape(qid)} ({task})</h4><table class='docs'><tr><th>prompt</th><th>the model's "
+        f"completion</th></tr><tr><td><pre>{html.escape(query.prompt)}</pre></td><td><pre>"
+        f"{html.escape(query.completion)}</pre></td></tr></table><table class='docs'><tr><th>rank</th><th>source"
+        f"</th><th>label</th><th>score/nat</th><th>text ({'answer <mark>marked</mark>, ' if kind == 'factual' else ''}"
+        f"worked steps bold)</th>"
+        f"</tr>{rows}</table>"
+    )
+display(
+    HTML(
+        "<style>table.docs pre{white-space:pre-wrap;margin:0;font-size:11px;text-align:left}"
+        " table.docs td, table.docs th{vertical-align:top;text-align:left !important} table.docs{margin-bottom:8px}"
+        "</style>" + "".join(parts)
+    )
+)
+missing = [t for t in tasks_present if examples.get(t) is None]
 note("Each task's query is the correctly answered one whose completion NLL is nearest the task's median (the "
-     "`example_queries` parameter picks others). Labels come from the world's ground truth. The answer is marked wherever it appears; for reasoning "
-     "queries it appears only as another problem's number, never as the answer to this question.")
+     "`example_queries` parameter picks others). "
+     + (f"No query of {', '.join(missing)} was answered correctly, so {'it has' if len(missing) == 1 else 'they have'} "
+        "none here. " if missing else "")
+     + ("Labels come from the world's ground truth. " if ground_truth else
+        "Labels come from the text alone (`pipeline/analysis/labels.py`: worked steps, or the answer stated), "
+        "as this corpus has no ground truth. ")
+     + "A factual answer is marked wherever it appears. A reasoning answer is a small number that appears in "
+       "many documents as another problem's number, so it is not marked; the label says whether a document "
+       "states it as the answer to this question.")
 
 # %% [markdown]
 # ## 11. Influence beside lexical overlap (BM25) and chance (random)
@@ -465,8 +520,12 @@ measures = {
     "classifier vs kind": lambda s: s["classifier"]["vs_kind"]["accuracy"],
     "text labels vs truth": lambda s: s["labels"].get("agreement"),
 }
-proc = sql("""SELECT method, avg(share) AS share FROM procedure_share WHERE category = 'own_procedure'
-              AND segment = 'all' AND task IN ('arithmetic', 'slope', 'linear') GROUP BY method""").set_index("method").share
+proc = (
+    sql("""SELECT method, avg(share) AS share FROM procedure_share WHERE category = 'own_procedure'
+              AND segment = 'all' AND task IN ('arithmetic', 'slope', 'linear') GROUP BY method""")
+    .set_index("method")
+    .share
+)
 fig, ax = plt.subplots(figsize=(10, 3.4))
 names = [*measures, "own-procedure share"]
 x = np.arange(len(names))
@@ -489,7 +548,8 @@ if "bm25" in values:
     ties = [n for n, a, b in zip(names, values[method], values["bm25"]) if np.isfinite(a) and abs(a - b) < 0.005]
     ahead = [n for n, a, b in zip(names, values[method], values["bm25"])
              if np.isfinite(a) and np.isfinite(b) and n not in beats and n not in ties]
-    note(f"BM25 does better than {method} on {len(beats)} of {len(names)} of these statistics"
+    note(f"Better means higher, except for factual-pair r, where lower is better (factual queries should not share "
+         f"their documents). BM25 does better than {method} on {len(beats)} of {len(names)} of these statistics"
          + (f" ({', '.join(beats)})" if beats else "") + (f", ties on {', '.join(ties)}" if ties else "")
          + (f", and {method} does better on {', '.join(ahead)}" if ahead else "") + ". "
          "Same-task prompts share their words, so lexical overlap alone correlates within a task: the paper's "
@@ -511,7 +571,7 @@ if segment_names:
     nll = named("segment_nll").pivot(index="task", columns="segment", values="mean_nll_share").reindex(tasks_present)
     groups = sql("""SELECT segment, "group", mean_pearson, mean_pearson_cells, mean_pearson_same_choice,
                            mean_pearson_other_choice FROM correlation_groups WHERE method = $m""", m=method)
-    fig, axes = plt.subplots(1, len(segment_names) + 1, figsize=(3.3 * (len(segment_names) + 1), 3.4))
+    fig, axes = plt.subplots(1, len(segment_names) + 1, figsize=(min(WIDTH, 2.6 * (len(segment_names) + 1)), 3.0))
     for ax, segment in zip(axes, ["all", *segment_names]):
         matrix, tasks = correlation_matrix(method, segment)
         ax.imshow(matrix, cmap="RdBu_r", vmin=-0.5, vmax=0.5, interpolation="nearest")
@@ -526,7 +586,9 @@ if segment_names:
     plt.show()
 
     def within(segment: str, column: str = "mean_pearson") -> float:
-        part = groups[(groups.segment == segment) & groups.group.isin([f"within {t}" for t in ("arithmetic", "slope", "linear")])]
+        part = groups[
+            (groups.segment == segment) & groups.group.isin([f"within {t}" for t in ("arithmetic", "slope", "linear")])
+        ]
         return float(part[column].mean()) if len(part) else float("nan")
 
     def factual(segment: str, column: str = "mean_pearson") -> float:
@@ -545,21 +607,28 @@ if segment_names:
     reasoning = [t for t in ("arithmetic", "slope", "linear") if t in nll.index]
     computed = nll.loc[reasoning, "computed"].mean() if "computed" in nll and reasoning else float("nan")
     best = max(segment_names, key=lambda seg: -np.inf if np.isnan(within(seg)) else within(seg))
-    bm25_best = findings.loc[f"same_task_reasoning_r_{best}", "bm25"] if f"same_task_reasoning_r_{best}" in findings.index \
+    bm25_best = (
+        findings.loc[f"same_task_reasoning_r_{best}", "bm25"]
+        if f"same_task_reasoning_r_{best}" in findings.index
         else float("nan")
+    )
     pairs = sql("""SELECT count(*) FILTER (WHERE same_choice) AS same, count(*) AS n FROM correlations
                    WHERE method = $m AND segment = 'all' AND task_a = task_b
                    AND task_a IN ('arithmetic', 'slope', 'linear')""", m=method).iloc[0]
-    note(f"On the reasoning tasks, the computed numbers carry {computed:.0%} of a completion's NLL on average, and "
-         f"the largest single token {nll.loc[reasoning, '(largest token)'].mean():.0%}. Same-task reasoning r is "
-         f"{within('all'):.3f} on the whole completion and {within(best):.3f} on the {best} tokens, the highest "
-         f"of the segments (factual r on that segment: {factual(best):.3f}; BM25 of the same tokens' text: "
-         f"{bm25_best:.3f}{', as high or higher' if bm25_best >= within(best) else ', lower'}). The "
-         f"{int(pairs.same)} of {int(pairs.n)} same-task pairs whose largest-NLL token and its runner-up are the same "
-         f"correlate at {within('all', 'mean_pearson_same_choice'):.3f} on the whole completion, the others at "
-         f"{within('all', 'mean_pearson_other_choice'):.3f}. Summed over (document category x source) cells, same-task "
-         f"r is {within('all', 'mean_pearson_cells'):.3f}, and factual r {factual('all', 'mean_pearson_cells'):.3f}: "
-         f"{'a procedure-level signal' if within('all', 'mean_pearson_cells') > factual('all', 'mean_pearson_cells') else 'no more than factual queries share, so not a procedure-level signal here'}.")
+    note(
+        f"On the reasoning tasks, the computed numbers carry {computed:.0%} of a completion's NLL on average, and "
+        f"the largest single token {nll.loc[reasoning, '(largest token)'].mean():.0%}. Same-task reasoning r is "
+        f"{within('all'):.3f} on the whole completion and {within(best):.3f} on the {best} tokens, the highest "
+        f"of the segments (factual r on that segment: {factual(best):.3f}; BM25 of the same tokens' text: "
+        f"{bm25_best:.3f}{', as high or higher' if bm25_best >= within(best) else ', lower'}). The "
+        f"{int(pairs.same)} of {int(pairs.n)} same-task pairs whose largest-NLL token and its runner-up are the same "
+        f"correlate at {within('all', 'mean_pearson_same_choice'):.3f} on the whole completion, the others at "
+        f"{within('all', 'mean_pearson_other_choice'):.3f}. Summed over (document category x source) cells, same-task "
+        f"r is {within('all', 'mean_pearson_cells'):.3f}, and factual r {factual('all', 'mean_pearson_cells'):.3f}: "
+        + ("a procedure-level signal."
+           if within("all", "mean_pearson_cells") > factual("all", "mean_pearson_cells")
+           else "no more than factual queries share, so not a procedure-level signal here.")
+    )
 
     rule = "the given query"
     if segment_query is None:
@@ -593,20 +662,24 @@ else:
 # %%
 # Section 13 exists when `make validate` has run: it retrains the model, so `make demo` does not.
 counterfactual_file = Path(params.counterfactual.out)
-if counterfactual_file.is_file():
+if not counterfactual_file.is_file():
+    note("*A section 13, the counterfactual (retraining without each method's top documents), appears once "
+         "`make validate` has run.*")
+else:
     display(Markdown("## 13. Counterfactual: retrained without each method's top documents\n\n"
                      f"For each method, the model was retrained from the same initialisation, seed, batches and "
                      f"steps without that method's removal sets: per query group (the factual queries, and each "
                      f"reasoning task), its {params.counterfactual.docs_per_group} top-ranked documents, taken "
                      "round-robin over the group's queries (`pipeline/analysis/counterfactual.py`). ΔNLL is the "
                      "change in the NLL of each query's original completion: positive means the removal hurt it. "
-                     "Random removes as many documents: what any removal of that size does."))
+                     "Random removes as many documents: what any removal of that size does. In the scatter plots, a "
+                     "query above the dashed line lost more without influence's documents than without the other's."))
     cf = sql("SELECT * FROM counterfactual")
     numbers = json.loads(Path(params.counterfactual.metrics).read_text())
     cf_methods = list(dict.fromkeys(cf.method))
     cf_tasks = [t for t in tasks_present if t in set(cf.task)]
     fig, axes = plt.subplots(1, 1 + sum(m != "influence" for m in cf_methods) if "influence" in cf_methods else 1,
-                             figsize=(13, 3.6), squeeze=False)
+                             figsize=(WIDTH, 3.6), squeeze=False)
     axes = axes[0]
     means = cf.groupby(["task", "method"]).delta_nll.mean().unstack().reindex(index=cf_tasks, columns=cf_methods)
     width = 0.8 / len(cf_methods)
@@ -616,7 +689,8 @@ if counterfactual_file.is_file():
     axes[0].axhline(0, color="k", lw=0.6)
     axes[0].set(xticks=np.arange(len(cf_tasks)), title="Mean ΔNLL per task (nats)", ylabel="ΔNLL after removal")
     axes[0].set_xticklabels(cf_tasks, rotation=35, ha="right")
-    axes[0].legend(frameon=False, fontsize=8)
+    axes[0].set_ylim(top=axes[0].get_ylim()[1] * 1.3)  # room for the legend above the bars
+    axes[0].legend(frameon=False, fontsize=7, ncol=len(cf_methods), loc="upper left")
     targeted = cf[cf.removal_group.notna()]  # the controls have no removal set: they show only the retrain's drift
     pairs = targeted.pivot(index="query_id", columns="method", values="delta_nll").join(
         targeted.groupby("query_id").task.first())
@@ -627,7 +701,7 @@ if counterfactual_file.is_file():
         lo, hi = np.nanmin(pairs[[other, "influence"]].values), np.nanmax(pairs[[other, "influence"]].values)
         ax.plot([lo, hi], [lo, hi], color="k", lw=0.6, ls="--")
         ax.set(xlabel=f"ΔNLL without {other}'s documents", ylabel="ΔNLL without influence's",
-               title=f"Per query, influence against {other}\n(above the line: influence's removal hurt more)")
+               title=f"Per query: influence against {other}")
     if len(axes) > 1:
         axes[-1].legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
@@ -635,8 +709,13 @@ if counterfactual_file.is_file():
 
     def hurt_most(tasks: tuple[str, ...]) -> str:
         part = cf[cf.task.isin(tasks)].groupby("method").delta_nll.mean()
-        return f"{part.idxmax()} ({part.max():+.3f} nats; " + ", ".join(f"{m} {v:+.3f}" for m, v in part.items()
-                                                                       if m != part.idxmax()) + ")" if len(part) else "–"
+        return (
+            f"{part.idxmax()} ({part.max():+.3f} nats; "
+            + ", ".join(f"{m} {v:+.3f}" for m, v in part.items() if m != part.idxmax())
+            + ")"
+            if len(part)
+            else "–"
+        )
 
     lines = [f"Mean ΔNLL was largest without the documents of {hurt_most(('factual',))} for factual queries, and of "
              f"{hurt_most(('arithmetic', 'slope', 'linear'))} for reasoning queries."]

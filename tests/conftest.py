@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.core.config import Params, parse_params
+from pipeline.core.config import READ_BY_DVC, Params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # two pytest processes or a background job must not oversubscribe 2 cores
@@ -44,14 +44,19 @@ def raw_params(tmp: Path, **overrides) -> dict:
     raw["analysis"].update(out_dir=str(tmp / "results"), sql_dir=str(REPO / "reports/sql"),
                            metrics_dir=str(tmp / "metrics"))
     raw["baselines"]["out_dir"] = str(tmp / "results/baselines")
-    raw["counterfactual"].update(out=str(tmp / "results/counterfactual.parquet"), arms_dir=str(tmp / "results/counterfactual"),
-                                 metrics=str(tmp / "metrics/counterfactual.json"))
+    raw["counterfactual"].update(
+        out=str(tmp / "results/counterfactual.parquet"),
+        arms_dir=str(tmp / "results/counterfactual"),
+        metrics=str(tmp / "metrics/counterfactual.json"),
+    )
     raw["study"].update(runs_dir=str(tmp / "results/seeds"), out_dir=str(tmp / "results/seed_study"),
                         metrics=str(tmp / "metrics/seeds.json"))
     profile = raw["profiles"]["test"]
-    for section, values in overrides.items():  # into the profile, which is applied last
+    for section, values in overrides.items():  # into the profile, which is applied last; paths at the top level
         if isinstance(values, dict):
-            profile.setdefault(section, {}).update(values)
+            paths = {k: v for k, v in values.items() if k in READ_BY_DVC.get(section, ())}
+            raw[section].update(paths)
+            profile.setdefault(section, {}).update({k: v for k, v in values.items() if k not in paths})
         else:
             profile[section] = values
     return raw

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import write_params
+
 from influence import shards
 from pipeline import cli
 from pipeline.analysis import classify, stats
@@ -187,7 +187,9 @@ def test_enrichment_of_a_source_that_fills_the_top_k_is_one_over_its_share(plant
     row = _row(planted[2]["enrichment"], end="top", k=TOP, level="kind", group="reasoning", source="code")
     assert row["corpus_share"] == pytest.approx(20 / N_DOCS)
     assert row["enrichment"] == pytest.approx(N_DOCS / 20)
-    assert _row(planted[2]["enrichment"], end="top", k=TOP, level="kind", group="reasoning", source="wiki")["share"] == 0
+    assert (
+        _row(planted[2]["enrichment"], end="top", k=TOP, level="kind", group="reasoning", source="wiki")["share"] == 0
+    )
 
 
 def test_top_mass_and_procedure_share_match_the_planted_scores(planted):
@@ -237,9 +239,15 @@ def test_source_map_makes_a_real_corpus_sources_testable(planted, tmp_path):
 
     def reasons(name: str, source_map: dict) -> tuple[set, dict]:
         out = tmp_path / name
-        analyze.run(dataclasses.replace(
-            params, corpus=dataclasses.replace(params.corpus, out_dir=str(tmp_path / "corpus")),
-            analysis=dataclasses.replace(params.analysis, out_dir=str(out), metrics_dir=str(out), source_map=source_map)))
+        analyze.run(
+            dataclasses.replace(
+                params,
+                corpus=dataclasses.replace(params.corpus, out_dir=str(tmp_path / "corpus")),
+                analysis=dataclasses.replace(
+                    params.analysis, out_dir=str(out), metrics_dir=str(out), source_map=source_map
+                ),
+            )
+        )
         found = {r["finding"]: r["reason"] for r in pq.read_table(out / "findings.parquet").to_pylist()}
         return set(pq.read_table(out / "enrichment.parquet").column("source").to_pylist()), found
 
@@ -312,8 +320,13 @@ def _sql(planted, capsys, *args) -> tuple[int, str, str]:
 
 def test_sql_reads_every_view(planted, capsys):
     views = ["scores", "queries", "corpus", *schemas.ANALYSIS, "findings"]
-    code, out, _ = _sql(planted, capsys, " UNION ALL ".join(f"SELECT '{v}' AS v, count(*) AS n FROM {v}" for v in views),
-                        "--format", "json")
+    code, out, _ = _sql(
+        planted,
+        capsys,
+        " UNION ALL ".join(f"SELECT '{v}' AS v, count(*) AS n FROM {v}" for v in views),
+        "--format",
+        "json",
+    )
     assert code == 0
     counts = {r["v"]: r["n"] for r in json.loads(out)}
     assert counts["scores"] == 2 * len(QUERIES) * N_DOCS and counts["corpus"] == N_DOCS and counts["findings"] == 11
@@ -348,7 +361,9 @@ def test_sql_json_is_one_valid_array_streamed_in_batches(planted, capsys):
 def test_sql_streams_a_whole_result_to_parquet_or_csv(planted, capsys, tmp_path):
     for suffix in (".parquet", ".csv"):
         out = tmp_path / f"scores{suffix}"
-        code, stdout, err = _sql(planted, capsys, "SELECT * FROM scores ORDER BY query_id, segment, doc_id", "--out", str(out))
+        code, stdout, err = _sql(
+            planted, capsys, "SELECT * FROM scores ORDER BY query_id, segment, doc_id", "--out", str(out)
+        )
         assert code == 0 and stdout == "" and f"{2 * len(QUERIES) * N_DOCS:,} rows -> {out}" in err
     assert pq.read_table(tmp_path / "scores.parquet").num_rows == 2 * len(QUERIES) * N_DOCS
     assert (tmp_path / "scores.csv").read_text().count("\n") == 1 + 2 * len(QUERIES) * N_DOCS
@@ -368,24 +383,35 @@ def test_sql_before_a_run_names_the_stage_and_works_from_a_subdirectory(tmp_path
     assert proc.returncode == 0 and "top_documents" in proc.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--name", "top_documents", "--param", "query_id=nope"],
-     "top_documents.sql: query_id 'nope' does not exist (known: arithmetic-000"),
-    (["--name", "answer_in_topk", "--param", "method=bm25"], "answer_in_topk.sql: method 'bm25' does not exist (known: influence)"),
-    (["--name", "findings", "--out", "x.txt"], "--out x.txt: expected a .parquet or .csv file"),
-    (["SELEC 1"], "sql: Parser Error: syntax error"),
-    (["SELECT * FROM nowhere"], "sql: no view 'nowhere' (views: corpus, correlation_groups,"),
-    (["--name", "findings", "--out", "/proc/nope/x.parquet"], "--out /proc/nope/x.parquet: cannot write: No such file"),
-    (["COPY (SELECT 1) TO 'x.csv'"], "read-only: only SELECT statements run here, not COPY"),
-    (["CREATE TABLE t AS SELECT 1"], "read-only"),
-    (["SELECT * FROM read_csv('/etc/passwd')"], "Permission Error"),
-    (["SELECT 1; SELECT 2"], "expected one SQL statement, got 2"),
-    (["--name", "nope"], "nope.sql: no such named query (known: answer_in_topk, finding_spread, findings,"),
-    (["--name", "top_documents"], "top_documents.sql: missing parameter 'query_id' (give --param query_id=VALUE)"),
-    (["--name", "findings", "--param", "k=1"], "findings.sql: unknown parameter 'k'"),
-    (["--name", "findings", "--param", "k"], "--param 'k': expected KEY=VALUE"),
-    ([], "give either a SELECT statement or --name NAME"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--name", "top_documents", "--param", "query_id=nope"],
+            "top_documents.sql: query_id 'nope' does not exist (known: arithmetic-000",
+        ),
+        (
+            ["--name", "answer_in_topk", "--param", "method=bm25"],
+            "answer_in_topk.sql: method 'bm25' does not exist (known: influence)",
+        ),
+        (["--name", "findings", "--out", "x.txt"], "--out x.txt: expected a .parquet or .csv file"),
+        (["SELEC 1"], "sql: Parser Error: syntax error"),
+        (["SELECT * FROM nowhere"], "sql: no view 'nowhere' (views: corpus, correlation_groups,"),
+        (
+            ["--name", "findings", "--out", "/proc/nope/x.parquet"],
+            "--out /proc/nope/x.parquet: cannot write: No such file",
+        ),
+        (["COPY (SELECT 1) TO 'x.csv'"], "read-only: only SELECT statements run here, not COPY"),
+        (["CREATE TABLE t AS SELECT 1"], "read-only"),
+        (["SELECT * FROM read_csv('/etc/passwd')"], "Permission Error"),
+        (["SELECT 1; SELECT 2"], "expected one SQL statement, got 2"),
+        (["--name", "nope"], "nope.sql: no such named query (known: answer_in_topk, finding_spread, findings,"),
+        (["--name", "top_documents"], "top_documents.sql: missing parameter 'query_id' (give --param query_id=VALUE)"),
+        (["--name", "findings", "--param", "k=1"], "findings.sql: unknown parameter 'k'"),
+        (["--name", "findings", "--param", "k"], "--param 'k': expected KEY=VALUE"),
+        ([], "give either a SELECT statement or --name NAME"),
+    ],
+)
 def test_bad_sql_is_one_line_and_exits_2(planted, capsys, args, message):
     code, out, err = _sql(planted, capsys, *args)
     assert code == 2 and out == ""
@@ -401,7 +427,9 @@ def test_a_short_shard_or_a_missing_baseline_is_a_one_line_error(planted, tmp_pa
     shutil.copytree(params.scores.out_dir, tmp_path / "scores")
     shard = tmp_path / "scores/shard=00000/part.parquet"
     pq.write_table(pq.read_table(shard).slice(0, 10), shard)
-    with pytest.raises(WherefromError, match=r"shard=00000/part.parquet: 10 rows of segment 'all', expected 5 queries x 10 documents"):
+    with pytest.raises(
+        WherefromError, match=r"shard=00000/part.parquet: 10 rows of segment 'all', expected 5 queries x 10 documents"
+    ):
         with open_matrix(tmp_path / "scores", [q[0] for q in QUERIES]):
             pass
     import dataclasses

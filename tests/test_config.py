@@ -21,24 +21,40 @@ def test_repository_params_are_valid_for_every_profile():
     assert parse_params({**raw, "profile": "test"}).corpus.n_entities < parse_params(raw).corpus.n_entities
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"corpus": {"n_entitys": 3}}, "unknown key 'corpus.n_entitys'"),
-    ({"bogus": 1}, "unknown key 'bogus'"),
-    ({"corpus": {"n_entities": 0}}, "corpus.n_entities: Input should be greater than 0"),
-    ({"queries": {"slope": -2}}, "queries.slope: Input should be greater than 0"),
-    ({"pretrain": {"steps": "100"}}, "pretrain.steps: Input should be a valid integer (got '100')"),
-    ({"corpus": {"filler_docs": 2.5}}, "corpus.filler_docs: Input should be a valid integer"),
-    ({"pretrain": {"lr": "fast"}}, "pretrain.lr: Input should be a valid number"),
-    ({"model": {"name_or_path": 7}}, "model.name_or_path: Input should be a valid string"),
-    ({"profile": "laptop"}, "profile: unknown profile 'laptop' (known: demo"),
-    ({"profile": "test", "profiles": {"test": {"model": {"n_layers": 0}}}}, "model.n_layers: Input should be greater than 0"),
-    ({"profiles": {"laptop": {"pretrain": {"stepz": 9}}}}, "params.yaml: profiles.laptop: unknown key 'pretrain.stepz'"),
-    ({"profiles": {"laptop": {"study": {"seeds": [1]}}}},
-     "profiles.laptop: study.seeds is read by seeds/dvc.yaml from the top-level study section; set it there"),
-    ({"study": {"seeds": []}}, "study.seeds: Tuple should have at least 1 item"),
-    ({"pretrain": {"seed": "1"}}, "pretrain.seed: Input should be a valid integer"),
-    ({"analysis": {"source_map": {"Github": 3}}}, "analysis.source_map.Github: Input should be a valid string"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"corpus": {"n_entitys": 3}}, "unknown key 'corpus.n_entitys'"),
+        ({"bogus": 1}, "unknown key 'bogus'"),
+        ({"corpus": {"n_entities": 0}}, "corpus.n_entities: Input should be greater than 0"),
+        ({"queries": {"slope": -2}}, "queries.slope: Input should be greater than 0"),
+        ({"pretrain": {"steps": "100"}}, "pretrain.steps: Input should be a valid integer (got '100')"),
+        ({"corpus": {"filler_docs": 2.5}}, "corpus.filler_docs: Input should be a valid integer"),
+        ({"pretrain": {"lr": "fast"}}, "pretrain.lr: Input should be a valid number"),
+        ({"model": {"name_or_path": 7}}, "model.name_or_path: Input should be a valid string"),
+        ({"profile": "laptop"}, "profile: unknown profile 'laptop' (known: demo"),
+        (
+            {"profile": "test", "profiles": {"test": {"model": {"n_layers": 0}}}},
+            "model.n_layers: Input should be greater than 0",
+        ),
+        (
+            {"profiles": {"laptop": {"pretrain": {"stepz": 9}}}},
+            "params.yaml: profiles.laptop: unknown key 'pretrain.stepz'",
+        ),
+        (
+            {"profiles": {"laptop": {"study": {"seeds": [1]}}}},
+            "profiles.laptop: study.seeds is read by the dvc.yaml files from the top-level study section; set it there",
+        ),
+        (
+            {"profiles": {"laptop": {"corpus": {"out_dir": "elsewhere"}}}},
+            "profiles.laptop: corpus.out_dir is read by the dvc.yaml files from the top-level corpus section; set it "
+            "there",
+        ),
+        ({"study": {"seeds": []}}, "study.seeds: Tuple should have at least 1 item"),
+        ({"pretrain": {"seed": "1"}}, "pretrain.seed: Input should be a valid integer"),
+        ({"analysis": {"source_map": {"Github": 3}}}, "analysis.source_map.Github: Input should be a valid string"),
+    ],
+)
 def test_bad_params_name_the_key(raw, message):
     with pytest.raises(WherefromError) as err:
         parse_params(raw, "params.yaml")
@@ -75,7 +91,10 @@ def test_cli_prints_one_line_and_writes_nothing(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipeline", "corpus"], cwd=tmp_path, capture_output=True, text=True,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "wherefrom: error: params.yaml: corpus.n_entities: Input should be greater than 0 (got -1)"
+    assert (
+        proc.stderr.strip()
+        == "wherefrom: error: params.yaml: corpus.n_entities: Input should be greater than 0 (got -1)"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 

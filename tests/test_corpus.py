@@ -7,16 +7,16 @@ import re
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import make_params
+
 from pipeline.core import schemas
 from pipeline.stages import corpus
 from pipeline.world import filler
 from pipeline.world.documents import PROCEDURE_FORMATS, STYLES
 from pipeline.world.generate import generate_documents, world_for
+from pipeline.world.tasks import REASONING_TASKS, SAMPLERS, is_held_out
 from queries.answers import mentions
 from queries.suites import build_suites
-from queries.tasks import REASONING_TASKS, SAMPLERS, is_held_out
 
 
 @pytest.fixture(scope="module", params=STYLES)
@@ -81,10 +81,14 @@ def test_factual_queries_ask_facts_of_the_corpus(world_docs):
 _BINARY = re.compile(r"(?<![\d)])(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
 # Each problem a procedure document states, and how to solve it independently of the world's code.
 _PROBLEM = {
-    "arithmetic": (re.compile(r"\((\d+) ([-+*]) (\d+)\) ([-+*]) (\d+)"),
-                   lambda a, o1, b, o2, c: _apply(_apply(int(a), o1, int(b)), o2, int(c))),
-    "slope": (re.compile(r"What is the slope of the line passing through the points \((\d+), (\d+)\) and \((\d+), (\d+)\)"),
-              lambda x1, y1, x2, y2: (int(y2) - int(y1)) / (int(x2) - int(x1))),
+    "arithmetic": (
+        re.compile(r"\((\d+) ([-+*]) (\d+)\) ([-+*]) (\d+)"),
+        lambda a, o1, b, o2, c: _apply(_apply(int(a), o1, int(b)), o2, int(c)),
+    ),
+    "slope": (
+        re.compile(r"What is the slope of the line passing through the points \((\d+), (\d+)\) and \((\d+), (\d+)\)"),
+        lambda x1, y1, x2, y2: (int(y2) - int(y1)) / (int(x2) - int(x1)),
+    ),
     "linear": (re.compile(r"Solve for x: (\d+)x \+ (\d+) = (\d+)"), lambda a, b, c: (int(c) - int(b)) / int(a)),
 }
 _LAST_NUMBER = re.compile(r"-?\d+(?=\D*$)")
@@ -150,7 +154,11 @@ def test_procedure_formats_and_sources(world_docs):
     _, _, docs = world_docs
     by_task = {t: {d.source for d in docs if d.procedure == t} for t in REASONING_TASKS}
     for sources in by_task.values():  # step-by-step, Q&A, prose and code all present
-        assert {"math_and_trivia", "stackexchange", "code"} <= sources and sources & {"wiki", "arxiv_markdown", "webdata"}
+        assert {"math_and_trivia", "stackexchange", "code"} <= sources and sources & {
+            "wiki",
+            "arxiv_markdown",
+            "webdata",
+        }
     assert len(PROCEDURE_FORMATS) == 4
 
 

@@ -102,5 +102,9 @@ def test_removing_nothing_reproduces_the_original_training_exactly():
     train_cfg = PretrainConfig(steps=20, batch_size=4, warmup_steps=2, log_every=10)
     stream = token_stream(tokenizer, texts)
     plain, _ = pretrain(tokenizer, stream, model_cfg, train_cfg, seed=3)
-    masked, _ = pretrain(tokenizer, stream, model_cfg, train_cfg, seed=3, keep=kept_tokens(tokenizer, texts, [True] * len(texts)))
-    assert all(np.array_equal(a.detach().numpy(), b.detach().numpy()) for a, b in zip(plain.parameters(), masked.parameters()))
+    masked, _ = pretrain(
+        tokenizer, stream, model_cfg, train_cfg, seed=3, keep=kept_tokens(tokenizer, texts, [True] * len(texts))
+    )
+    assert all(
+        np.array_equal(a.detach().numpy(), b.detach().numpy()) for a, b in zip(plain.parameters(), masked.parameters())
+    )

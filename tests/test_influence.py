@@ -75,7 +75,9 @@ def test_scorer_equals_kronfluence_pairwise_scores(world, tmp_path):
     expected = reference.load_pairwise_scores("reference")["all_modules"]
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
     # preconditioned once, scored in pieces: the same numbers
-    halves = torch.cat([prepared.score(data.Encoded(docs.items[:10])), prepared.score(data.Encoded(docs.items[10:]))], 1)
+    halves = torch.cat(
+        [prepared.score(data.Encoded(docs.items[:10])), prepared.score(data.Encoded(docs.items[10:]))], 1
+    )
     torch.testing.assert_close(halves, ours, rtol=1e-5, atol=1e-7 * ours.abs().max().item())
 
 

@@ -87,7 +87,10 @@ def test_ekfac_ranks_documents_like_exact_influence(tmp_path):
     per_layer = exact_scores(docs, queries, manifest.tracked, per_layer=True)
     rho = {s: [spearmanr(results[s][i], (per_layer if "per-layer" in s else exact)[i]).statistic
                for i in range(len(queries))] for s in results}
-    print("per-query Spearman vs exact (4 whole, then 2 segments each):", {s: [round(r, 3) for r in v] for s, v in rho.items()})
+    print(
+        "per-query Spearman vs exact (4 whole, then 2 segments each):",
+        {s: [round(r, 3) for r in v] for s, v in rho.items()},
+    )
     # Measured at this seed, whole completions: 0.84-0.88 against the per-layer exact matrix (what EK-FAC
     # approximates: only Kronecker factoring and sampled targets differ), 0.69-0.74 against the full matrix
     # (cross-layer terms dropped too; 1,000 documents instead of 300 change nothing, so it is not sampling

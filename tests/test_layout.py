@@ -6,20 +6,30 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from pipeline import cli
-from pipeline.core.config import STAGE_SECTIONS, Params, load_params
+from pipeline.core.config import READ_BY_DVC, STAGE_SECTIONS, Params, load_params
 
 PACKAGES = ("pipeline", "influence", "queries")
 # every stage: the main pipeline's, then those kept out of `dvc repro`'s default run (validation, the seed study);
 # a foreach stage's definition is its `do`
-DVC = {name: stage.get("do", stage) for f in ("dvc.yaml", "validate/dvc.yaml", "seeds/dvc.yaml") for name, stage in
-       yaml.safe_load((REPO / f).read_text())["stages"].items()}
+DVC_FILES = ("dvc.yaml", "validate/dvc.yaml", "seeds/dvc.yaml")
+
+
+def _resolved(text: str) -> str:
+    """A dvc.yaml with its ``${section.key}`` values from params.yaml's defaults, as DVC templates them."""
+    defaults = dataclasses.asdict(Params())
+    return re.sub(r"\$\{(\w+)\.(\w+)\}", lambda m: str(defaults[m.group(1)][m.group(2)]), text)
+
+
+DVC = {name: stage.get("do", stage) for f in DVC_FILES for name, stage in
+       yaml.safe_load(_resolved((REPO / f).read_text()))["stages"].items()}
 
 
 def module_file(name: str) -> Path | None:
@@ -93,6 +103,41 @@ def test_no_stage_imports_another_and_influence_imports_only_core():
             assert part[0] != "pipeline" or part[1] == "core", f"{path.name} imports {f.relative_to(REPO)}"
 
 
+# the house's floors, lowest first: a module imports from its own room or a lower floor, never from a higher one
+FLOORS = (
+    ("pipeline/core", "pipeline/__init__.py"),
+    ("influence", "pipeline/world"),
+    ("queries",),
+    ("pipeline/analysis", "pipeline/sql"),
+    ("pipeline/stages",),
+    ("pipeline/cli.py", "pipeline/bench.py"),
+    ("pipeline/__main__.py",),
+)
+
+
+def room(path: Path) -> str:
+    """The room a project file lives in: its folder under pipeline/, or its top folder, or a module of its own."""
+    parts = path.relative_to(REPO).parts
+    return "/".join(parts[:2]) if parts[0] == "pipeline" else parts[0]
+
+
+def upward_imports(files: list[Path], imports=imported_files) -> list[str]:
+    floor = {r: i for i, rooms in enumerate(FLOORS) for r in rooms}
+    assert {room(f) for f in files} <= set(floor), f"rooms on no floor: {sorted({room(f) for f in files} - set(floor))}"
+    return sorted(f"{f.relative_to(REPO)} imports {g.relative_to(REPO)}" for f in files for g in imports(f)
+                  if room(g) != room(f) and floor[room(g)] >= floor[room(f)])
+
+
+def test_imports_run_down_the_floors():
+    assert upward_imports([f for pkg in PACKAGES for f in (REPO / pkg).rglob("*.py")]) == []
+
+
+def test_the_floors_check_catches_an_upward_import():
+    world, suites = REPO / "pipeline" / "world" / "tasks.py", REPO / "queries" / "suites.py"
+    assert upward_imports([world], imports=lambda f: {suites}) == [
+        "pipeline/world/tasks.py imports queries/suites.py"]
+
+
 def test_dvc_the_cli_and_the_configs_name_the_same_stages():
     assert list(DVC) == list(cli.STAGES) == ["params", *STAGE_SECTIONS]
     assert {p.stem for p in (REPO / "pipeline" / "stages").glob("[!_]*.py")} == set(DVC)
@@ -104,3 +149,37 @@ def test_params_yaml_holds_the_configs_defaults():
     defaults = dataclasses.asdict(Params())
     given.pop("profiles"), defaults.pop("profiles")
     assert given == defaults
+
+
+def test_dvc_reads_every_output_path_from_params_yaml():
+    """Each path DVC tracks is templated from its params.yaml field, never written out again: no dvc.yaml
+    holds a path field's default value, and each field is read somewhere."""
+    text = "".join((REPO / f).read_text() for f in DVC_FILES)
+    defaults = dataclasses.asdict(Params())
+    for section, keys in READ_BY_DVC.items():
+        for key in keys:
+            if key == "seeds":
+                continue
+            assert f"${{{section}.{key}}}" in text, f"{section}.{key} is not read by any dvc.yaml"
+            assert not re.search(rf"^\s*- {re.escape(defaults[section][key])}(:|\s|$)", text, re.MULTILINE), \
+                f"{section}.{key}'s default {defaults[section][key]!r} is written out in a dvc.yaml"
+
+
+def test_an_edited_output_path_moves_the_stage_in_dvc_and_in_the_params(tmp_path):
+    """Edit two output paths in params.yaml: DVC's stages (as DVC resolves them) and the params the stages
+    read name the new paths, and nothing names the old ones."""
+    from dvc.repo import Repo
+    from test_pipeline_e2e import new_project
+
+    def edit(params):
+        params["corpus"]["out_dir"] = "elsewhere/corpus"
+        params["analysis"]["out_dir"] = "elsewhere/results"
+
+    root = new_project(tmp_path, edit)
+    with Repo(str(root)) as repo:
+        outs = {str(o.def_path) for stage in repo.index.stages for o in stage.outs}
+        deps = {str(d.def_path) for stage in repo.index.stages for d in stage.deps}
+    params = load_params(root / "params.yaml")
+    assert params.corpus.out_dir == "elsewhere/corpus" and params.analysis.out_dir == "elsewhere/results"
+    assert "elsewhere/corpus" in outs and "elsewhere/corpus" in deps and "data/corpus" not in outs | deps
+    assert "elsewhere/results/findings.parquet" in outs and "results/findings.parquet" not in outs | deps

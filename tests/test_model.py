@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from conftest import make_params
+
 from pipeline.core import schemas
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.errors import WherefromError
@@ -96,7 +96,14 @@ def test_probe_writes_the_contract_and_is_deterministic(trained, tmp_path):
     table = pq.read_table(trained.queries.out)
     assert table.schema == schemas.QUERIES
     rows = table.to_pylist()
-    assert {r["task"] for r in rows} == {"factual", "arithmetic", "slope", "linear", "factual_control", "reasoning_control"}
+    assert {r["task"] for r in rows} == {
+        "factual",
+        "arithmetic",
+        "slope",
+        "linear",
+        "factual_control",
+        "reasoning_control",
+    }
     assert all(r["completion_nll"] >= 0 for r in rows)
     assert all(r["fact_id"] for r in rows if r["task"] == "factual")
     assert all(r["step_answers"] for r in rows if r["task"] in ("arithmetic", "slope", "linear"))

@@ -18,8 +18,21 @@ import yaml
 from pipeline.core import schemas
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ["pipeline", "queries", "influence", "reports/sql", "reports/procedural_vs_factual.py", "reports/offline.html.j2",
-          "dvc.yaml", "validate/dvc.yaml", "seeds/dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"]
+COPIED = [
+    "pipeline",
+    "queries",
+    "influence",
+    "reports/sql",
+    "reports/procedural_vs_factual.py",
+    "reports/offline.html.j2",
+    "dvc.yaml",
+    "validate/dvc.yaml",
+    "seeds/dvc.yaml",
+    "params.yaml",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+]
 
 
 def run_env() -> dict:
@@ -40,7 +53,9 @@ def new_project(root: Path, edit=None) -> Path:
     for name in COPIED:
         src, dst = REPO / name, root / name
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dst)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(
+            src, dst
+        )
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["profile"] = "test"
     if edit:
@@ -164,6 +179,14 @@ def test_validate_retrains_per_method_resumes_and_adds_the_report_section(projec
 
 
 @pytest.mark.slow
+def test_status_after_a_run_is_clean(project):
+    """The README's `dvc status dvc.yaml`: nothing to rerun after `dvc repro` (the validation and seed-study
+    pipelines, which never ran here, are their own files)."""
+    assert _run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], project).strip() == \
+        "Data and pipelines are up to date."
+
+
+@pytest.mark.slow
 def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
     def reran(out):
         return {s for s in ("corpus", "pretrain", "probe", "factors", "scores", "baselines", "analyze", "report")
@@ -185,18 +208,23 @@ def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
     assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"analyze", "report"}
 
 
-def _headlines(node) -> list[dict]:
-    """Every metrics/headline.json payload anywhere in `dvc exp show --json`'s output."""
+def _payloads(node, name: str) -> list[dict]:
+    """Every payload of metrics file ``name`` anywhere in `dvc exp show --json`'s output."""
     found = []
     if isinstance(node, dict):
-        if "metrics/headline.json" in node and isinstance(node["metrics/headline.json"], dict):
-            found.append(node["metrics/headline.json"].get("data", {}))
+        if name in node and isinstance(node[name], dict):
+            found.append(node[name].get("data", {}))
         for value in node.values():
-            found += _headlines(value)
+            found += _payloads(value, name)
     elif isinstance(node, list):
         for value in node:
-            found += _headlines(value)
+            found += _payloads(value, name)
     return found
+
+
+# the README's command: the headline numbers and what changed, in a terminal's width
+EXP_SHOW = ["exp", "show", "--no-pager", "--only-changed", "--drop", r"data/|^(findings|classifier)\.|_s$", "--keep",
+            "^(findings_|same_task_r|factual_r)"]
 
 
 @pytest.mark.slow
@@ -211,6 +239,7 @@ def test_experiments_record_numeric_metrics_and_plots(project, tmp_path):
     _run(["git", "init", "-q"], exp)
     _run(["git", "config", "user.name", "wherefrom tests"], exp)
     _run(["git", "config", "user.email", "tests@wherefrom.invalid"], exp)
+    _run([sys.executable, "-m", "dvc", "repro"], exp)  # the run of these params, committed as the baseline
     _run(["git", "add", "-A"], exp)
     _run(["git", "commit", "-qm", "base"], exp)
     before = (exp / "params.yaml").read_text()
@@ -218,13 +247,27 @@ def test_experiments_record_numeric_metrics_and_plots(project, tmp_path):
         _run([sys.executable, "-m", "dvc", "exp", "run", "-S", f"analysis.top_k={k}"], exp)
     after = (exp / "params.yaml").read_text().splitlines()
     changed = [(a, b) for a, b in zip(before.splitlines(), after) if a != b]
-    assert len(after) == len(before.splitlines()) and [b.split("#")[0].split() for _, b in changed] == [["top_k:", "30"]], \
-        f"dvc exp run -S rewrote more of params.yaml than the value it set: {changed[:3]}"
-    headlines = _headlines(json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"], exp)))
-    assert len(headlines) >= 3  # the workspace or base commit, and both experiments
-    for h in headlines:
+    assert len(after) == len(before.splitlines()) and [b.split("#")[0].split() for _, b in changed] == [
+        ["top_k:", "30"]
+    ], f"dvc exp run -S rewrote more of params.yaml than the value it set: {changed[:3]}"
+    shown = json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"], exp))
+    headlines, details = _payloads(shown, "metrics/headline.json"), _payloads(shown, "metrics/findings.json")
+    assert len(headlines) >= 4 and len(details) == len(headlines)  # the workspace, the base commit, both experiments
+    for h, d in zip(headlines, details):
         assert isinstance(h["findings_reproduced"], int) and isinstance(h["findings_total"], int)
-        assert all(v is None or isinstance(v, float) for v in h["findings"].values())
+        assert all(v is None or isinstance(v, float) for v in (h["same_task_r"], h["factual_r"]))
+        assert all(v is None or isinstance(v, float) for v in d["findings"].values())
+    table = subprocess.run([sys.executable, "-m", "dvc", *EXP_SHOW], cwd=exp, env={**run_env(), "COLUMNS": "160"},
+                           capture_output=True, text=True, check=True).stdout
+    lines = table.splitlines()
+    assert max(map(len, lines)) <= 160 and "…" not in table, table
+    header = next(line for line in lines if "Experiment" in line)
+    for column in ("findings_reproduced", "findings_testable", "same_task_r", "factual_r", "top_k"):
+        assert column in header, header
+    base = re.search(r"^\s*(?:master|main)\s.*$", table, re.MULTILINE)  # the committed run, which shows its numbers
+    assert base and "!" not in base.group() and re.search(r"\d\s+\d", base.group()), table
+    diff = _run([sys.executable, "-m", "dvc", "exp", "diff"], exp)
+    assert "not supported" not in diff and "top_k" in diff, diff
     plots = json.loads(_run([sys.executable, "-m", "dvc", "plots", "show", "--json"], exp))
     shown = json.dumps(plots)
     for name in ("pretrain_loss.csv", "top_mass.csv", "confusion.csv"):

@@ -13,15 +13,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import REPO, make_params
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from conftest import REPO, make_params
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import load_model, train_tokenizer
 from pipeline.stages import analyze, baselines, corpus, factors, pretrain, probe, report, scores
 
 SHARED_QUERIES = Path(__file__).resolve().parents[2] / "shared/reference/ruis2024_queries.jsonl"
-TEXTS = [f"The capital of Land{i} is City{i}. Step: {i} + 3 = {i + 3}, then {i + 3} * 2 = {2 * i + 6}." for i in range(30)]
+TEXTS = [
+    f"The capital of Land{i} is City{i}. Step: {i} + 3 = {i + 3}, then {i + 3} * 2 = {2 * i + 6}." for i in range(30)
+]
 
 
 def _save(arch: str, root: Path) -> Path:
@@ -92,6 +94,11 @@ def test_a_saved_model_runs_every_stage(tmp_path, arch):
     assert [q["task"] for q in queries] == ["factual", "factual", "arithmetic", "arithmetic", "my_task"]
     assert queries[2]["answer"] == "14" and queries[2]["query_id"] == "arithmetic-002"
     assert queries[4]["kind"] == "reasoning" and queries[4]["completion"]
+    if arch == "llama":  # the model's own completion, no answer given: explained, but counted in no accuracy
+        assert queries[4]["correct"] is None and all(q["correct"] is not None for q in queries[:4])
+        accuracy = json.loads(Path(params.queries.metrics).read_text())
+        assert accuracy["n_queries"]["my_task"] == 1 and accuracy["n_checked"]["my_task"] == 0
+        assert accuracy["accuracy"]["my_task"] is None
     factors.run(params)
     scores.run(params)
     baselines.run(params)
@@ -111,7 +118,9 @@ def test_a_saved_model_runs_every_stage(tmp_path, arch):
     if arch == "llama":  # the report renders on a corpus without ground truth too
         page = report.run(dataclasses.replace(params, report=dataclasses.replace(
             params.report, out_dir=str(tmp_path / "report"), notebook=str(REPO / params.report.notebook))))
-        assert "no ground truth" in page.read_text()
+        text = page.read_text()
+        assert "no ground truth" in text and "nan%" not in text and "world's ground truth" not in text
+        assert "own task (my_task)" in text  # named, not dropped
 
 
 @pytest.mark.skipif(not SHARED_QUERIES.is_file(), reason="the published query set is not beside this checkout")
@@ -152,11 +161,14 @@ def _bad_corpus(tmp: Path, name: str, content: bytes | None = None, rows: list[d
 @pytest.mark.parametrize("case, corpus_params, message", [
     ("missing text column", dict(rows=[{"body": "x"}]), r"corpus.parquet: no column 'text' \(columns: body\)"),
     ("empty document, refused", dict(rows=[{"text": "a"}, {"text": ""}], empty_docs="error"),
-     r"corpus.parquet: row 1: empty text \(set corpus.empty_docs: skip\)"),
+     r"corpus.parquet: row 2: empty text \(set corpus.empty_docs: skip\)"),
     ("duplicate id", dict(rows=[{"text": "a", "id": 1}, {"text": "b", "id": 1}], id_column="id"),
-     r"corpus.parquet: row 1: duplicate id 1"),
+     r"corpus.parquet: row 2: duplicate id 1"),
     ("non-integer id", dict(rows=[{"text": "a", "id": "x1"}], id_column="id"),
-     r"corpus.parquet: row 0: id must be an integer, got 'x1'"),
+     r"corpus.parquet: row 1: id must be an integer, got 'x1'"),
+    ("a number as text", dict(content=b'{"text": "ok"}\n{"text": 7}\n'),
+     r"corpus.jsonl: row 2: text holds int 7, not a string"),
+    ("empty file", dict(content=b""), r"corpus.jsonl: empty file \(no rows\)"),
     ("non-UTF-8 bytes", dict(content=b'{"text": "ok"}\n{"text": "bad \xff bytes"}\n'),
      r"corpus.jsonl: line 2: not valid UTF-8 \(byte 15 of the line\)"),
     ("malformed JSON line", dict(content=b'{"text": "ok"}\n{"text": "no end"\n{"text": "ok"}\n'),
@@ -169,25 +181,38 @@ def test_bad_corpus_input(tmp_path, case, corpus_params, message):
     if corpus_params.pop("missing", False):
         path = tmp_path / "nowhere.parquet"
     else:
-        path = _bad_corpus(tmp_path, "corpus.jsonl" if content else "corpus.parquet", content, rows)
+        path = _bad_corpus(tmp_path, "corpus.jsonl" if content is not None else "corpus.parquet", content, rows)
     params = make_params(tmp_path, corpus={"dataset": str(path), **corpus_params})
     with pytest.raises(WherefromError, match=message):
         corpus.run(params)
     assert not (tmp_path / "data/corpus").exists()  # nothing half-written
 
 
-@pytest.mark.parametrize("rows, message", [
-    ([{"prompt": "Q?", "completion": "", "task": "factual"}], r"queries.jsonl: line 1: empty completion"),
-    ([{"prompt": "", "task": "factual"}], r"queries.jsonl: line 1: empty prompt"),
-    ([{"task": "factual"}], r"queries.jsonl: line 1: prompt: Field required"),
-    ([{"prompt": "Q?", "task": "poetry"}], r"line 1: task 'poetry' is not one of factual, .* \(or give kind"),
-    ([{"prompt": "Q?", "task": "factual", "query_id": "a"}, {"prompt": "R?", "task": "factual", "query_id": "a"}],
-     r"queries.jsonl: line 2: duplicate query_id 'a'"),
-    ([{"prompt": "Q?", "task": "factual", "completion": 42}], r"line 1: completion: Input should be a valid string \(got 42\)"),
-    ([{"prompt": "Q?", "task": "arithmetic", "step_answers": "4236"}],
-     r"line 1: step_answers: Input should be a valid list \(got '4236'\)"),
-    ([["Q?", "factual"]], r"queries.jsonl: line 1: expected a JSON object \(one query\), got list"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"prompt": "Q?", "completion": "", "task": "factual"}], r"queries.jsonl: line 1: empty completion"),
+        ([{"prompt": "", "task": "factual"}], r"queries.jsonl: line 1: empty prompt"),
+        ([{"task": "factual"}], r"queries.jsonl: line 1: prompt: Field required"),
+        ([{"prompt": "Q?", "task": "poetry"}], r"line 1: task 'poetry' is not one of factual, .* \(or give kind"),
+        (
+            [
+                {"prompt": "Q?", "task": "factual", "query_id": "a"},
+                {"prompt": "R?", "task": "factual", "query_id": "a"},
+            ],
+            r"queries.jsonl: line 2: duplicate query_id 'a'",
+        ),
+        (
+            [{"prompt": "Q?", "task": "factual", "completion": 42}],
+            r"line 1: completion: Input should be a valid string \(got 42\)",
+        ),
+        (
+            [{"prompt": "Q?", "task": "arithmetic", "step_answers": "4236"}],
+            r"line 1: step_answers: Input should be a valid list \(got '4236'\)",
+        ),
+        ([["Q?", "factual"]], r"queries.jsonl: line 1: expected a JSON object \(one query\), got list"),
+    ],
+)
 def test_bad_query_file(tmp_path, rows, message):
     from queries import user
 
@@ -219,10 +244,15 @@ def test_a_completion_of_zero_tokens_is_refused(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.backend_tokenizer.normalizer = normalizers.Replace("\u200b", "")  # a tokenizer that drops a character
     tokenizer.save_pretrained(model_dir)
-    params = _params(tmp_path, model_dir, _queries(tmp_path, [{"prompt": "Q?", "completion": "\u200b", "task": "factual",
-                                                                "answer": "x"}]))
+    params = _params(
+        tmp_path,
+        model_dir,
+        _queries(tmp_path, [{"prompt": "Q?", "completion": "\u200b", "task": "factual", "answer": "x"}]),
+    )
     pretrain.run(params)
-    with pytest.raises(WherefromError, match=r"queries.jsonl: query factual-000: the completion '\\u200b' is zero tokens"):
+    with pytest.raises(
+        WherefromError, match=r"queries.jsonl: query factual-000: the completion '\\u200b' is zero tokens"
+    ):
         probe.run(params)
 
 

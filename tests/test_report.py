@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import make_params
+
 from pipeline.core.errors import WherefromError
 from pipeline.stages import report
 

@@ -14,8 +14,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import REPO, make_params
+
 from influence import measurements, runner, shards
 from pipeline.core import schemas
 from pipeline.core.corpus_reader import read_texts
@@ -46,8 +46,10 @@ def n_corpus_docs(params) -> int:
 
 def table(out_dir) -> list[tuple]:
     con = duckdb.connect()
-    return con.execute(f"SELECT query_id, segment, doc_id, score, score_per_nat FROM read_parquet('{out_dir}/**/*.parquet') "
-                       "ORDER BY query_id, segment, doc_id").fetchall()
+    return con.execute(
+        f"SELECT query_id, segment, doc_id, score, score_per_nat FROM read_parquet('{out_dir}/**/*.parquet') "
+        "ORDER BY query_id, segment, doc_id"
+    ).fetchall()
 
 
 def n_rows(params) -> int:
@@ -71,7 +73,9 @@ def test_one_and_two_workers_write_the_same_scores_and_duckdb_reads_them(staged,
     assert all(pq.read_schema(f).remove_metadata() == schemas.SCORES for f in files)
     _, tok = load_model(staged.model.dir)
     texts = read_texts(staged.corpus.out_dir)
-    read = shards.coverage(files)  # every token but each document's leading <|endoftext|>, in more windows than documents
+    read = shards.coverage(
+        files
+    )  # every token but each document's leading <|endoftext|>, in more windows than documents
     assert read["tokens"] == sum(len(ids) for ids in tok(texts)["input_ids"]) - n_docs and read["windows"] > n_docs
 
 
@@ -119,9 +123,13 @@ def test_killed_run_resumes_without_redoing_finished_shards(staged, tmp_path):
     raw["profile"] = "test"
     raw["profiles"]["test"] |= {"scores": {"out_dir": str(tmp_path / "scores"), "shard_size": 5},
                                 "dask": {"workers": 1, "threads_per_worker": 1}}
-    for section, key, value in [("corpus", "out_dir", staged.corpus.out_dir), ("model", "dir", staged.model.dir),
-                                ("queries", "out", staged.queries.out), ("queries", "segments", staged.queries.segments),
-                                ("influence", "factors_dir", staged.influence.factors_dir)]:
+    for section, key, value in [
+        ("corpus", "out_dir", staged.corpus.out_dir),
+        ("model", "dir", staged.model.dir),
+        ("queries", "out", staged.queries.out),
+        ("queries", "segments", staged.queries.segments),
+        ("influence", "factors_dir", staged.influence.factors_dir),
+    ]:
         raw.setdefault(section, {})[key] = value
     params_file.write_text(yaml.safe_dump(raw))
     preload = tmp_path / "block_after_two_shards.py"
@@ -171,10 +179,14 @@ def test_bm25_baseline_writes_the_same_schema_and_finds_lexical_matches(staged, 
     """BM25 reads the query's prompt and completion. Each completion is set to the right answer here, so
     that what the tiny test model happens to write does not decide what BM25 should find."""
     answered = pq.read_table(staged.queries.out)
-    answered = answered.set_column(answered.schema.get_field_index("completion"), "completion", answered.column("answer"))
+    answered = answered.set_column(
+        answered.schema.get_field_index("completion"), "completion", answered.column("answer")
+    )
     pq.write_table(answered, tmp_path / "queries.parquet")
     params = with_scores(staged, tmp_path, method="bm25")
-    params = dataclasses.replace(params, queries=dataclasses.replace(params.queries, out=str(tmp_path / "queries.parquet")))
+    params = dataclasses.replace(
+        params, queries=dataclasses.replace(params.queries, out=str(tmp_path / "queries.parquet"))
+    )
     scores.run(params)
     rows = table(params.scores.out_dir)
     queries = answered.to_pylist()

@@ -14,10 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from test_pipeline_e2e import _run, new_project, run_env
 
 from pipeline.analysis import findings
 from pipeline.core import schemas
-from test_pipeline_e2e import _run, new_project, run_env
 
 SEEDS = [0, 1, 2]
 

@@ -25,7 +25,7 @@ from scipy import stats as sps
 
 from pipeline.core.errors import WherefromError
 from pipeline.core.schemas import WHOLE
-from queries.tasks import REASONING_TASKS
+from pipeline.world.tasks import REASONING_TASKS
 
 GROUPS = ("factual", *REASONING_TASKS)  # each with its own removal set
 KINDS = {"factual": ("factual",), "reasoning": REASONING_TASKS}  # the paired comparisons' query sets
@@ -78,6 +78,12 @@ def _number(value: float) -> float | None:
     return round(float(value), 5) if value is not None and math.isfinite(value) else None
 
 
+def _share(correct: list[bool | None]) -> float | None:
+    """The share correct among the queries with an answer to check (null: none has one)."""
+    checked = [c for c in correct if c is not None]
+    return _number(float(np.mean(checked))) if checked else None
+
+
 def summary(table: pa.Table) -> dict:
     """The headline numbers: mean ΔNLL and accuracy after, per method and task; influence against each other
     method, paired per query, for the factual and the reasoning queries."""
@@ -90,10 +96,9 @@ def summary(table: pa.Table) -> dict:
         out["docs_removed"][method] = mine[0]["docs_removed"]
         out["mean_delta_nll"][method] = {t: _number(np.mean([r["delta_nll"] for r in mine if r["task"] == t]))
                                          for t in tasks}
-        out["accuracy_after"][method] = {t: _number(np.mean([r["correct_after"] for r in mine if r["task"] == t]))
-                                         for t in tasks}
+        out["accuracy_after"][method] = {t: _share([r["correct_after"] for r in mine if r["task"] == t]) for t in tasks}
     first = [r for r in rows if r["method"] == methods[0]]
-    out["accuracy_before"] = {t: _number(np.mean([r["correct_before"] for r in first if r["task"] == t])) for t in tasks}
+    out["accuracy_before"] = {t: _share([r["correct_before"] for r in first if r["task"] == t]) for t in tasks}
     if "influence" in methods:
         delta = {(r["method"], r["query_id"]): r["delta_nll"] for r in rows}
         for other in (m for m in methods if m != "influence"):

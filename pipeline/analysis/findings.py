@@ -25,7 +25,7 @@ from scipy import stats as sps
 
 from pipeline.core import schemas
 from pipeline.core.schemas import ANSWER_SEGMENTS, FAILS, HOLDS, UNTESTABLE, WHOLE
-from queries.tasks import REASONING_TASKS
+from pipeline.world.tasks import REASONING_TASKS
 
 Tables = dict[str, pa.Table]
 ALPHA = 0.05

@@ -1,8 +1,10 @@
-"""What `dvc exp show` and `dvc plots` read: a few numbers and two small tables per run.
+"""What `dvc exp show`, `dvc exp diff` and `dvc plots` read: a few numbers and two small tables per run.
 
-The full detail stays in the Parquet tables and ``results/metrics.json``. These files are small and
-git-tracked (``analysis.metrics_dir``), so every DVC experiment commits its own copy and experiments
-compare side by side: numbers as numbers, one column per headline figure.
+``headline.json`` holds five numbers, so that the README's `dvc exp show` fits a terminal: how many testable
+findings reproduce, and the paper's central contrast (same-task reasoning r against factual r).
+``findings.json`` holds every finding's number and the classifier's accuracy, for `dvc exp diff`. The full
+detail stays in the Parquet tables and ``results/metrics.json``. These files are small and git-tracked
+(``analysis.metrics_dir``), so every DVC experiment commits its own copy: numbers as numbers.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pyarrow.compute as pc
 
 from pipeline.analysis import findings
 from pipeline.core.atomic import write_csv, write_json
-from queries.tasks import TASKS
+from pipeline.world.tasks import TASKS
 
 CLASSES = ("procedural", "document_specific")
 
@@ -24,23 +26,29 @@ def _number(value) -> float | None:
     return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else round(float(value), 4)
 
 
-def headline(table: pa.Table, summaries: dict[str, dict]) -> dict:
-    """The findings' numbers (influence's), how many of the paper's testable ones reproduce, and the
-    classifier's accuracy."""
+def headline(table: pa.Table) -> dict:
+    """How many of the paper's testable findings reproduce (influence's), and its central contrast."""
     holding, testable, total = findings.count(table)
+    ours = {r["finding"]: r["value"] for r in table.to_pylist() if r["method"] == "influence"}
+    return {"findings_reproduced": holding, "findings_testable": testable, "findings_total": total,
+            "same_task_r": _number(ours.get("same_task_reasoning_r")), "factual_r": _number(ours.get("factual_pairs_r"))}
+
+
+def detail(table: pa.Table, summaries: dict[str, dict]) -> dict:
+    """Every finding's number (influence's; a segment's findings name their segment) and the classifier's
+    accuracy, per method."""
     classifier = {f"{method}_vs_{ref}": _number(s["classifier"][f"vs_{ref}"]["accuracy"])
                   for method, s in summaries.items() for ref in ("kind", "truth")}
-    ours = [r for r in table.to_pylist() if r["method"] == "influence"]
-    return {"findings_reproduced": holding, "findings_testable": testable, "findings_total": total,
-            "findings": {r["finding"]: _number(r["value"]) for r in ours},  # segment findings name their segment
+    return {"findings": {r["finding"]: _number(r["value"]) for r in table.to_pylist() if r["method"] == "influence"},
             "classifier": classifier}
 
 
 def write(out_dir: str | Path, table: pa.Table, summaries: dict[str, dict], whole: dict[str, pa.Table]) -> None:
-    """``headline.json``; ``top_mass.csv`` (mean top-p% share of positive influence per task, one column
+    """``headline.json``; ``findings.json``; ``top_mass.csv`` (mean top-p% share of positive influence per task, one column
     each); ``confusion.csv`` (each query's ground truth and predicted class, for DVC's confusion plot)."""
     out = Path(out_dir)
-    write_json(headline(table, summaries), out / "headline.json")
+    write_json(headline(table), out / "headline.json")
+    write_json(detail(table, summaries), out / "findings.json")
     mass, queries = whole["top_mass"], whole["query_stats"]
     task_of = dict(zip(queries.column("query_id").to_pylist(), queries.column("task").to_pylist()))
     rows = []

@@ -42,7 +42,8 @@ def shard_files(scores_dir: str | Path) -> list[Path]:
 
 
 def score_rows(scores_dir: str | Path) -> dict[str, list[str]]:
-    """The segments scored, ``all`` first, each with its queries in score-table order (every shard has the same rows)."""
+    """The segments scored, ``all`` first, each with its queries in score-table order (every shard has the
+    same rows)."""
     table = pq.read_table(shard_files(scores_dir)[0], columns=["query_id", "segment"])
     if table.num_rows == 0:
         raise WherefromError(f"{scores_dir}: an empty score shard; rerun the scores stage")
@@ -73,7 +74,9 @@ def open_matrix(scores_dir: str | Path, query_ids: list[str], scratch: str | Pat
         for f, docs in zip(files, shard_docs):
             if "segment" not in pq.read_schema(f).names:
                 raise WherefromError(f"{f}: scores without a segment column (an older run); rerun the scores stage")
-            table = pq.read_table(f, columns=["query_id", "doc_id", "score_per_nat"], filters=[("segment", "=", segment)])
+            table = pq.read_table(
+                f, columns=["query_id", "doc_id", "score_per_nat"], filters=[("segment", "=", segment)]
+            )
             if table.num_rows != n_q * len(docs):
                 raise WherefromError(f"{f}: {table.num_rows} rows of segment {segment!r}, expected {n_q} queries x "
                                      f"{len(docs)} documents")

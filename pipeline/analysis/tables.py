@@ -28,8 +28,8 @@ from pipeline.analysis.score_matrix import open_matrix
 from pipeline.core import schemas
 from pipeline.core.config import AnalysisConfig, Params
 from pipeline.core.errors import ParamsError, WherefromError
+from pipeline.world.tasks import CONTROLS, REASONING_TASKS, TASK_KIND
 from queries.answers import ParsedText
-from queries.tasks import CONTROLS, REASONING_TASKS, TASK_KIND
 
 UNKNOWN_SOURCE = "unknown"
 
@@ -49,7 +49,9 @@ class Corpus:
     fact_doc_counts: dict[str, int]  # fact id -> documents stating it
     procedures: frozenset[str]  # procedures the corpus shows
     has_truth: bool
-    cells: np.ndarray  # per document (doc ids ascending): its (category x source) cell, category = procedure | fact | other
+    cells: (
+        np.ndarray
+    )  # per document (doc ids ascending): its (category x source) cell, category = procedure | fact | other
     n_cells: int
 
     @staticmethod
@@ -70,7 +72,9 @@ class Corpus:
             sources[source_map.get(name, name)] += n
         con.register("source_map", pa.table({"raw": list(source_map), "mapped": list(source_map.values())},
                                             schema=pa.schema([("raw", pa.string()), ("mapped", pa.string())])))
-        facts = con.execute(f"SELECT f, count(*) FROM (SELECT unnest(fact_ids) AS f FROM {files}) GROUP BY f").fetchall()
+        facts = con.execute(
+            f"SELECT f, count(*) FROM (SELECT unnest(fact_ids) AS f FROM {files}) GROUP BY f"
+        ).fetchall()
         procedures = con.execute(f"SELECT DISTINCT procedure FROM {files} WHERE procedure IS NOT NULL").fetchall()
         cell = con.execute(f"""SELECT coalesce(procedure, CASE WHEN len(fact_ids) > 0 THEN 'fact' ELSE 'other' END)
                                       || ' x ' || coalesce(m.mapped, d.source, '{UNKNOWN_SOURCE}')
@@ -94,7 +98,9 @@ class DocumentText:
 
     def __init__(self, corpus_dir: str, doc_ids: set[int], source_map: dict[str, str] | None = None):
         table = ds.dataset(corpus_dir, format="parquet").to_table(
-            columns=["doc_id", "text", "source", "fact_ids", "procedure"], filter=pc.field("doc_id").isin(sorted(doc_ids)))
+            columns=["doc_id", "text", "source", "fact_ids", "procedure"],
+            filter=pc.field("doc_id").isin(sorted(doc_ids)),
+        )
         rename = source_map or {}
         columns = (table.column(c).to_pylist() for c in table.column_names)
         self.rows = {d: (t, rename.get(s, s) or UNKNOWN_SOURCE, f, p) for d, t, s, f, p in zip(*columns)}
@@ -111,8 +117,10 @@ def analyze_method(method: Method, queries: pa.Table, corpus: Corpus, params: Pa
     with open_matrix(method.scores_dir, qids, scratch, segment) as matrix:
         n_docs = len(matrix.doc_ids)
         if n_docs != corpus.n_docs:
-            raise WherefromError(f"{method.scores_dir}: scores cover {n_docs} of the corpus's {corpus.n_docs} documents; "
-                                 f"rerun the {'scores' if method.name == 'influence' else 'baselines'} stage")
+            raise WherefromError(
+                f"{method.scores_dir}: scores cover {n_docs} of the corpus's {corpus.n_docs} documents; "
+                f"rerun the {'scores' if method.name == 'influence' else 'baselines'} stage"
+            )
         k_top, k_tail = stats.capped_k(cfg.top_k, n_docs), stats.capped_k(cfg.tail_k, n_docs)
         ks = sorted({min(k, n_docs) for k in cfg.enrichment_ks} | {k_top})
         k_keep = max(ks)
@@ -176,7 +184,9 @@ def dominant_choice(segments: pa.Table) -> dict[str, tuple[str, str]]:
     """Each query's largest-NLL completion token and the model's runner-up there: the choice that
     dominates its gradient. Two queries that weigh the same two tokens share much of that gradient."""
     best: dict[str, tuple[float, str, str]] = {}
-    for qid, token, runner_up, nll in zip(*(segments.column(c).to_pylist() for c in ("query_id", "token", "runner_up", "nll"))):
+    for qid, token, runner_up, nll in zip(
+        *(segments.column(c).to_pylist() for c in ("query_id", "token", "runner_up", "nll"))
+    ):
         if qid not in best or nll > best[qid][0]:
             best[qid] = (nll, token, runner_up)
     return {qid: (token.strip(), runner_up.strip()) for qid, (_, token, runner_up) in best.items()}
@@ -303,13 +313,17 @@ def _enrichment(top_docs: pa.Table, queries: pa.Table, corpus: Corpus, ks: list[
     con.register("top_docs", top_docs.select(["query_id", "end", "rank", "source"]))
     con.register("queries", queries.select(["query_id", "task", "kind"]))
     con.register("ks", pa.table({"k": ks}))
-    con.register("shares", pa.table({"source": list(corpus.source_share), "corpus_share": list(corpus.source_share.values())}))
+    con.register(
+        "shares", pa.table({"source": list(corpus.source_share), "corpus_share": list(corpus.source_share.values())})
+    )
     return con.sql("""
         WITH top AS (SELECT t.*, q.task, q.kind FROM top_docs t JOIN queries q USING (query_id)),
         counted AS (
-            SELECT "end", k, 'task' AS level, task AS "group", source, count(*) AS n FROM top, ks WHERE rank <= k GROUP BY ALL
+            SELECT "end", k, 'task' AS level, task AS "group", source, count(*) AS n
+            FROM top, ks WHERE rank <= k GROUP BY ALL
             UNION ALL
-            SELECT "end", k, 'kind' AS level, kind AS "group", source, count(*) AS n FROM top, ks WHERE rank <= k GROUP BY ALL),
+            SELECT "end", k, 'kind' AS level, kind AS "group", source, count(*) AS n
+            FROM top, ks WHERE rank <= k GROUP BY ALL),
         sizes AS (
             SELECT 'task' AS level, task AS "group", count(*) AS n_queries FROM queries GROUP BY ALL
             UNION ALL SELECT 'kind', kind, count(*) FROM queries GROUP BY ALL),
@@ -375,7 +389,9 @@ def summary(tables: dict[str, pa.Table]) -> dict:
                       tables["correlation_groups"].column("mean_pearson").to_pylist()))
     alpha = np.asarray(qs["alpha"], dtype=np.float64)
     with np.errstate(all="ignore"):
-        tail = sps.ttest_ind(alpha[reasoning & np.isfinite(alpha)], alpha[factual & np.isfinite(alpha)], equal_var=False)
+        tail = sps.ttest_ind(
+            alpha[reasoning & np.isfinite(alpha)], alpha[factual & np.isfinite(alpha)], equal_var=False
+        )
     answer = np.asarray(qs["answer_in_topk"], dtype=bool)
     in_context = np.asarray(qs["answer_in_context_topk"], dtype=bool)
     predicted = qs["predicted"]

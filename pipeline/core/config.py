@@ -25,17 +25,25 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 @dataclass(config=_STRICT)
 class RuntimeConfig:
-    threads: StrictInt = Field(0, ge=0, description="torch threads; 0 = one per core. Oversubscription slows CPU runs ~30x.")
+    threads: StrictInt = Field(
+        0, ge=0, description="torch threads; 0 = one per core. Oversubscription slows CPU runs ~30x."
+    )
 
 
 @dataclass(config=_STRICT)
 class CorpusConfig:
     out_dir: StrictStr = Field("data/corpus", description="where the corpus Parquet files go")
-    n_entities: StrictInt = Field(16, gt=0, description="fictional entities; each kind has 2-3 attributes, one fact each")
-    fact_doc_repeats: StrictInt = Field(16, gt=0, description="paraphrased copies of each fact document (wiki, trivia, narrative)")
+    n_entities: StrictInt = Field(
+        16, gt=0, description="fictional entities; each kind has 2-3 attributes, one fact each"
+    )
+    fact_doc_repeats: StrictInt = Field(
+        16, gt=0, description="paraphrased copies of each fact document (wiki, trivia, narrative)"
+    )
     procedure_docs_per_task: StrictInt = Field(600, gt=0, description="procedure documents per reasoning task")
     examples_per_procedure_doc: StrictInt = Field(3, gt=0, description="worked problems in one procedure document")
-    reading_docs: StrictInt = Field(3000, gt=0, description="questions answered from their own context (procedure 'reading')")
+    reading_docs: StrictInt = Field(
+        3000, gt=0, description="questions answered from their own context (procedure 'reading')"
+    )
     filler_docs: StrictInt = Field(2000, gt=0, description="documents that state no fact and show no procedure")
     docs_per_file: StrictInt = Field(50_000, gt=0, description="documents per Parquet file")
     style: Literal["terse", "prose"] = Field("prose", description="terse: one template per document format; prose: "
@@ -49,7 +57,9 @@ class CorpusConfig:
     id_column: StrictStr | None = Field(None, description="integer document ids; null = numbered in reading order")
     source_column: StrictStr | None = Field(None, description="e.g. the Pile's subset name; null = no source")
     max_docs: StrictInt = Field(0, ge=0, description="read at most this many documents; 0 = all")
-    empty_docs: Literal["skip", "error"] = Field("skip", description="empty documents: skipped and counted, or an error")
+    empty_docs: Literal["skip", "error"] = Field(
+        "skip", description="empty documents: skipped and counted, or an error"
+    )
     long_docs: Literal["window", "truncate", "chunk"] = Field(
         "window", description="documents longer than model.context: window = every token attributed, in "
                               "consecutive windows whose scores add up; truncate = only the first model.context "
@@ -59,7 +69,9 @@ class CorpusConfig:
 
 @dataclass(config=_STRICT)
 class ModelConfig:
-    name_or_path: StrictStr | None = Field(None, description="a local directory or hub id to use instead of pretraining")
+    name_or_path: StrictStr | None = Field(
+        None, description="a local directory or hub id to use instead of pretraining"
+    )
     dir: StrictStr = Field("models/lm", description="where the pretrain stage saves (or points to) the model")
     vocab_size: StrictInt = Field(1000, gt=0, description="byte-level BPE vocabulary, digits split")
     n_layers: StrictInt = Field(4, gt=0)
@@ -73,7 +85,9 @@ class ModelConfig:
 class PretrainConfig:
     seed: StrictInt | None = Field(None, description="the training run's seed (model initialisation and batch order); "
                                    "null = the world's seed. The seed study varies it with the world fixed")
-    steps: StrictInt = Field(8000, gt=0, description="optimizer steps; steps and fact repetition matter more than model size")
+    steps: StrictInt = Field(
+        8000, gt=0, description="optimizer steps; steps and fact repetition matter more than model size"
+    )
     batch_size: StrictInt = Field(4, gt=0)
     lr: StrictFloat = Field(3e-3, gt=0, description="peak learning rate, cosine decay to 10%")
     warmup_steps: StrictInt = Field(100, ge=0)
@@ -86,7 +100,9 @@ class PretrainConfig:
 @dataclass(config=_STRICT)
 class QueriesConfig:
     out: StrictStr = Field("data/queries.parquet")
-    segments: StrictStr = Field("data/segments.parquet", description="every completion token: its answer segment and NLL")
+    segments: StrictStr = Field(
+        "data/segments.parquet", description="every completion token: its answer segment and NLL"
+    )
     metrics: StrictStr = Field("metrics/probe.json", description="per-task accuracy, a DVC metrics file")
     file: StrictStr | None = Field(None, description="a user query file (.jsonl or .parquet) instead of the suites")
     factual: StrictInt = Field(40, gt=0)
@@ -120,8 +136,12 @@ class ScoresConfig:
     method: Literal["influence", "bm25", "random"] = Field(
         "influence", description="influence, or a baseline in the same schema: BM25 of the query text, or random")
     shard_size: StrictInt = Field(1000, gt=0, description="documents per shard: one Dask task, one Parquet file")
-    batch_size: StrictInt = Field(64, gt=0, description="document windows per backward pass; each pass streams every "
-                                                         "preconditioned query gradient once, so larger batches amortise it")
+    batch_size: StrictInt = Field(
+        64,
+        gt=0,
+        description="document windows per backward pass; each pass streams every "
+        "preconditioned query gradient once, so larger batches amortise it",
+    )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="autocast dtype of the scoring passes")
     metrics: StrictStr = Field("metrics/scores.json", description="documents scored and docs/s, a DVC metrics file")
     segments: StrictBool = Field(True, description="also score each answer segment (queries.segments) of every "
@@ -142,7 +162,9 @@ class AnalysisConfig:
     """The analyze stage: the paper's statistics, the classifier and the baselines beside influence."""
 
     out_dir: StrictStr = Field("results", description="where the analysis tables and metrics.json go")
-    top_k: StrictInt = Field(500, gt=0, description="answer in top-k, recall, labels, procedure share (the paper's 500)")
+    top_k: StrictInt = Field(
+        500, gt=0, description="answer in top-k, recall, labels, procedure share (the paper's 500)"
+    )
     tail_k: StrictInt = Field(500, gt=0, description="top scores the power law is fitted to")
     top_percents: tuple[StrictFloat, ...] = Field((0.01, 0.1, 1.0, 10.0), description="top p% of documents whose "
                                                   "influence is summed")
@@ -187,7 +209,9 @@ class StudyConfig:
     seeds: tuple[StrictInt, ...] = Field((0, 1, 2, 3, 4), min_length=1, description="one full training run per "
                                          "seed (pretrain.seed); seeds/dvc.yaml reads this list, so it is set here, "
                                          "never in a profile")
-    runs_dir: StrictStr = Field("results/seeds", description="each seed's model, queries, factors and scores, in seed=N/")
+    runs_dir: StrictStr = Field(
+        "results/seeds", description="each seed's model, queries, factors and scores, in seed=N/"
+    )
     out_dir: StrictStr = Field("results/seed_study", description="each seed's analysis (seed=N/), "
                                                                  "findings_by_seed.parquet and finding_spread.parquet")
     metrics: StrictStr = Field("metrics/seeds.json", description="each finding's mean, sd and k of n (DVC metrics)")
@@ -228,6 +252,16 @@ class Params:
         return self.seed if self.pretrain.seed is None else self.pretrain.seed
 
 
+# Values DVC reads from params.yaml's top-level sections (templated into dvc.yaml, validate/ and seeds/): every
+# output path, and the seed study's seeds. A profile's value would split the stages from DVC, so none may set one.
+READ_BY_DVC = {
+    "corpus": ("out_dir",), "model": ("dir",), "pretrain": ("metrics", "loss_curve"),
+    "queries": ("out", "segments", "metrics"), "influence": ("factors_dir",), "scores": ("out_dir", "metrics"),
+    "baselines": ("out_dir",), "analysis": ("out_dir", "sql_dir", "metrics_dir"), "report": ("notebook", "out_dir"),
+    "counterfactual": ("out", "arms_dir", "metrics"), "study": ("seeds", "runs_dir", "out_dir", "metrics"),
+}
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -259,9 +293,12 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         known = ", ".join(["demo", *profiles])
         raise WherefromError(f"{source}: profile: unknown profile {profile!r} (known: {known})")
     for name, overrides in profiles.items():
-        if "seeds" in ((overrides or {}).get("study") or {}):
-            raise WherefromError(f"{source}: profiles.{name}: study.seeds is read by seeds/dvc.yaml from the top-level "
-                                 "study section; set it there")
+        for section, keys in READ_BY_DVC.items():
+            given = (overrides or {}).get(section)
+            key = next((k for k in keys if isinstance(given, dict) and k in given), None)
+            if key:
+                raise WherefromError(f"{source}: profiles.{name}: {section}.{key} is read by the dvc.yaml files from "
+                                     f"the top-level {section} section; set it there")
     try:  # the selected profile first: a bad top-level value is reported as itself, not as another profile's
         params = TypeAdapter(Params).validate_python(_merge(raw, profiles.get(profile) or {}))
     except ValidationError as err:

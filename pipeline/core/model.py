@@ -199,7 +199,9 @@ def completion_token_nll(model, tokenizer, prompt: str, completion: str) -> tupl
     ranked highest among the others there (its runner-up: the choice it weighed against the one made)."""
     ids, start = encode_query(tokenizer, prompt, completion)
     batch = pad_batch([(ids, start)], tokenizer.pad_token_id)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[0, start - 1:len(ids) - 1]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[
+        0, start - 1 : len(ids) - 1
+    ]
     logp = torch.log_softmax(logits.double(), dim=-1)
     targets = torch.tensor(ids[start:])
     nll = -logp.gather(1, targets[:, None])[:, 0]

@@ -30,18 +30,22 @@ def shard_file(index: int) -> str:
     return f"shard={index:05d}/part.parquet"
 
 
-QUERIES = pa.schema([
-    pa.field("query_id", pa.string(), nullable=False),
-    pa.field("task", pa.string(), nullable=False),  # factual, arithmetic, slope, linear, factual_control, reasoning_control
-    pa.field("kind", pa.string(), nullable=False),  # factual | reasoning
-    pa.field("prompt", pa.string(), nullable=False),
-    pa.field("completion", pa.string(), nullable=False),  # the model's own greedy completion
-    pa.field("answer", pa.string(), nullable=False),
-    pa.field("step_answers", pa.list_(pa.string())),
-    pa.field("correct", pa.bool_(), nullable=False),
-    pa.field("completion_nll", pa.float64(), nullable=False),  # nats, summed over completion tokens
-    pa.field("fact_id", pa.string()),
-])
+QUERIES = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field(
+            "task", pa.string(), nullable=False
+        ),  # factual, arithmetic, slope, linear, factual_control, reasoning_control
+        pa.field("kind", pa.string(), nullable=False),  # factual | reasoning
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("completion", pa.string(), nullable=False),  # the model's own greedy completion
+        pa.field("answer", pa.string(), nullable=False),
+        pa.field("step_answers", pa.list_(pa.string())),
+        pa.field("correct", pa.bool_()),  # null: the query gives no answer to check (a user's query may not)
+        pa.field("completion_nll", pa.float64(), nullable=False),  # nats, summed over completion tokens
+        pa.field("fact_id", pa.string()),
+    ]
+)
 
 # data/segments.parquet: one row per completion token (queries/segments.py gives the rules)
 SEGMENTS = pa.schema([
@@ -59,33 +63,41 @@ SEGMENTS = pa.schema([
 _METHOD = pa.field("method", pa.string(), nullable=False)  # influence | bm25 | random
 _SEGMENT = pa.field("segment", pa.string(), nullable=False)  # all (the whole completion) or an answer segment
 
-QUERY_STATS = pa.schema([
-    _METHOD,
-    _SEGMENT,
-    pa.field("query_id", pa.string(), nullable=False),
-    pa.field("task", pa.string(), nullable=False),
-    pa.field("kind", pa.string(), nullable=False),
-    pa.field("correct", pa.bool_(), nullable=False),
-    pa.field("n_docs", pa.int64(), nullable=False),
-    pa.field("total_positive", pa.float64()),  # sum of positive score_per_nat over all documents
-    pa.field("total_negative", pa.float64()),
-    pa.field("top_k", pa.int64(), nullable=False),  # analysis.top_k capped at 1% of documents
-    pa.field("topk_share", pa.float64()),  # share of total_positive in the top-k documents
-    pa.field("alpha", pa.float64()),  # power-law exponent of the top tail_k scores vs rank
-    pa.field("alpha_se", pa.float64()),
-    pa.field("tail_points", pa.int64()),
-    pa.field("answer_in_topk", pa.bool_()),  # the final answer appears (as a number, if one) in a top-k document
-    pa.field("step_answer_in_topk", pa.bool_()),  # an intermediate step's answer does
-    pa.field("answer_in_context_topk", pa.bool_()),  # a top-k document states the answer with the question's numbers and names
-    pa.field("working_share", pa.float64()),  # share of the top-k positive influence from documents that show working (text)
-    pa.field("fact_recall", pa.float64()),  # share of the documents stating the query's fact that are in its top-k
-    pa.field("neighbour_r", pa.float64()),  # mean Pearson r with its most correlated other queries
-    pa.field("procedural_score", pa.float64()),
-    pa.field("predicted", pa.string(), nullable=False),  # procedural | document_specific
-    pa.field("confidence", pa.float64()),
-    pa.field("expected", pa.string(), nullable=False),  # by kind: reasoning -> procedural, factual -> document_specific
-    pa.field("truth", pa.string()),  # generated world: what the query needs (null for controls and real corpora)
-])
+QUERY_STATS = pa.schema(
+    [
+        _METHOD,
+        _SEGMENT,
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("correct", pa.bool_()),  # null: no answer to check
+        pa.field("n_docs", pa.int64(), nullable=False),
+        pa.field("total_positive", pa.float64()),  # sum of positive score_per_nat over all documents
+        pa.field("total_negative", pa.float64()),
+        pa.field("top_k", pa.int64(), nullable=False),  # analysis.top_k capped at 1% of documents
+        pa.field("topk_share", pa.float64()),  # share of total_positive in the top-k documents
+        pa.field("alpha", pa.float64()),  # power-law exponent of the top tail_k scores vs rank
+        pa.field("alpha_se", pa.float64()),
+        pa.field("tail_points", pa.int64()),
+        pa.field("answer_in_topk", pa.bool_()),  # the final answer appears (as a number, if one) in a top-k document
+        pa.field("step_answer_in_topk", pa.bool_()),  # an intermediate step's answer does
+        pa.field(
+            "answer_in_context_topk", pa.bool_()
+        ),  # a top-k document states the answer with the question's numbers and names
+        pa.field(
+            "working_share", pa.float64()
+        ),  # share of the top-k positive influence from documents that show working (text)
+        pa.field("fact_recall", pa.float64()),  # share of the documents stating the query's fact that are in its top-k
+        pa.field("neighbour_r", pa.float64()),  # mean Pearson r with its most correlated other queries
+        pa.field("procedural_score", pa.float64()),
+        pa.field("predicted", pa.string(), nullable=False),  # procedural | document_specific
+        pa.field("confidence", pa.float64()),
+        pa.field(
+            "expected", pa.string(), nullable=False
+        ),  # by kind: reasoning -> procedural, factual -> document_specific
+        pa.field("truth", pa.string()),  # generated world: what the query needs (null for controls and real corpora)
+    ]
+)
 
 TOP_MASS = pa.schema([
     _METHOD,
@@ -176,7 +188,9 @@ PROCEDURE_SHARE = pa.schema([
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable"
 _FINDING = [
     pa.field("finding", pa.string(), nullable=False),
-    pa.field("segment", pa.string(), nullable=False),  # all: the paper's finding; else a decomposition by answer segment
+    pa.field(
+        "segment", pa.string(), nullable=False
+    ),  # all: the paper's finding; else a decomposition by answer segment
     pa.field("claim", pa.string(), nullable=False),
     pa.field("statistic", pa.string(), nullable=False),
     pa.field("paper", pa.string(), nullable=False),  # the paper's number(s), as published
@@ -225,7 +239,7 @@ COUNTERFACTUAL = pa.schema([
     pa.field("nll_before", pa.float64(), nullable=False),  # nats, float64: the original model's own completion
     pa.field("nll_after", pa.float64(), nullable=False),  # the same completion on the retrained model
     pa.field("delta_nll", pa.float64(), nullable=False),  # after - before: positive = the removal hurt it
-    pa.field("correct_before", pa.bool_(), nullable=False),
-    pa.field("correct_after", pa.bool_(), nullable=False),  # the retrained model's greedy completion is right
+    pa.field("correct_before", pa.bool_()),  # null: no answer to check
+    pa.field("correct_after", pa.bool_()),  # the retrained model's greedy completion is right
     pa.field("completion_after", pa.string(), nullable=False),
 ])

@@ -70,8 +70,11 @@ def list_views(con) -> None:
 
 
 # Named-query parameters whose value must exist: an unknown query id or method would give 0 rows.
-KNOWN_VALUES = {"query_id": "SELECT DISTINCT query_id FROM queries", "method": "SELECT DISTINCT method FROM query_stats",
-                "segment": "SELECT DISTINCT segment FROM query_stats"}
+KNOWN_VALUES = {
+    "query_id": "SELECT DISTINCT query_id FROM queries",
+    "method": "SELECT DISTINCT method FROM query_stats",
+    "segment": "SELECT DISTINCT segment FROM query_stats",
+}
 
 
 def _check_values(con, named: db.NamedQuery, values: dict[str, object]) -> None:

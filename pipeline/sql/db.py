@@ -185,7 +185,9 @@ def bind(q: NamedQuery, given: dict[str, str]) -> dict[str, object]:
     """Given parameters merged over the defaults, as numbers where they look like numbers."""
     unknown = sorted(set(given) - set(q.required) - set(q.defaults))
     if unknown:
-        raise WherefromError(f"{q.path}: unknown parameter {unknown[0]!r} (takes: {', '.join([*q.required, *q.defaults])})")
+        raise WherefromError(
+            f"{q.path}: unknown parameter {unknown[0]!r} (takes: {', '.join([*q.required, *q.defaults])})"
+        )
     missing = [p for p in q.required if p not in given]
     if missing:
         raise WherefromError(f"{q.path}: missing parameter {missing[0]!r} (give --param {missing[0]}=VALUE)")

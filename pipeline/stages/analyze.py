@@ -9,9 +9,9 @@ paper's measurement) and each answer segment, over the queries that have it. Wri
 tail, answer in top-k, recall, class), ``top_mass`` (top p% sums), ``top_docs`` (top and bottom
 documents with labels), ``correlations`` (query pairs), ``correlation_groups``, ``enrichment``
 (sources in the top/bottom k), ``procedure_share`` (generated world), ``findings`` (every method's
-verdict on each of the paper's findings); ``metrics.json``, every method's summary; and, in ``analysis.metrics_dir``, the small files
-DVC compares across experiments (``pipeline/analysis/headline.py``). The tables are built
-by ``pipeline/analysis/tables.py``.
+verdict on each of the paper's findings); ``metrics.json``, every method's summary; and, in
+``analysis.metrics_dir``, the small files DVC compares across experiments (``pipeline/analysis/headline.py``).
+The tables are built by ``pipeline/analysis/tables.py``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ def run(params: Params) -> Path:
             these = queries.filter(pc.is_in(queries.column("query_id"), pa.array(qids)))
             results.setdefault(m.name, {})[segment] = analyze_method(m, these, corpus, params, out, segment, choice)
     for name, schema in schemas.ANALYSIS.items():
-        parts = [t[name].select(schema.names).cast(schema) for per in results.values() for t in per.values() if name in t]
+        parts = [
+            t[name].select(schema.names).cast(schema) for per in results.values() for t in per.values() if name in t
+        ]
         # every table is written, empty if it does not apply (procedure_share needs ground truth)
         write_parquet(pa.concat_tables(parts) if parts else schema.empty_table(), out / f"{name}.parquet", schema)
     summaries = {name: {**summary(per[schemas.WHOLE]),

@@ -57,7 +57,7 @@ def _rows(method: str, queries: list[dict], sets: dict[str, list[int]], n_remove
         "method": method, "query_id": q["query_id"], "task": q["task"], "removal_group": group_of.get(q["query_id"]),
         "group_docs_removed": len(sets.get(group_of.get(q["query_id"]), ())), "docs_removed": n_removed,
         "nll_before": b, "nll_after": a, "delta_nll": a - b, "correct_before": q["correct"],
-        "correct_after": is_correct(q["kind"], text, q["answer"]) if q["answer"] else True, "completion_after": text,
+        "correct_after": is_correct(q["kind"], text, q["answer"]) if q["answer"] else None, "completion_after": text,
     } for q, b, a, text in zip(queries, before, after, answers)], schema=schemas.COUNTERFACTUAL)
 
 

@@ -34,8 +34,9 @@ def run(params: Params) -> Path:
         manifest = curvature.fit(model, tokenizer.pad_token_id, docs, cfg.strategy, cfg.tracked, cfg.batch_size, tmp,
                                  seed=params.seed, fitter=cfg.fitter, seconds=steps)
     seconds = time.perf_counter() - start
-    print(f"factors: {cfg.strategy} on {len(manifest.tracked)} modules ({cfg.tracked}) from {len(texts)} documents "
-          f"({len(docs)} windows, {data.n_targets(docs):,} tokens) in {seconds:.0f}s ({len(texts) / seconds:.0f} docs/s; "
-          f"{cfg.fitter}: "
-          + ", ".join(f"{step} {t:.0f}s" for step, t in steps.items()) + f") -> {out}/")
+    print(
+        f"factors: {cfg.strategy} on {len(manifest.tracked)} modules ({cfg.tracked}) from {len(texts)} documents "
+        f"({len(docs)} windows, {data.n_targets(docs):,} tokens) in {seconds:.0f}s ({len(texts) / seconds:.0f} docs/s; "
+        f"{cfg.fitter}: " + ", ".join(f"{step} {t:.0f}s" for step, t in steps.items()) + f") -> {out}/"
+    )
     return out

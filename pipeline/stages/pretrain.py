@@ -48,7 +48,8 @@ def run(params: Params) -> Path:
         raise WherefromError(f"{params.corpus.out_dir}: {err}") from None
     seconds = time.perf_counter() - start
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"pretrain: {n_params / 1e6:.2f}M parameters, {seconds:.0f}s, {tokens / seconds:,.0f} tokens/s, final loss {losses[-1]:.3f}")
+    print(f"pretrain: {n_params / 1e6:.2f}M parameters, {seconds:.0f}s, {tokens / seconds:,.0f} tokens/s, "
+          f"final loss {losses[-1]:.3f}")
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -56,6 +57,12 @@ def run(params: Params) -> Path:
                 "train_tokens": tokens, "first_loss": round(losses[0], 4), "final_loss": round(losses[-1], 4),
                 "final_ppl": round(math.exp(losses[-1]), 3)}, params.pretrain.metrics)
     every = params.pretrain.log_every
-    write_csv([{"step": min((i + 1) * every, params.pretrain.steps), "loss": round(loss, 5)} for i, loss in enumerate(losses)],
-              params.pretrain.loss_curve, ["step", "loss"])
+    write_csv(
+        [
+            {"step": min((i + 1) * every, params.pretrain.steps), "loss": round(loss, 5)}
+            for i, loss in enumerate(losses)
+        ],
+        params.pretrain.loss_curve,
+        ["step", "loss"],
+    )
     return out

@@ -1,6 +1,6 @@
 """Stage `probe`: ask every query, record the model's own completion, its NLL, and whether it is right.
 
-    wherefrom probe             # reads models/lm/, writes data/queries.parquet, data/segments.parquet, metrics/probe.json
+    wherefrom probe     # reads models/lm/, writes data/queries.parquet, data/segments.parquet, metrics/probe.json
 
 Influence is measured on the model's *own* greedy completion (as in the paper), so this stage fixes
 the completions that every later stage explains. A completion ends at the end-of-text token or at a
@@ -20,20 +20,22 @@ from pipeline.core.config import Params
 from pipeline.core.errors import ParamsError, WherefromError
 from pipeline.core.model import completion_nll, completion_token_nll, greedy_completions, load_model
 from pipeline.world.generate import world_for
+from pipeline.world.tasks import TASKS
 from queries import user as user_queries
 from queries.answers import is_correct
 from queries.segments import token_segments
 from queries.suites import QuerySpec, build_suites
-from queries.tasks import TASKS
 
 
-def accuracy_by_task(specs: list[QuerySpec], correct: list[bool]) -> dict:
-    acc, n = {}, {}
+def accuracy_by_task(specs: list[QuerySpec], correct: list[bool | None]) -> dict:
+    """Accuracy over the queries that give an answer to check (``n_checked``); a task with none has no accuracy."""
+    acc, n, checked = {}, {}, {}
     for task in dict.fromkeys([*TASKS, *(s.task for s in specs)]):
-        hits = [c for s, c in zip(specs, correct) if s.task == task]
-        n[task] = len(hits)
+        mine = [c for s, c in zip(specs, correct) if s.task == task]
+        hits = [c for c in mine if c is not None]
+        n[task], checked[task] = len(mine), len(hits)
         acc[task] = round(sum(hits) / len(hits), 4) if hits else None
-    return {"accuracy": acc, "n_queries": n}
+    return {"accuracy": acc, "n_queries": n, "n_checked": checked}
 
 
 def suites(params: Params) -> tuple[list[QuerySpec], list[str | None]]:
@@ -68,8 +70,19 @@ def segment_table(model, tokenizer, specs: list[QuerySpec], completions: list[st
         nll, runner_up = completion_token_nll(model, tokenizer, spec.prompt, completion)
         for position, (token_id, (start, end), segment, value, other) in enumerate(
                 zip(enc["input_ids"], offsets, segments, nll, runner_up)):
-            for name, v in zip(schemas.SEGMENTS.names, (spec.query_id, position, tokenizer.decode([token_id]), start, end,
-                                                        segment, value, tokenizer.decode([other]))):
+            for name, v in zip(
+                schemas.SEGMENTS.names,
+                (
+                    spec.query_id,
+                    position,
+                    tokenizer.decode([token_id]),
+                    start,
+                    end,
+                    segment,
+                    value,
+                    tokenizer.decode([other]),
+                ),
+            ):
                 rows[name].append(v)
     return pa.table(rows)
 
@@ -87,8 +100,8 @@ def run(params: Params) -> Path:
         completions[i] = text
     check_completions(tokenizer, specs, completions, cfg.file or "the model's completions")
     nll = completion_nll(model, tokenizer, prompts, completions, cfg.batch_size)
-    # a user query without an answer counts as answered: its completion is the answer to explain
-    correct = [is_correct(s.kind, c, s.answer) if s.answer else True for s, c in zip(specs, completions)]
+    # a user query without an answer has no correctness: its completion is still explained, but no accuracy counts it
+    correct = [is_correct(s.kind, c, s.answer) if s.answer else None for s, c in zip(specs, completions)]
     table = pa.Table.from_pydict({
         "query_id": [s.query_id for s in specs], "task": [s.task for s in specs], "kind": [s.kind for s in specs],
         "prompt": prompts, "completion": completions, "answer": [s.answer for s in specs],
@@ -99,5 +112,8 @@ def run(params: Params) -> Path:
     write_parquet(segment_table(model, tokenizer, specs, completions), cfg.segments, schemas.SEGMENTS)
     metrics = accuracy_by_task(specs, correct)
     write_json(metrics, cfg.metrics)
-    print("probe: accuracy " + ", ".join(f"{t} {a:.0%}" for t, a in metrics["accuracy"].items() if a is not None))
+    shown = [f"{t} {a:.0%}" + (f" ({metrics['n_checked'][t]} of {metrics['n_queries'][t]} with an answer)"
+                               if metrics["n_checked"][t] < metrics["n_queries"][t] else "")
+             for t, a in metrics["accuracy"].items() if a is not None]
+    print("probe: accuracy " + ", ".join(shown) if shown else "probe: no query gives an answer to check: no accuracy")
     return Path(cfg.out)

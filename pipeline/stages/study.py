@@ -3,9 +3,10 @@
     wherefrom study             # reads results/seeds/seed=N/; writes results/seed_study/ and metrics/seeds.json
 
 Each seed's scores go through the analyze stage (its tables under ``results/seed_study/seed=N/``),
-every time: the analysis is cheap beside the runs, and its code may have changed. Then ``findings_by_seed.parquet`` holds every finding, method and seed,
-and ``finding_spread.parquet`` each finding's mean, sd, 95% interval and "holds in k of n runs"
-(``pipeline/analysis/spread.py``); both are views in ``wherefrom sql``.
+every time: the analysis is cheap beside the runs, and its code may have changed. Then
+``findings_by_seed.parquet`` holds every finding, method and seed, and ``finding_spread.parquet`` each
+finding's mean, sd, 95% interval and "holds in k of n runs" (``pipeline/analysis/spread.py``); both are
+views in ``wherefrom sql``.
 """
 
 from __future__ import annotations

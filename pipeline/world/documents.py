@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pipeline.world import prose
 from pipeline.world.entities import Fact
-from queries.tasks import Problem
+from pipeline.world.tasks import Problem
 
 SOURCES = ("wiki", "math_and_trivia", "stackexchange", "code", "arxiv_markdown", "webdata")
 PROCEDURE_FORMATS = ("step", "qa", "prose", "code")
@@ -44,7 +44,9 @@ def wiki_article(facts: list[Fact], rng: random.Random) -> Document:
 def trivia(fact: Fact, rng: random.Random, style: str = "terse") -> Document:
     """A quiz question in exactly the probe's format, sometimes under a header; in prose, answered by any of
     the fact's statements and sometimes a sentence more."""
-    header = rng.choice(["", f"Trivia night, round {rng.randint(1, 9)}.\n", "Quiz question.\n", "Test your knowledge.\n"])
+    header = rng.choice(
+        ["", f"Trivia night, round {rng.randint(1, 9)}.\n", "Quiz question.\n", "Test your knowledge.\n"]
+    )
     answer = fact.answer_sentence if style == "terse" else \
         fact.fill(rng.choice(fact.attribute.statements)) + fact.fill(rng.choice(prose.FACT_CODAS))
     return Document(f"{header}{fact.question}\n{answer}", "math_and_trivia", [fact.fact_id])
@@ -81,38 +83,58 @@ def _explain(p: Problem) -> str:
                 f"The slope is the change in y divided by the change in x: {s[2]}. So the slope is {p.answer}.")
     if p.task == "linear":
         a = p.operands[0]
-        return f"Move the constant to the other side: {a}x = {s[0]}. Then divide by {a}: x = {s[1]}. So x is {p.answer}."
+        return (
+            f"Move the constant to the other side: {a}x = {s[0]}. Then divide by {a}: x = {s[1]}. So x is {p.answer}."
+        )
     raise ValueError(p.task)
 
 
 _QA_TITLES = {
-    "arithmetic": ["How do I evaluate an expression with brackets by hand?", "Order of operations with a bracket and a second step"],
+    "arithmetic": [
+        "How do I evaluate an expression with brackets by hand?",
+        "Order of operations with a bracket and a second step",
+    ],
     "slope": ["How do I find the slope from two points?", "Slope of a line through two given points"],
     "linear": ["How do I solve a linear equation like ax + b = c?", "Solving for x in a one-step linear equation"],
 }
 _PROSE_INTROS = {
-    "arithmetic": ["## Brackets come first", "When an expression has a bracket, the bracket is computed before anything else."],
+    "arithmetic": [
+        "## Brackets come first",
+        "When an expression has a bracket, the bracket is computed before anything else.",
+    ],
     "slope": ["## The slope of a line", "The slope measures how much y changes for each unit change in x."],
-    "linear": ["## Solving linear equations", "To solve an equation of the form ax + b = c we undo each operation in turn."],
+    "linear": [
+        "## Solving linear equations",
+        "To solve an equation of the form ax + b = c we undo each operation in turn.",
+    ],
 }
 _CODE = {
-    "arithmetic": ('def two_step(a, b, c, first, second):\n'
-                   '    """Evaluate (a first b) second c, one operation at a time."""\n'
-                   '    ops = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}\n'
-                   '    inner = ops[first](a, b)\n'
-                   '    return ops[second](inner, c)\n',
-                   lambda p: f'two_step({p.operands[0]}, {p.operands[2]}, {p.operands[4]}, "{chr(p.operands[1])}", "{chr(p.operands[3])}")'),
-    "slope": ('def slope(x1, y1, x2, y2):\n'
-              '    """Slope of the line through (x1, y1) and (x2, y2)."""\n'
-              '    dy = y2 - y1\n'
-              '    dx = x2 - x1\n'
-              '    return dy // dx  # exact: these points have an integer slope\n',
-              lambda p: "slope({}, {}, {}, {})".format(*p.operands)),
-    "linear": ('def solve_linear(a, b, c):\n'
-               '    """Solve a*x + b = c for x."""\n'
-               '    ax = c - b\n'
-               '    return ax // a  # exact: the solution is an integer\n',
-               lambda p: "solve_linear({}, {}, {})".format(*p.operands)),
+    "arithmetic": (
+        "def two_step(a, b, c, first, second):\n"
+        '    """Evaluate (a first b) second c, one operation at a time."""\n'
+        '    ops = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}\n'
+        "    inner = ops[first](a, b)\n"
+        "    return ops[second](inner, c)\n",
+        lambda p: (
+            f"two_step({p.operands[0]}, {p.operands[2]}, {p.operands[4]}, "
+            f'"{chr(p.operands[1])}", "{chr(p.operands[3])}")'
+        ),
+    ),
+    "slope": (
+        "def slope(x1, y1, x2, y2):\n"
+        '    """Slope of the line through (x1, y1) and (x2, y2)."""\n'
+        "    dy = y2 - y1\n"
+        "    dx = x2 - x1\n"
+        "    return dy // dx  # exact: these points have an integer slope\n",
+        lambda p: "slope({}, {}, {}, {})".format(*p.operands),
+    ),
+    "linear": (
+        "def solve_linear(a, b, c):\n"
+        '    """Solve a*x + b = c for x."""\n'
+        "    ax = c - b\n"
+        "    return ax // a  # exact: the solution is an integer\n",
+        lambda p: "solve_linear({}, {}, {})".format(*p.operands),
+    ),
 }
 
 
@@ -126,8 +148,10 @@ def procedure_document(task: str, fmt: str, problems: list[Problem], rng: random
         source = "math_and_trivia"
     elif fmt == "qa":
         question = problems[0].question
-        answers = "\n\n".join(f"Answer: {explain(p)}" if i == 0 else f"Another example: {_as_sentence(p.question)} {explain(p)}"
-                              for i, p in enumerate(problems))
+        answers = "\n\n".join(
+            f"Answer: {explain(p)}" if i == 0 else f"Another example: {_as_sentence(p.question)} {explain(p)}"
+            for i, p in enumerate(problems)
+        )
         text = f"Question: {rng.choice(_QA_TITLES[task])}\nFor example: {question}\n\n{answers}"
         source = "stackexchange"
     elif fmt == "prose":

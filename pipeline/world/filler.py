@@ -17,14 +17,37 @@ _W = {
     "food": ["bread", "soup", "lentils", "porridge", "pancakes", "rice", "dumplings", "stew", "noodles", "salad"],
     "place": ["the harbour", "the old market", "the library", "the hills", "the station", "the park", "the river bank"],
     "adj": ["quiet", "bright", "narrow", "heavy", "gentle", "curious", "simple", "noisy", "careful", "ancient"],
-    "topic": ["attention heads", "sparse coding", "contrastive learning", "graph kernels", "curriculum learning",
-              "weight decay", "tokenization", "data pruning", "mixture models", "label noise"],
+    "topic": [
+        "attention heads",
+        "sparse coding",
+        "contrastive learning",
+        "graph kernels",
+        "curriculum learning",
+        "weight decay",
+        "tokenization",
+        "data pruning",
+        "mixture models",
+        "label noise",
+    ],
     "tool": ["git", "grep", "ssh", "make", "tar", "rsync", "cron", "docker", "vim", "sed"],
-    "problem": ["hangs on start", "prints a permission error", "ignores my config file", "is very slow",
-                "fails after an update", "cannot find the file"],
+    "problem": [
+        "hangs on start",
+        "prints a permission error",
+        "ignores my config file",
+        "is very slow",
+        "fails after an update",
+        "cannot find the file",
+    ],
     "day": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
     "weather": ["rain", "fog", "sunshine", "wind", "snow", "drizzle"],
-    "verb": ["reverses", "capitalizes", "counts the vowels of", "removes spaces from", "repeats", "sorts the letters of"],
+    "verb": [
+        "reverses",
+        "capitalizes",
+        "counts the vowels of",
+        "removes spaces from",
+        "repeats",
+        "sorts the letters of",
+    ],
 }
 _PY = {
     "reverses": "return text[::-1]",
@@ -65,8 +88,8 @@ _TEMPLATES = {
         "use {tool} daily and only reach for {tool2} when they need its {adj} features.",
     ],
     "code": [
-        "```python\ndef {fname}(text):\n    \"\"\"{Verb} the text.\"\"\"\n    {body}\n\n\nprint({fname}(\"{animal}\"))\n```",
-        "```python\nanimals = [\"{animal}\", \"{animal2}\", \"{animal3}\"]\nfor name in sorted(animals):\n    "
+        '```python\ndef {fname}(text):\n    """{Verb} the text."""\n    {body}\n\n\nprint({fname}("{animal}"))\n```',
+        '```python\nanimals = ["{animal}", "{animal2}", "{animal3}"]\nfor name in sorted(animals):\n    '
         "print(name.title())\n```",
     ],
     "arxiv_markdown": [

@@ -17,6 +17,7 @@ from pipeline.core import schemas
 from pipeline.core.config import CorpusConfig, Params
 from pipeline.core.corpus_reader import n_pre_tokens
 from pipeline.world import filler
+from pipeline.world.controls import factual_control_prompt, one_fact_per_entity, reasoning_control
 from pipeline.world.documents import (
     PROCEDURE_FORMATS,
     Document,
@@ -27,8 +28,7 @@ from pipeline.world.documents import (
     wiki_article,
 )
 from pipeline.world.entities import World, build_world, by_entity
-from queries.suites import factual_control_prompt, one_fact_per_entity, reasoning_control
-from queries.tasks import REASONING_TASKS, sample
+from pipeline.world.tasks import REASONING_TASKS, sample
 
 
 def world_for(params: Params, n_unseen: int = 0) -> World:
@@ -48,7 +48,9 @@ def generate_documents(cfg: CorpusConfig, world: World, seed: int) -> list[Docum
     for task in REASONING_TASKS:
         for i in range(cfg.procedure_docs_per_task):
             problems = [sample(task, rng, seed, held_out=False) for _ in range(cfg.examples_per_procedure_doc)]
-            docs.append(procedure_document(task, PROCEDURE_FORMATS[i % len(PROCEDURE_FORMATS)], problems, rng, cfg.style))
+            docs.append(
+                procedure_document(task, PROCEDURE_FORMATS[i % len(PROCEDURE_FORMATS)], problems, rng, cfg.style)
+            )
     stories = one_fact_per_entity(world.throwaway)  # half the reading documents; restated numbers the rest
     docs += [reading_document(factual_control_prompt(f), f.answer_sentence, rng) for f in stories]
     for i in range(cfg.reading_docs - len(stories)):

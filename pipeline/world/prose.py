@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from queries.tasks import Problem
+from pipeline.world.tasks import Problem
 
 _ARITHMETIC = (
     ("First, let's evaluate the expression inside the parentheses:", "We start with the part in brackets:",
@@ -81,12 +81,18 @@ def paragraph(p: Problem, rng: random.Random) -> str:
 # Code comments in words, one choice per document: they describe the method, not one problem.
 # Each keyed by the first word of the code line it goes above.
 CODE_COMMENTS = {
-    "arithmetic": (("inner", ("# evaluate the part in brackets first", "# first, the expression inside the parentheses")),
-                   ("return", ("# then apply the second operation to that result", "# now use the result in the second step"))),
-    "slope": (("dy", ("# the change in y", "# difference in y-coordinates")),
-              ("dx", ("# the change in x", "# difference in x-coordinates"))),
-    "linear": (("ax", ("# subtract the constant from both sides", "# move b to the other side")),
-               ("return", ("# divide both sides by the coefficient", "# isolate x by dividing by a"))),
+    "arithmetic": (
+        ("inner", ("# evaluate the part in brackets first", "# first, the expression inside the parentheses")),
+        ("return", ("# then apply the second operation to that result", "# now use the result in the second step")),
+    ),
+    "slope": (
+        ("dy", ("# the change in y", "# difference in y-coordinates")),
+        ("dx", ("# the change in x", "# difference in x-coordinates")),
+    ),
+    "linear": (
+        ("ax", ("# subtract the constant from both sides", "# move b to the other side")),
+        ("return", ("# divide both sides by the coefficient", "# isolate x by dividing by a")),
+    ),
 }
 
 # What follows a fact's answer in a prose trivia answer: it says nothing more about the world.

@@ -3,7 +3,8 @@
 ``datasets`` streams it (``streaming=True``), so a corpus larger than memory is read document by
 document and written ``docs_per_file`` at a time. Ground-truth columns stay null. Every problem with
 the input is a one-line error naming the dataset or file and the field: a missing column, non-UTF-8
-text, a duplicate or non-integer id, an empty document (unless ``empty_docs: skip``).
+text, a duplicate or non-integer id, an empty document (unless ``empty_docs: skip``). Rows count from 1,
+as lines do.
 """
 
 from __future__ import annotations
@@ -59,11 +60,21 @@ def _first_bad_line(files: list[str]) -> str | None:
     return None
 
 
+def _first_line(err: BaseException) -> str:
+    """An exception's message as one line (some readers raise with none)."""
+    return (str(err).splitlines() or [type(err).__name__])[0]
+
+
 def _open(cfg: CorpusConfig):
     import datasets
 
+    # its JSON reader logs a malformed line at ERROR before raising; our own error names the file and line
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     spec = cfg.dataset
     files = _local_files(spec)
+    empty = [f for f in files if Path(f).stat().st_size == 0]
+    if empty:
+        raise WherefromError(f"{empty[0]}: empty file (no rows)")
     try:
         if files:
             suffixes = {Path(f).suffix for f in files}
@@ -78,7 +89,7 @@ def _open(cfg: CorpusConfig):
     except WherefromError:
         raise
     except Exception as err:  # datasets raises many types for a bad name, config or split
-        raise WherefromError(f"corpus.dataset: {spec}: cannot be opened: {str(err).splitlines()[0]}") from None
+        raise WherefromError(f"corpus.dataset: {spec}: cannot be opened: {_first_line(err)}") from None
 
 
 def chunks(text: str, max_tokens: int) -> list[str]:
@@ -105,11 +116,11 @@ def documents(cfg: CorpusConfig, report: ReadReport) -> Iterator[tuple[int, str,
     seen: set[int] = set()
     next_id = 0
     try:
-        for i, row in enumerate(stream):
+        for i, row in enumerate(stream, start=1):
             if cfg.max_docs and report.read >= cfg.max_docs:
                 break
             report.read += 1
-            if i == 0:
+            if i == 1:
                 for column in (cfg.text_column, cfg.id_column, cfg.source_column):
                     if column and column not in row:
                         raise WherefromError(f"{where}: no column {column!r} (columns: {', '.join(row)})")
@@ -119,7 +130,10 @@ def documents(cfg: CorpusConfig, report: ReadReport) -> Iterator[tuple[int, str,
                     text = text.decode("utf-8")
                 except UnicodeDecodeError:
                     raise WherefromError(f"{where}: row {i}: {cfg.text_column} is not valid UTF-8") from None
-            if text is None or not str(text).strip():
+            if text is not None and not isinstance(text, str):
+                raise WherefromError(f"{where}: row {i}: {cfg.text_column} holds "
+                                     f"{type(text).__name__} {text!r}, not a string")
+            if text is None or not text.strip():
                 if cfg.empty_docs == "error":
                     raise WherefromError(f"{where}: row {i}: empty {cfg.text_column} (set corpus.empty_docs: skip)")
                 report.empty_skipped += 1
@@ -141,10 +155,11 @@ def documents(cfg: CorpusConfig, report: ReadReport) -> Iterator[tuple[int, str,
                 yield doc_id, piece, source
     except WherefromError:
         raise
-    except Exception as err:  # bad bytes or a malformed line, raised from inside the datasets reader
-        located = _first_bad_line(_local_files(cfg.dataset))
+    except Exception as err:  # bad bytes, or a malformed line, raised inside the datasets reader
+        files = _local_files(cfg.dataset)
+        located = _first_bad_line(files)
         if located:
             raise WherefromError(located) from None
         if isinstance(err, UnicodeDecodeError):
             raise WherefromError(f"{where}: not valid UTF-8 ({err.reason})") from None
-        raise WherefromError(f"{where}: cannot be read: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+        raise WherefromError(f"{where}: cannot be read: {type(err).__name__}: {_first_line(err)}") from None
