@@ -1,12 +1,19 @@
 """Tokenizer, pretraining and the probe's numbers (NLL, completions), on tiny models."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_params
+from conftest import make_params, write_params
+from test_pipeline_e2e import run_env
 
 from pipeline.core import schemas
 from pipeline.core.corpus_reader import read_texts
@@ -66,7 +73,7 @@ def test_pretrain_saves_a_loadable_model(trained):
     model, tok = load_model(trained.model.dir)
     assert (json.loads(open(trained.pretrain.metrics).read())["n_params"]
             == sum(p.numel() for p in model.parameters()))
-    assert any(p.name.endswith(".safetensors") for p in __import__("pathlib").Path(trained.model.dir).iterdir())
+    assert any(p.name.endswith(".safetensors") for p in Path(trained.model.dir).iterdir())
     assert tok.eos_token_id == model.config.eos_token_id
 
 
@@ -139,3 +146,39 @@ def test_a_corpus_shorter_than_one_window_is_one_line(tmp_path):
     with pytest.raises(WherefromError, match=r"^3 corpus tokens, fewer than one training window "
                                              r"\(model.context \+ 1 = 65\)"):
         train(model_stub, np.arange(3, dtype=np.int32), params.pretrain, params.model.context, params.seed)
+
+
+@pytest.mark.slow
+def test_pretrain_killed_mid_run_resumes_to_the_same_weights(tmp_path):
+    """kill -9 after a checkpoint, then rerun: training resumes at the checkpoint (not at step 0) and ends
+    with the weights and loss curve of an uninterrupted run, bit for bit."""
+    def prepared(root: Path) -> Path:
+        path = write_params(root, runtime={"checkpoint_every": 25}, pretrain={"steps": 300})
+        subprocess.run([sys.executable, "-m", "pipeline", "corpus", "--params", str(path)], cwd=root, env=run_env(),
+                       check=True, capture_output=True)
+        return path
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for root in (whole, killed):
+        root.mkdir()
+    command = [sys.executable, "-m", "pipeline", "pretrain", "--params"]
+    subprocess.run([*command, str(prepared(whole))], cwd=whole, env=run_env(), check=True, capture_output=True)
+
+    checkpoint = killed / "models" / "lm.checkpoint"
+    proc = subprocess.Popen([*command, str(prepared(killed))], cwd=killed, env=run_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not checkpoint.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.is_file() and not (killed / "models" / "lm").exists(), "killed before or after training"
+    step = torch.load(checkpoint, weights_only=False)["step"]
+    out = subprocess.run([*command, str(killed / "params.yaml")], cwd=killed, env=run_env(), check=True,
+                         capture_output=True, text=True).stdout
+    assert f"resumed at step {step:,} of 300" in out and 0 < step < 300
+    assert not checkpoint.exists()  # removed once training ended
+    (a, _), (b, _) = load_model(whole / "models/lm"), load_model(killed / "models/lm")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+    assert (whole / "metrics/pretrain_loss.csv").read_text() == (killed / "metrics/pretrain_loss.csv").read_text()

@@ -31,7 +31,8 @@ def headline(table: pa.Table) -> dict:
     holding, testable, total = findings.count(table)
     ours = {r["finding"]: r["value"] for r in table.to_pylist() if r["method"] == "influence"}
     return {"findings_reproduced": holding, "findings_testable": testable, "findings_total": total,
-            "same_task_r": _number(ours.get("same_task_reasoning_r")), "factual_r": _number(ours.get("factual_pairs_r"))}
+            "same_task_r": _number(ours.get("same_task_reasoning_r")),
+            "factual_r": _number(ours.get("factual_pairs_r"))}
 
 
 def detail(table: pa.Table, summaries: dict[str, dict]) -> dict:
@@ -44,8 +45,8 @@ def detail(table: pa.Table, summaries: dict[str, dict]) -> dict:
 
 
 def write(out_dir: str | Path, table: pa.Table, summaries: dict[str, dict], whole: dict[str, pa.Table]) -> None:
-    """``headline.json``; ``findings.json``; ``top_mass.csv`` (mean top-p% share of positive influence per task, one column
-    each); ``confusion.csv`` (each query's ground truth and predicted class, for DVC's confusion plot)."""
+    """``headline.json``; ``findings.json``; ``top_mass.csv`` (mean top-p% share of positive influence per task,
+    one column each); ``confusion.csv`` (each query's ground truth and predicted class, for DVC's confusion plot)."""
     out = Path(out_dir)
     write_json(headline(table), out / "headline.json")
     write_json(detail(table, summaries), out / "findings.json")

@@ -1,6 +1,9 @@
 """Pretraining the world's LM: one token stream, random windows, AdamW with warmup and cosine decay.
 
-The pretrain stage and the counterfactual retrains call the same function. A retrain goes without some
+The pretrain stage and the counterfactual retrains call the same function. With a checkpoint path it saves
+the whole training state (weights, optimizer, schedule, the batch generator, the losses so far) every
+``every`` steps, atomically, under a key of everything the run depends on; a killed run resumes at its last
+checkpoint and ends with the same weights as an uninterrupted run on the same machine. A retrain goes without some
 documents by masking their tokens (``keep``) in the very windows the original run drew: they are neither
 attended to nor predicted, and everything else (initialisation, batches, step count, learning rate) is
 the original run's. Drawing new windows from a shorter stream would change every batch, and that noise
@@ -10,11 +13,17 @@ original model exactly.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from pipeline.core.atomic import atomic_path
 from pipeline.core.config import ModelConfig, PretrainConfig
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import IGNORE, build_model
@@ -36,11 +45,41 @@ def kept_tokens(tokenizer, texts: list[str], keep: list[bool]) -> np.ndarray:
     return np.repeat(np.asarray(keep, dtype=bool), lengths)
 
 
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """Where a training run saves its state, and how often (``every`` steps; 0: never)."""
+
+    path: Path
+    every: int
+
+    def key(self, model, stream: np.ndarray, cfg: PretrainConfig, context: int, seed: int,
+            keep: np.ndarray | None) -> str:
+        """Everything the run's result depends on, this training code included: a checkpoint under another key
+        is another run's."""
+        h = hashlib.sha256(Path(__file__).read_bytes() + stream.tobytes())
+        h.update(b"" if keep is None else np.packbits(np.asarray(keep, dtype=bool)).tobytes())
+        shapes = {name: list(p.shape) for name, p in model.state_dict().items()}
+        h.update(json.dumps([dataclasses.asdict(cfg), context, seed, shapes], sort_keys=True).encode())
+        return h.hexdigest()
+
+    def load(self, key: str) -> dict | None:
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        return state if state.get("key") == key else None
+
+    def save(self, state: dict) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+
 def train(model, stream: np.ndarray, cfg: PretrainConfig, context: int, seed: int, desc: str = "pretrain",
-          keep: np.ndarray | None = None) -> list[float]:
+          keep: np.ndarray | None = None, checkpoint: Checkpoint | None = None) -> list[float]:
     """Train ``model`` in place on windows of ``context`` tokens; returns the mean loss every ``log_every`` steps.
 
     ``keep`` (one flag per stream token) masks out the tokens of removed documents, in attention and loss.
+    ``checkpoint``: resume from it when it holds this run's state, and save to it as training goes; it is
+    removed once training ends.
     """
     if len(stream) <= context + 1:
         raise WherefromError(f"{len(stream)} corpus tokens, fewer than one training window (model.context + 1 = "
@@ -53,9 +92,18 @@ def train(model, stream: np.ndarray, cfg: PretrainConfig, context: int, seed: in
     data = torch.from_numpy(stream.astype(np.int64))
     kept = None if keep is None else torch.from_numpy(np.asarray(keep, dtype=bool))
     offsets = torch.arange(context)
+    losses, running, first = [], [], 0
+    key = checkpoint.key(model, stream, cfg, context, seed, keep) if checkpoint else ""
+    state = checkpoint.load(key) if checkpoint else None
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        gen.set_state(state["generator"])
+        losses, running, first = state["losses"], state["running"], state["step"]
+        print(f"{desc}: resumed at step {first:,} of {cfg.steps:,} ({checkpoint.path})")
     model.train()
-    losses, running = [], []
-    bar = tqdm(range(cfg.steps), desc=desc, unit="step", mininterval=1.0)
+    bar = tqdm(range(first, cfg.steps), desc=desc, unit="step", mininterval=1.0, initial=first, total=cfg.steps)
     for step in bar:
         starts = torch.randint(0, len(data) - context, (cfg.batch_size,), generator=gen)
         window = starts[:, None] + offsets
@@ -75,14 +123,20 @@ def train(model, stream: np.ndarray, cfg: PretrainConfig, context: int, seed: in
             losses.append(sum(running) / len(running))
             running = []
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if checkpoint and checkpoint.every and (step + 1) % checkpoint.every == 0 and step + 1 < cfg.steps:
+            checkpoint.save({"key": key, "step": step + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "schedule": sched.state_dict(), "generator": gen.get_state(), "losses": losses,
+                             "running": running})
+    if checkpoint:
+        checkpoint.path.unlink(missing_ok=True)
     model.eval()
     model.to("cpu")
     return losses
 
 
 def pretrain(tokenizer, stream: np.ndarray, model_cfg: ModelConfig, cfg: PretrainConfig, seed: int,
-             desc: str = "pretrain", keep: np.ndarray | None = None):
+             desc: str = "pretrain", keep: np.ndarray | None = None, checkpoint: Checkpoint | None = None):
     """A freshly initialised model (``seed``) trained on ``stream``: the model and its loss curve."""
     model = build_model(model_cfg, tokenizer, seed)
-    losses = train(model, stream, cfg, model_cfg.context, seed, desc, keep)
+    losses = train(model, stream, cfg, model_cfg.context, seed, desc, keep, checkpoint)
     return model, losses

@@ -35,7 +35,7 @@ from pipeline.core.config import Params, resolved
 from pipeline.core.corpus_reader import content_hash
 from pipeline.core.errors import ParamsError, WherefromError
 from pipeline.core.model import completion_nll, greedy_completions, load_model
-from pipeline.core.training import kept_tokens, pretrain, token_stream
+from pipeline.core.training import Checkpoint, kept_tokens, pretrain, token_stream
 from queries.answers import is_correct
 
 
@@ -91,7 +91,9 @@ def run(params: Params) -> Path:
             start = time.perf_counter()
             gone = set(removed)
             keep = kept_tokens(tokenizer, texts, [d not in gone for d in doc_ids])
+            resume = Checkpoint(Path(cfg.arms_dir) / f"{method}.checkpoint", params.runtime.checkpoint_every)
             retrained, _ = pretrain(tokenizer, stream, params.model, params.pretrain, params.training_seed, keep=keep,
+                                    checkpoint=resume,
                                     desc=f"counterfactual: retrain without {method}'s {len(removed)} documents")
             after = completion_nll(retrained, tokenizer, prompts, completions, params.queries.batch_size)
             answers = greedy_completions(retrained, tokenizer, prompts, params.queries.max_new_tokens,

@@ -18,7 +18,12 @@ from pipeline.core.config import Params
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import EXTERNAL_POINTER, check_name_or_path, load_model, train_tokenizer
-from pipeline.core.training import pretrain, token_stream
+from pipeline.core.training import Checkpoint, pretrain, token_stream
+
+
+def checkpoint_path(model_dir: Path) -> Path:
+    """Beside the model directory, which is only written once training ends (DVC leaves it alone: not an output)."""
+    return model_dir.with_name(model_dir.name + ".checkpoint")
 
 
 def run(params: Params) -> Path:
@@ -43,7 +48,8 @@ def run(params: Params) -> Path:
           f"({tokens / corpus_tokens:.1f} epochs)")
     start = time.perf_counter()
     try:
-        model, losses = pretrain(tokenizer, stream, params.model, params.pretrain, params.training_seed)
+        model, losses = pretrain(tokenizer, stream, params.model, params.pretrain, params.training_seed,
+                                 checkpoint=Checkpoint(checkpoint_path(out), params.runtime.checkpoint_every))
     except WherefromError as err:
         raise WherefromError(f"{params.corpus.out_dir}: {err}") from None
     seconds = time.perf_counter() - start
