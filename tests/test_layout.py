@@ -183,3 +183,7 @@ def test_an_edited_output_path_moves_the_stage_in_dvc_and_in_the_params(tmp_path
     assert params.corpus.out_dir == "elsewhere/corpus" and params.analysis.out_dir == "elsewhere/results"
     assert "elsewhere/corpus" in outs and "elsewhere/corpus" in deps and "data/corpus" not in outs | deps
     assert "elsewhere/results/findings.parquet" in outs and "results/findings.parquet" not in outs | deps
+
+
+def test_the_readme_is_a_users_guide_of_at_most_20000_characters():
+    assert len((REPO / "README.md").read_text()) <= 20_000

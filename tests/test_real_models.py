@@ -176,7 +176,7 @@ def _bad_corpus(tmp: Path, name: str, content: bytes | None = None, rows: list[d
     ("no such file", dict(missing=True), r"corpus.dataset: .*nowhere.parquet: no such file"),
     ("only empty documents", dict(rows=[{"text": " "}]), r"corpus.parquet: no documents to keep \(1 read, 1 empty\)"),
 ])
-def test_bad_corpus_input(tmp_path, case, corpus_params, message):
+def test_bad_corpus_input(tmp_path, capfd, case, corpus_params, message):
     rows, content = corpus_params.pop("rows", None), corpus_params.pop("content", None)
     if corpus_params.pop("missing", False):
         path = tmp_path / "nowhere.parquet"
@@ -185,6 +185,7 @@ def test_bad_corpus_input(tmp_path, case, corpus_params, message):
     params = make_params(tmp_path, corpus={"dataset": str(path), **corpus_params})
     with pytest.raises(WherefromError, match=message):
         corpus.run(params)
+    assert "Failed to load JSON" not in capfd.readouterr().err  # the reader's own log line: ours names the line
     assert not (tmp_path / "data/corpus").exists()  # nothing half-written
 
 
