@@ -11,7 +11,7 @@ from pipeline.core.config import ModelConfig, PretrainConfig
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import completion_nll, greedy_completions, train_tokenizer
 from pipeline.core.schemas import COUNTERFACTUAL
-from pipeline.core.training import kept_tokens, pretrain, token_stream
+from pipeline.core.training import Checkpoint, kept_tokens, pretrain, token_stream
 from queries.answers import is_correct
 
 
@@ -108,3 +108,42 @@ def test_removing_nothing_reproduces_the_original_training_exactly():
     assert all(
         np.array_equal(a.detach().numpy(), b.detach().numpy()) for a, b in zip(plain.parameters(), masked.parameters())
     )
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KilledAfterItsFirstCheckpoint(Checkpoint):
+    def save(self, state: dict) -> None:
+        super().save(state)
+        raise _Killed
+
+
+def test_a_retrain_stopped_after_a_checkpoint_resumes_to_the_same_weights(tmp_path, capsys):
+    """A retrain (tokens masked) dies right after its first checkpoint; the rerun resumes there and ends with the
+    uninterrupted retrain's weights. A checkpoint of another removal is not resumed."""
+    texts = [_doc(c, k, i) for c, k in zip(COUNTRIES, CAPITALS) for i in range(3)]
+    tokenizer = train_tokenizer(texts, 300)
+    model_cfg = ModelConfig(vocab_size=300, n_layers=1, hidden_size=32, intermediate_size=64, n_heads=2, context=32)
+    train_cfg = PretrainConfig(steps=20, batch_size=4, warmup_steps=2, log_every=5)
+    stream = token_stream(tokenizer, texts)
+    keep = kept_tokens(tokenizer, texts, [i % 3 != 0 for i in range(len(texts))])
+    path = tmp_path / "bm25.checkpoint"
+
+    def run(checkpoint, removal=keep):
+        return pretrain(tokenizer, stream, model_cfg, train_cfg, seed=3, keep=removal, checkpoint=checkpoint)
+
+    whole, whole_losses = run(None)
+    with pytest.raises(_Killed):
+        run(_KilledAfterItsFirstCheckpoint(path, 5))
+    capsys.readouterr()
+    resumed, losses = run(Checkpoint(path, 5))
+    assert "resumed at step 5 of 20" in capsys.readouterr().out and not path.exists()
+    assert losses == whole_losses
+    assert all(np.array_equal(a.detach().numpy(), b.detach().numpy())
+               for a, b in zip(whole.parameters(), resumed.parameters()))
+    with pytest.raises(_Killed):
+        run(_KilledAfterItsFirstCheckpoint(path, 5))
+    run(Checkpoint(path, 5), removal=kept_tokens(tokenizer, texts, [True] * len(texts)))  # another removal
+    assert "resumed" not in capsys.readouterr().out
