@@ -70,19 +70,9 @@ def segment_table(model, tokenizer, specs: list[QuerySpec], completions: list[st
         nll, runner_up = completion_token_nll(model, tokenizer, spec.prompt, completion)
         for position, (token_id, (start, end), segment, value, other) in enumerate(
                 zip(enc["input_ids"], offsets, segments, nll, runner_up)):
-            for name, v in zip(
-                schemas.SEGMENTS.names,
-                (
-                    spec.query_id,
-                    position,
-                    tokenizer.decode([token_id]),
-                    start,
-                    end,
-                    segment,
-                    value,
-                    tokenizer.decode([other]),
-                ),
-            ):
+            values = (spec.query_id, position, tokenizer.decode([token_id]), start, end, segment, value,
+                      tokenizer.decode([other]))
+            for name, v in zip(schemas.SEGMENTS.names, values):
                 rows[name].append(v)
     return pa.table(rows)
 
