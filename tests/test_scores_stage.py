@@ -121,9 +121,9 @@ def test_killed_run_resumes_without_redoing_finished_shards(staged, tmp_path):
     params_file = tmp_path / "params.yaml"
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profile"] = "test"
-    raw["profiles"]["test"] |= {"scores": {"out_dir": str(tmp_path / "scores"), "shard_size": 5},
-                                "dask": {"workers": 1, "threads_per_worker": 1}}
-    for section, key, value in [
+    raw["profiles"]["test"] |= {"scores": {"shard_size": 5}, "dask": {"workers": 1, "threads_per_worker": 1}}
+    for section, key, value in [  # output paths live at the top level, where dvc.yaml reads them
+        ("scores", "out_dir", str(tmp_path / "scores")),
         ("corpus", "out_dir", staged.corpus.out_dir),
         ("model", "dir", staged.model.dir),
         ("queries", "out", staged.queries.out),
@@ -143,6 +143,7 @@ def test_killed_run_resumes_without_redoing_finished_shards(staged, tmp_path):
     while len(list(out.glob("shard=*/part.parquet"))) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     time.sleep(0.5)  # a third shard, were the block not holding, would land now
+    assert proc.poll() is None, "the run ended before the kill (run it by hand for its error)"
     os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the run and its Dask workers
     proc.wait()
     finished = {f: f.stat().st_mtime_ns for f in out.glob("shard=*/part.parquet")}
