@@ -186,28 +186,6 @@ def test_status_after_a_run_is_clean(project):
         "Data and pipelines are up to date."
 
 
-@pytest.mark.slow
-def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
-    def reran(out):
-        return {s for s in ("corpus", "pretrain", "probe", "factors", "scores", "baselines", "analyze", "report")
-                if f"Running stage '{s}'" in out}
-
-    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["queries"]["max_new_tokens"] = 99  # overridden by the active profile: changes nothing
-    params["profiles"]["demo"] = {"pretrain": {"steps": 1}}  # another profile: changes nothing either
-    params["dask"]["workers"] = 2  # where scores are computed, not what they are
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()
-    params["profiles"]["test"]["queries"]["max_new_tokens"] = 12  # the active profile: probe and what reads it
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"probe", "scores", "baselines", "analyze",
-                                                                          "report"}
-    params["analysis"]["neighbours"] = 3  # only the analysis
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"analyze", "report"}
-
-
 def _payloads(node, name: str) -> list[dict]:
     """Every payload of metrics file ``name`` anywhere in `dvc exp show --json`'s output."""
     found = []
@@ -272,3 +250,25 @@ def test_experiments_record_numeric_metrics_and_plots(project, tmp_path):
     shown = json.dumps(plots)
     for name in ("pretrain_loss.csv", "top_mass.csv", "confusion.csv"):
         assert name in shown, name
+
+
+@pytest.mark.slow
+def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
+    def reran(out):
+        return {s for s in ("corpus", "pretrain", "probe", "factors", "scores", "baselines", "analyze", "report")
+                if f"Running stage '{s}'" in out}
+
+    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["queries"]["max_new_tokens"] = 99  # overridden by the active profile: changes nothing
+    params["profiles"]["demo"] = {"pretrain": {"steps": 1}}  # another profile: changes nothing either
+    params["dask"]["workers"] = 2  # where scores are computed, not what they are
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()
+    params["profiles"]["test"]["queries"]["max_new_tokens"] = 12  # the active profile: probe and what reads it
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"probe", "scores", "baselines", "analyze",
+                                                                          "report"}
+    params["analysis"]["neighbours"] = 3  # only the analysis
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == {"analyze", "report"}
