@@ -445,10 +445,10 @@ def excerpt(text: str, limit: int = 400) -> str:
 def highlight(text: str, answer: str, label: str) -> str:
     """Worked steps bold in a document that shows the procedure; ``answer`` marked (none: nothing marked)."""
     out = html.escape(text)
-    if not answer:
-        return out
     if label == "shows_procedure":
         out = WORKED_STEP.sub(lambda m: f"<b>{m.group(0)}</b>", out)
+    if not answer:
+        return out
     pattern = rf"(?<![\w.]){re.escape(html.escape(answer))}(?![\w])"
     return re.sub(pattern, lambda m: f"<mark>{m.group(0)}</mark>", out)
 

@@ -121,6 +121,8 @@ def test_a_saved_model_runs_every_stage(tmp_path, arch):
         text = page.read_text()
         assert "no ground truth" in text and "nan%" not in text and "world's ground truth" not in text
         assert "own task (my_task)" in text  # named, not dropped
+        arithmetic = text.split("(arithmetic)</h4>", 1)[1].split("<h4>", 1)[0]  # section 10's reasoning query
+        assert "<b>" in arithmetic and "<mark>" not in arithmetic  # worked steps bold, a small number unmarked
 
 
 @pytest.mark.skipif(not SHARED_QUERIES.is_file(), reason="the published query set is not beside this checkout")
