@@ -111,7 +111,7 @@ def test_removing_nothing_reproduces_the_original_training_exactly():
 
 
 class _Killed(Exception):
-    pass
+    """What kill -9 would do right after a checkpoint: the run stops there."""
 
 
 class _KilledAfterItsFirstCheckpoint(Checkpoint):
