@@ -99,11 +99,11 @@ def _hooks(modules: dict[str, TrackedModule], on_forward: Callable, on_backward:
             handle.remove()
 
 
-def _run(model, batches: DataLoader, sample: bool, start: Callable[[dict], None], desc: str) -> None:
+def _run(model, batches: DataLoader, sample: bool, start: Callable[[dict], None], desc: str | None) -> None:
     device = next(model.parameters()).device
     # A bar beside the loop, not around it: tqdm(loader) would draw from the generator the targets are
     # sampled with, and the factors would no longer match kronfluence's for the same seed.
-    with tqdm(total=len(batches), desc=desc, unit="batch", mininterval=1.0) as bar:
+    with tqdm(total=len(batches), desc=desc, unit="batch", mininterval=1.0, disable=desc is None) as bar:
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
             start(batch)
@@ -119,8 +119,9 @@ def _accumulate(target: dict[str, torch.Tensor], name: str, update: torch.Tensor
         target[name] = update
 
 
-def covariance(model, batches: DataLoader, sample: bool) -> Factors:
-    """Activation and output-gradient covariances (sums, with their token counts), as kronfluence's."""
+def covariance(model, batches: DataLoader, sample: bool, desc: str | None = "factors: covariance") -> Factors:
+    """Activation and output-gradient covariances (sums, with their token counts), as kronfluence's.
+    ``desc`` names the progress bar (None: no bar, as in a Dask task)."""
     modules = tracked_modules(model)
     activation, gradient, shared_with = {}, {}, {}
     tokens = torch.zeros(1, dtype=torch.int64)
@@ -146,7 +147,7 @@ def covariance(model, batches: DataLoader, sample: bool) -> Factors:
         _accumulate(gradient, name, g.T @ g)
 
     with _hooks(modules, on_forward, on_backward):
-        _run(model, batches, sample, start, "factors: covariance")
+        _run(model, batches, sample, start, desc)
     return {
         ACTIVATION_COVARIANCE_MATRIX_NAME: {n: activation[shared_with[n]].clone() for n in modules},
         GRADIENT_COVARIANCE_MATRIX_NAME: gradient,
@@ -155,7 +156,7 @@ def covariance(model, batches: DataLoader, sample: bool) -> Factors:
     }
 
 
-def lambdas(model, batches: DataLoader, eigen: Factors, sample: bool) -> Factors:
+def lambdas(model, batches: DataLoader, eigen: Factors, sample: bool, desc: str | None = "factors: lambda") -> Factors:
     """EK-FAC's corrected eigenvalues: the sum over documents of each gradient, in the eigenbasis, squared."""
     modules = tracked_modules(model)
     device = next(model.parameters()).device
@@ -198,5 +199,5 @@ def lambdas(model, batches: DataLoader, eigen: Factors, sample: bool) -> Factors
             _accumulate(result, name, torch.bmm(g_rot[i:i + chunk], a_rot[i:i + chunk]).square_().sum(0))
 
     with _hooks(modules, on_forward, on_backward):
-        _run(model, batches, sample, start, "factors: lambda")
+        _run(model, batches, sample, start, desc)
     return {LAMBDA_MATRIX_NAME: result, NUM_LAMBDA_PROCESSED: {n: documents.clone() for n in modules}}

@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from influence import measurements, shards
 from influence.baselines import bm25_matrix, bm25_texts
+from influence.cluster import dask_client, run_shards, threads_per_worker, warm_up
 from influence.curvature import MANIFEST
-from influence.jobs import ScoreJob, dask_client, prepare, score_shard, threads_per_worker
+from influence.jobs import ScoreJob, prepare, score_shard
 from pipeline.core.config import Params
 from pipeline.core.corpus_reader import content_hash, read_doc_ids
 from pipeline.core.errors import WherefromError
@@ -125,30 +126,11 @@ def score_corpus(params: Params) -> Scored:
 
 
 def _on_dask(params: Params, todo: list[shards.Shard], job: ScoreJob, out: Path) -> Scored:
-    from dask.distributed import as_completed
-
-    start, scored = time.perf_counter(), 0
+    start = time.perf_counter()
     with dask_client(params.dask.workers, params.dask.scheduler, params.dask.connect_timeout_s) as client:
-        # Every worker present loads its model and factors now, in parallel (a worker that joins later
-        # does so in its first task), so that the shards' rate below is the steady one. Loose
-        # placement: a worker that dies here must not leave its warm-up waiting for it forever.
-        workers = list(client.scheduler_info()["workers"])
-        client.gather([client.submit(prepare, job, workers=[w], allow_other_workers=True, pure=False)
-                       for w in workers])
+        workers = warm_up(client, prepare, job)
         ready = time.perf_counter()
-        with tqdm(total=len(todo), desc="scores", unit="shard", mininterval=1.0) as bar:
-            futures = client.map(score_shard, todo, job=job, key=[f"score-{job.run_key}-{s.index:05d}" for s in todo])
-            for future in as_completed(futures):
-                try:
-                    scored += future.result()
-                except WherefromError:
-                    raise
-                except Exception as err:  # a worker's traceback is in its own log; here, one line
-                    raise WherefromError(
-                        f"scores: a worker failed on {future.key}: {type(err).__name__}: {err}"
-                    ) from None
-                bar.update(1)
-                bar.set_postfix(docs=scored, docs_per_s=f"{scored / (time.perf_counter() - ready):.1f}")
+        scored = run_shards(client, score_shard, todo, job, "scores")
         done = Scored(out, scored, ready - start, time.perf_counter() - ready)  # not the cluster's shutdown
     read = shards.coverage([s.path(out) for s in todo])
     print(f"scores: {scored} documents in {time.perf_counter() - start:.0f}s on {len(workers)} workers "

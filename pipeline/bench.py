@@ -17,6 +17,8 @@ again). The stage line is the `scores` stage's steady rate on a Dask worker, rea
 Parquet and writing the score shards; the time until its workers are ready (start, imports, model,
 factors, queries) is printed apart, since a run pays it once. Scale-out compares that rate on one
 worker and on two, one core (or GPU) each, against what two processes reach here without Dask.
+The `factors` stage's two passes on Dask are timed the same way (one worker, two, and the cost of one
+more shard), and a factors worker's peak memory is measured at the GPU shape on a few documents.
 """
 
 from __future__ import annotations
@@ -37,17 +39,24 @@ import pyarrow as pa
 import torch
 from kronfluence.analyzer import prepare_model
 from kronfluence.arguments import ScoreArguments
+from kronfluence.utils.constants import (
+    ACTIVATION_COVARIANCE_MATRIX_NAME,
+    ACTIVATION_EIGENVECTORS_NAME,
+    GRADIENT_COVARIANCE_MATRIX_NAME,
+    GRADIENT_EIGENVECTORS_NAME,
+)
 from kronfluence.utils.dataset import DataLoaderKwargs
 from scipy.stats import spearmanr
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from influence import curvature, data
+from influence import curvature, data, factor_runner, fisher
 from influence.runner import Scored, score_corpus
 from influence.scorer import Scorer
-from influence.task import CausalLMTask, summed_token_nll
+from influence.task import CausalLMTask, summed_token_nll, tracked_module_names
 from pipeline.core import schemas
 from pipeline.core.atomic import write_parquet
 from pipeline.core.config import parse_params
-from pipeline.core.corpus_reader import n_pre_tokens
+from pipeline.core.corpus_reader import n_pre_tokens, read_doc_ids
 from pipeline.core.model import build_model, completion_nll, load_model, pad_batch, set_threads, train_tokenizer
 from pipeline.stages.probe import segment_table
 from pipeline.world.documents import Document
@@ -219,6 +228,79 @@ def two_processes(work, args: tuple) -> float:
     return two / one
 
 
+def factors_stage(params, root: Path, workers: int, shard_size: int, run: int = 0) -> float:
+    """Seconds of both passes of the `factors` stage's Dask fit (not the workers' start) on the bench corpus,
+    from scratch, on ``workers`` single-thread workers."""
+    seconds: dict[str, float] = {}
+    out = root / f"factors-{workers}x1-{shard_size}-{run}"
+    factor_runner.fit(dataclasses.replace(
+        params, influence=dataclasses.replace(params.influence, factors_dir=str(out), shard_size=shard_size),
+        dask=dataclasses.replace(params.dask, workers=workers, threads_per_worker=1)),
+        read_doc_ids(params.corpus.out_dir), out, seconds)
+    return seconds["covariance pass"] + seconds["lambda pass"]
+
+
+def factors_scale_out(params, root: Path, n_docs: int, pairs: int) -> None:
+    """Both factor passes on two single-thread workers over one, in ``pairs`` paired runs (on 2 cores or
+    2 GPUs), and what one more shard costs: each shard is one covariance task and one lambda task."""
+    units = torch.cuda.device_count() if torch.cuda.is_available() else psutil.cpu_count(logical=False) or 1
+    if pairs and units >= 2:
+        shard_size = max(1, n_docs // 16)
+        runs = [{n: factors_stage(params, root, n, shard_size, i) for n in (1, 2)} for i in range(pairs)]
+        print(f"factors stage scale-out (shards of {shard_size}), both passes on 2 workers over 1: "
+              f"{statistics.median(t[1] / t[2] for t in runs):.2f}x, the median of {pairs} paired runs "
+              f"({', '.join(f'{n_docs / t[2]:.1f}/{n_docs / t[1]:.1f}' for t in runs)} docs/s)")
+    few, many = max(1, n_docs // 2), max(1, n_docs // 32)
+    n_few, n_many = -(-n_docs // few), -(-n_docs // many)
+    extra = factors_stage(params, root, 1, many) - factors_stage(params, root, 1, few)
+    print(f"factors stage per-shard overhead: {extra / (2 * (n_many - n_few)) * 1000:.0f} ms per shard task "
+          f"({n_many} against {n_few} shards of the same {n_docs} documents, 1 worker)")
+
+
+GPU_SHAPE = {"n_layers": 12, "hidden_size": 768, "intermediate_size": 3072, "n_heads": 12, "vocab_size": 32000,
+             "context": 512}
+
+
+def factor_worker_peak(shape: dict, n_docs: int, threads: int) -> dict[str, float]:
+    """A factors worker's memory on a random-init Llama of ``shape``: both passes over ``n_docs`` random
+    documents of a full context in one batch, MLP layers tracked, run in a fresh process. Returns the
+    parameter count, the process's resident MB at start and at its peak (``ru_maxrss``), and the MB of
+    the eigenvectors and corrected eigenvalues a lambda task holds (the covariance task's sums are as large)."""
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
+        return pool.apply(_factor_worker, (shape, n_docs, threads))
+    finally:
+        pool.close()
+        pool.join()
+
+
+def _factor_worker(shape: dict, n_docs: int, threads: int) -> dict[str, float]:
+    import resource
+
+    set_threads(threads)
+    start_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cfg = parse_params({"model": shape}).model
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=cfg.context, tie_word_embeddings=True, pad_token_id=0))
+    n_params = sum(p.numel() for p in model.parameters())
+    model = prepare_model(model, CausalLMTask(tracked_module_names(model, "mlp")))
+    gen = torch.Generator().manual_seed(0)
+    docs = data.Encoded([(torch.randint(1, cfg.vocab_size, (cfg.context,), generator=gen).tolist(), 0)
+                         for _ in range(n_docs)])
+    sums = fisher.covariance(model, data.loader(docs, n_docs, 0), sample=True, desc=None)
+    eigen = {vectors: {n: torch.eye(len(c)) for n, c in sums[covariance].items()}  # values do not change memory
+             for vectors, covariance in ((ACTIVATION_EIGENVECTORS_NAME, ACTIVATION_COVARIANCE_MATRIX_NAME),
+                                         (GRADIENT_EIGENVECTORS_NAME, GRADIENT_COVARIANCE_MATRIX_NAME))}
+    del sums  # written and freed by the covariance task before the lambda task loads the eigenvectors
+    lambdas = fisher.lambdas(model, data.loader(docs, n_docs, 0), eigen, sample=True, desc=None)
+    held = [t for factors in (eigen, lambdas) for by_module in factors.values() for t in by_module.values()]
+    return {"parameters": n_params, "start_mb": start_mb, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            / 1024, "factors_mb": sum(t.numel() * t.element_size() for t in held) / 2**20}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=512)
@@ -226,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--scale-out-pairs", type=int, default=5, help="paired 1- and 2-worker runs (0: none)")
+    ap.add_argument("--factor-memory-docs", type=int, default=2,
+                    help="documents for the factors worker's peak memory at the GPU shape (0: not measured)")
     size = ap.add_argument_group("model (default: the demo's; the GPU figures use --layers 12 --hidden 768 "
                                  "--intermediate 3072 --heads 12 --vocab 32000 --context 512)")
     for flag, field in (("--layers", "n_layers"), ("--hidden", "hidden_size"), ("--intermediate", "intermediate_size"),
@@ -317,6 +401,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nscores stage: shards of {len(docs) // 4} documents, each read from Parquet and written as Parquet; "
           f"workers ready (cluster start, imports, model, factors, queries) in {staged.ready_s:.1f}s, once per run")
     scale_out(params, root, pad, docs, queries, args.scale_out_pairs)
+    factors_scale_out(params, root, len(docs), args.scale_out_pairs)
+    if args.factor_memory_docs:
+        peak = factor_worker_peak(GPU_SHAPE, args.factor_memory_docs, threads)
+        print(f"factors worker at the GPU shape ({peak['parameters'] / 1e6:.0f}M parameters, "
+              f"{', '.join(f'{k} {v}' for k, v in GPU_SHAPE.items())}), {args.factor_memory_docs} documents in one "
+              f"batch, float32 on the CPU: peak {peak['peak_mb']:,.0f} MB resident ({peak['start_mb']:,.0f} MB at "
+              f"start), of which the eigenvectors and corrected eigenvalues {peak['factors_mb']:,.0f} MB; "
+              "activations grow with the batch")
     print(f"on {device.type}: {torch.cuda.get_device_name() if device.type == 'cuda' else f'{threads} CPU threads'}")
 
 if __name__ == "__main__":

@@ -62,6 +62,14 @@ def raw_params(tmp: Path, **overrides) -> dict:
     return raw
 
 
+def in_eigenbasis(vectors: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``Q diag(values) Q^T`` in float64: how two eigendecompositions' eigenvectors are compared. Unlike ``Q Q^T``
+    (the identity for any full basis) it moves with any eigenvector that moves, and not with a sign flip or a
+    rotation inside an eigenspace, which ``eigh`` may choose either way."""
+    vectors = vectors.double()
+    return vectors @ torch.diag(values.double()) @ vectors.T
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """corpus + pretrain on the test profile, run once for the whole session."""

@@ -10,7 +10,7 @@ import pytest
 from pipeline import bench
 
 TINY = ["--docs", "24", "--queries", "3", "--layers", "1", "--hidden", "32", "--intermediate", "64", "--heads", "2",
-        "--vocab", "400", "--context", "64", "--batch-size", "4", "--scale-out-pairs", "0"]
+        "--vocab", "400", "--context", "64", "--batch-size", "4", "--scale-out-pairs", "0", "--factor-memory-docs", "0"]
 LINES = ("plain forward+backward", "kronfluence compute_pairwise_scores", "wherefrom scorer")
 
 
@@ -25,6 +25,18 @@ def test_bench_runs_on_a_tiny_shape_and_its_scorer_ranks_as_kronfluence(capsys):
         assert float(rows[line, "float32"][0]) > 0  # docs/s
     # the last column: the worst query's Spearman against kronfluence's float32 scores
     assert float(rows["wherefrom scorer", "float32"][-1]) > 0.999
+    assert re.search(r"^factors stage per-shard overhead: -?\d+ ms per shard task \(24 against 2 shards", out, re.M)
     assert re.search(r"^wherefrom scores stage \(Dask, I/O\)\s+float32\s+\d", out, re.MULTILINE)
     scored = re.search(r"\((\d+) rows: each whole completion and its answer segments\)", out)
     assert scored and int(scored.group(1)) > 3  # the 3 queries' answer segments scored beside the whole completions
+
+
+def test_the_factors_worker_memory_counts_what_a_lambda_task_holds():
+    shape = {"n_layers": 1, "hidden_size": 32, "intermediate_size": 64, "n_heads": 2, "vocab_size": 400, "context": 16}
+    peak = bench.factor_worker_peak(shape, 2, 1)
+    # per layer: gate and up read 32 inputs and write 64; down reads 64 and writes 32 (no biases). Each module
+    # holds its two eigenvector matrices and an out x in matrix of corrected eigenvalues in float32, and the
+    # count of documents they sum (int64).
+    floats = 3 * (32 * 32 + 64 * 64) + 3 * 64 * 32
+    assert peak["factors_mb"] == (floats * 4 + 3 * 8) / 2**20
+    assert peak["peak_mb"] > peak["start_mb"] > 0 and peak["parameters"] > 400 * 32

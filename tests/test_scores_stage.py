@@ -258,7 +258,7 @@ def test_a_worker_killed_mid_run_has_its_shards_rescheduled(staged, tmp_path):
 def _worker_settings() -> dict:
     import dask
 
-    from influence.jobs import TORCH_FRIENDLY_DASK
+    from influence.cluster import TORCH_FRIENDLY_DASK
 
     return {key: (os.environ.get("MALLOC_TRIM_THRESHOLD_") if key.endswith("MALLOC_TRIM_THRESHOLD_")
                   else dask.config.get(key)) for key in TORCH_FRIENDLY_DASK}
@@ -266,7 +266,7 @@ def _worker_settings() -> dict:
 
 def test_local_workers_run_with_the_torch_friendly_dask_settings():
     """The settings reach the worker processes themselves (the nanny passes config and environment on)."""
-    from influence.jobs import TORCH_FRIENDLY_DASK, dask_client
+    from influence.cluster import TORCH_FRIENDLY_DASK, dask_client
 
     with dask_client(2, None) as client:
         settings = client.run(_worker_settings)
@@ -276,7 +276,7 @@ def test_local_workers_run_with_the_torch_friendly_dask_settings():
 
 
 def test_the_docs_give_the_same_dask_settings_for_workers_started_by_hand():
-    from influence.jobs import TORCH_FRIENDLY_DASK
+    from influence.cluster import TORCH_FRIENDLY_DASK
 
     notes = (REPO / "docs/engineering.md").read_text()  # where the README sends users who start their own workers
     block = notes[notes.index("```yaml\ndistributed:"):]

@@ -130,6 +130,8 @@ class InfluenceConfig:
     damping: StrictFloat | None = Field(None, gt=0, description="null = 0.1 x mean eigenvalue per layer (the paper)")
     factor_docs: StrictInt = Field(0, ge=0, description="documents to fit the curvature on; 0 = the whole corpus")
     batch_size: StrictInt = Field(16, gt=0)
+    shard_size: StrictInt = Field(1000, gt=0, description="documents per factor shard: one Dask task per pass, "
+                                                          "one file of partial sums; a killed fit resumes by shard")
     fitter: Literal["wherefrom", "kronfluence"] = Field(
         "wherefrom", description="whose covariance and lambda passes fit EK-FAC/K-FAC; the same factors either way")
 

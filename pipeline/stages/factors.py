@@ -2,9 +2,11 @@
 
     wherefrom factors           # reads models/lm/ and data/corpus/, writes results/factors/
 
-The factors (covariances, eigendecomposition, corrected eigenvalues) are kronfluence's files, fitted by
-wherefrom's faster passes or by kronfluence itself (``influence.fitter``); the directory also holds a
-manifest naming the model it belongs to, so scores never mix factors and models.
+The factors (covariances, eigendecomposition, corrected eigenvalues) are kronfluence's files. With
+``influence.fitter: wherefrom`` (EK-FAC, K-FAC) both passes run as Dask tasks over document shards, on
+the cluster the scores use, and a killed run resumes at its first unfinished shard
+(``influence/factor_runner.py``); kronfluence's own fitter runs in this process. The directory also
+holds a manifest naming the model it belongs to, so scores never mix factors and models.
 """
 
 from __future__ import annotations
@@ -13,30 +15,35 @@ import random
 import time
 from pathlib import Path
 
-from influence import curvature, data
+from influence import curvature, data, factor_runner
 from pipeline.core.atomic import atomic_dir
 from pipeline.core.config import Params
-from pipeline.core.corpus_reader import read_texts
+from pipeline.core.corpus_reader import read_doc_ids, read_texts
 from pipeline.core.model import load_model
 
 
 def run(params: Params) -> Path:
     cfg = params.influence
-    model, tokenizer = load_model(params.model.dir)
-    texts = read_texts(params.corpus.out_dir)
-    if 0 < cfg.factor_docs < len(texts):
-        texts = random.Random(f"factors-{params.seed}").sample(texts, cfg.factor_docs)
-    whole = params.corpus.long_docs != "truncate"
-    docs = data.documents(tokenizer, texts, params.model.context, whole=whole).by_length()
+    doc_ids = read_doc_ids(params.corpus.out_dir)
+    if 0 < cfg.factor_docs < len(doc_ids):
+        doc_ids = random.Random(f"factors-{params.seed}").sample(doc_ids, cfg.factor_docs)
     out = Path(cfg.factors_dir)
     start, steps = time.perf_counter(), {}
-    with atomic_dir(out) as tmp:
-        manifest = curvature.fit(model, tokenizer.pad_token_id, docs, cfg.strategy, cfg.tracked, cfg.batch_size, tmp,
-                                 seed=params.seed, fitter=cfg.fitter, seconds=steps)
+    if cfg.fitter == "wherefrom" and cfg.strategy in curvature.NATIVE_STRATEGIES:
+        manifest, tokens = factor_runner.fit(params, doc_ids, out, steps)
+        how = f"{params.dask.scheduler or f'{params.dask.workers} local'} Dask worker(s)"
+    else:
+        model, tokenizer = load_model(params.model.dir)
+        docs = data.documents(tokenizer, read_texts(params.corpus.out_dir, doc_ids), params.model.context,
+                              whole=params.corpus.long_docs != "truncate").by_length()
+        with atomic_dir(out) as tmp:
+            manifest = curvature.fit(model, tokenizer.pad_token_id, docs, cfg.strategy, cfg.tracked, cfg.batch_size,
+                                     tmp, seed=params.seed, fitter=cfg.fitter, seconds=steps)
+        tokens, how = data.n_targets(docs), "this process"
     seconds = time.perf_counter() - start
     print(
-        f"factors: {cfg.strategy} on {len(manifest.tracked)} modules ({cfg.tracked}) from {len(texts)} documents "
-        f"({len(docs)} windows, {data.n_targets(docs):,} tokens) in {seconds:.0f}s ({len(texts) / seconds:.0f} docs/s; "
-        f"{cfg.fitter}: " + ", ".join(f"{step} {t:.0f}s" for step, t in steps.items()) + f") -> {out}/"
+        f"factors: {cfg.strategy} on {len(manifest.tracked)} modules ({cfg.tracked}) from {len(doc_ids)} documents "
+        f"({tokens:,} tokens) in {seconds:.0f}s ({len(doc_ids) / seconds:.0f} docs/s; {cfg.fitter} on {how}: "
+        + ", ".join(f"{step} {t:.0f}s" for step, t in steps.items()) + f") -> {out}/"
     )
     return out
