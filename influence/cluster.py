@@ -7,7 +7,6 @@ there are GPUs, under settings that keep Dask's housekeeping out of torch's way 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -16,6 +15,7 @@ from tqdm.auto import tqdm
 
 from influence.shards import Shard
 from pipeline.core.errors import WherefromError
+from pipeline.core.model import available_cores
 
 
 def pin_gpu() -> int | None:
@@ -79,7 +79,7 @@ def dask_client(workers: int, scheduler: str | None, timeout_s: int = 10) -> Ite
 
 
 def threads_per_worker(requested: int, workers: int) -> int:
-    return requested or max(1, (os.cpu_count() or 1) // workers)
+    return requested or max(1, available_cores() // workers)
 
 
 def warm_up(client, prepare_fn: Callable, job) -> list[str]:

@@ -120,12 +120,12 @@ def fit(params: Params, doc_ids: list[int], out: Path, seconds: dict[str, float]
             todo = [s for s in plan if not is_complete(shard_path(root, step, s.index), key)]
             print(f"factors: {step} pass over {len(plan)} shards of up to {cfg.shard_size} documents "
                   f"({len(plan) - len(todo)} already complete)")
-            if todo:
-                start = time.perf_counter()
-                warm_up(client, partial(prepare, step=step), job)
-                seconds["workers ready"] = seconds.get("workers ready", 0.0) + time.perf_counter() - start
             start = time.perf_counter()
             if todo:
+                warm_up(client, partial(prepare, step=step), job)
+                ready = time.perf_counter()
+                seconds["workers ready"] = seconds.get("workers ready", 0.0) + ready - start
+                start = ready
                 run_shards(client, task_fn, todo, job, f"factors-{step}")
             sums = reduce(root, step, plan)
             seconds[f"{step} pass"] = time.perf_counter() - start

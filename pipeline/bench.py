@@ -264,8 +264,9 @@ GPU_SHAPE = {"n_layers": 12, "hidden_size": 768, "intermediate_size": 3072, "n_h
 def factor_worker_peak(shape: dict, n_docs: int, threads: int) -> dict[str, float]:
     """A factors worker's memory on a random-init Llama of ``shape``: both passes over ``n_docs`` random
     documents of a full context in one batch, MLP layers tracked, run in a fresh process. Returns the
-    parameter count, the process's resident MB at start and at its peak (``ru_maxrss``), and the MB of
-    the eigenvectors and corrected eigenvalues a lambda task holds (the covariance task's sums are as large)."""
+    parameter count, the process's peak resident MB before the model (after imports) and overall
+    (``ru_maxrss``), and the MB of the eigenvectors and corrected eigenvalues a lambda task holds (the
+    covariance task's sums are as large)."""
     pool = multiprocessing.get_context("spawn").Pool(1)
     try:
         return pool.apply(_factor_worker, (shape, n_docs, threads))
@@ -406,8 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         peak = factor_worker_peak(GPU_SHAPE, args.factor_memory_docs, threads)
         print(f"factors worker at the GPU shape ({peak['parameters'] / 1e6:.0f}M parameters, "
               f"{', '.join(f'{k} {v}' for k, v in GPU_SHAPE.items())}), {args.factor_memory_docs} documents in one "
-              f"batch, float32 on the CPU: peak {peak['peak_mb']:,.0f} MB resident ({peak['start_mb']:,.0f} MB at "
-              f"start), of which the eigenvectors and corrected eigenvalues {peak['factors_mb']:,.0f} MB; "
+              f"batch, float32 on the CPU: peak {peak['peak_mb']:,.0f} MB resident ({peak['start_mb']:,.0f} MB before "
+              f"the model), of which the eigenvectors and corrected eigenvalues {peak['factors_mb']:,.0f} MB; "
               "activations grow with the batch")
     print(f"on {device.type}: {torch.cuda.get_device_name() if device.type == 'cuda' else f'{threads} CPU threads'}")
 

@@ -39,4 +39,5 @@ def test_the_factors_worker_memory_counts_what_a_lambda_task_holds():
     # count of documents they sum (int64).
     floats = 3 * (32 * 32 + 64 * 64) + 3 * 64 * 32
     assert peak["factors_mb"] == (floats * 4 + 3 * 8) / 2**20
-    assert peak["peak_mb"] > peak["start_mb"] > 0 and peak["parameters"] > 400 * 32
+    # ru_maxrss is a high-water mark: at start it already holds the imports' peak, which a tiny model may not pass
+    assert peak["peak_mb"] >= peak["start_mb"] > 0 and peak["parameters"] > 400 * 32

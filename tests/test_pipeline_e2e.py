@@ -179,11 +179,17 @@ def test_validate_retrains_per_method_resumes_and_adds_the_report_section(projec
 
 
 @pytest.mark.slow
-def test_status_after_a_run_is_clean(project):
+def test_status_and_metrics_after_a_run_are_clean(project):
     """The README's `dvc status dvc.yaml`: nothing to rerun after `dvc repro` (the validation and seed-study
     pipelines, which never ran here, are their own files)."""
     assert _run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], project).strip() == \
         "Data and pipelines are up to date."
+    # and the README's `dvc metrics show metrics/headline.json`: the numbers, with no warning about the metrics
+    # of pipelines that never ran (plain `dvc metrics show` warns about those)
+    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "metrics/headline.json"], cwd=project,
+                           env=run_env(), capture_output=True, text=True)
+    assert shown.returncode == 0 and "failed" not in shown.stdout + shown.stderr, shown.stderr
+    assert re.search(r"^metrics/headline\.json\s+-?\d", shown.stdout, re.MULTILINE), shown.stdout
 
 
 def _payloads(node, name: str) -> list[dict]:

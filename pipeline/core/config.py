@@ -28,7 +28,8 @@ class RuntimeConfig:
     """How a run executes, not what it computes: no stage depends on this section, so changing it reruns nothing."""
 
     threads: StrictInt = Field(
-        0, ge=0, description="torch threads; 0 = one per core. Oversubscription slows CPU runs ~30x."
+        0, ge=0, description="torch threads; 0 = OMP_NUM_THREADS if set, else one per core. "
+                            "Oversubscription slows CPU runs ~30x."
     )
     checkpoint_every: StrictInt = Field(500, ge=0, description="training saves its whole state every N steps, so "
                                         "a killed pretrain or retrain resumes where it was; 0 = never")

@@ -31,9 +31,18 @@ EXTERNAL_POINTER = "external_model.json"  # written instead of weights when mode
 IGNORE = -100  # label of a token that no loss counts (padding, and a query's prompt)
 
 
+def available_cores() -> int:
+    """The cores this process may use: ``OMP_NUM_THREADS`` when set (a batch scheduler's share of the
+    machine, or the test runner's per worker), else every core."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int) -> int:
-    """Pin torch (and OpenMP) to ``threads`` (0 = one per core) so parallel processes don't oversubscribe."""
-    n = threads or os.cpu_count() or 1
+    """Pin torch (and OpenMP) to ``threads`` (0 = ``available_cores()``) so parallel processes don't oversubscribe."""
+    n = threads or available_cores()
     os.environ["OMP_NUM_THREADS"] = str(n)
     torch.set_num_threads(n)
     return n
