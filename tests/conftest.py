@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,6 +74,34 @@ def in_eigenbasis(vectors: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     rotation inside an eigenspace, which ``eigh`` may choose either way."""
     vectors = vectors.double()
     return vectors @ torch.diag(values.double()) @ vectors.T
+
+
+@contextlib.contextmanager
+def external_dask_cluster(tmp: Path) -> Iterator[str]:
+    """`dask scheduler` and one `dask worker` started by hand, the worker in another directory, as on a real
+    cluster; yields the scheduler's address."""
+    bin_dir = Path(sys.executable).parent
+    scheduler_file = tmp / "scheduler.json"
+    elsewhere = tmp / "worker-home"
+    elsewhere.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    scheduler = subprocess.Popen([bin_dir / "dask", "scheduler", "--scheduler-file", scheduler_file, "--port", "0",
+                                  "--no-dashboard"], cwd=tmp, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.time() + 60
+        while not scheduler_file.is_file() and time.time() < deadline:
+            time.sleep(0.2)
+        worker = subprocess.Popen([bin_dir / "dask", "worker", "--scheduler-file", scheduler_file, "--nthreads", "1",
+                                   "--no-dashboard"], cwd=elsewhere, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        yield json.loads(scheduler_file.read_text())["address"]
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

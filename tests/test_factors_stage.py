@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, in_eigenbasis, make_params
+from conftest import REPO, external_dask_cluster, in_eigenbasis, make_params
 from safetensors.torch import load_file
 from scipy.stats import spearmanr
 
@@ -167,29 +167,8 @@ def test_killed_fit_resumes_without_redoing_finished_shards(trained, reference, 
 @pytest.mark.slow
 def test_an_external_dask_cluster_fits_the_same_factors(trained, reference, tmp_path):
     """`dask scheduler` and `dask worker` started by hand, the worker in another directory."""
-    bin_dir = Path(sys.executable).parent
-    scheduler_file = tmp_path / "scheduler.json"
-    elsewhere = tmp_path / "worker-home"
-    elsewhere.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    scheduler = subprocess.Popen([bin_dir / "dask", "scheduler", "--scheduler-file", scheduler_file, "--port", "0",
-                                  "--no-dashboard"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        deadline = time.time() + 60
-        while not scheduler_file.is_file() and time.time() < deadline:
-            time.sleep(0.2)
-        worker = subprocess.Popen([bin_dir / "dask", "worker", "--scheduler-file", scheduler_file, "--nthreads", "1",
-                                   "--no-dashboard"], cwd=elsewhere, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        address = json.loads(scheduler_file.read_text())["address"]
+    with external_dask_cluster(tmp_path) as address:
         factors.run(fit_params(trained, tmp_path / "external", scheduler=address))
-    finally:
-        for proc in (worker, scheduler):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=30)
     assert_same_factors(tmp_path / "external", reference)
 
 

@@ -1,7 +1,6 @@
 """The factors and scores stages: Dask sharding, resuming, DuckDB, and bad input."""
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, make_params
+from conftest import REPO, external_dask_cluster, make_params
 
 from influence import measurements, runner, shards
 from pipeline.core import schemas
@@ -321,31 +320,10 @@ def test_a_document_edited_under_its_id_is_scored_again(staged, tmp_path, method
 def test_an_external_dask_cluster_writes_the_same_scores(staged, tmp_path):
     """`dask scheduler` and `dask worker` started by hand, the worker in another directory, as on a real
     cluster: the jobs carry absolute paths, and the scores equal a LocalCluster run's."""
-    bin_dir = Path(sys.executable).parent
-    scheduler_file = tmp_path / "scheduler.json"
-    elsewhere = tmp_path / "worker-home"
-    elsewhere.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    scheduler = subprocess.Popen([bin_dir / "dask", "scheduler", "--scheduler-file", scheduler_file, "--port", "0",
-                                  "--no-dashboard"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        deadline = time.time() + 60
-        while not scheduler_file.is_file() and time.time() < deadline:
-            time.sleep(0.2)
-        worker = subprocess.Popen([bin_dir / "dask", "worker", "--scheduler-file", scheduler_file, "--nthreads", "1",
-                                   "--no-dashboard"], cwd=elsewhere, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        address = json.loads(scheduler_file.read_text())["address"]
+    with external_dask_cluster(tmp_path) as address:
         external = with_scores(staged, tmp_path / "external")
         external = dataclasses.replace(external, dask=dataclasses.replace(external.dask, scheduler=address))
         scores.run(external)
-    finally:
-        for proc in (worker, scheduler):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=30)
     local = with_scores(staged, tmp_path / "local")
     scores.run(local)
     assert table(external.scores.out_dir) == table(local.scores.out_dir)
