@@ -6,11 +6,15 @@ statistic gives by chance. Both are analysed exactly like influence.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow.dataset as ds
 
-from influence.measurements import Measurements
 from pipeline.core.schemas import WHOLE
+
+if TYPE_CHECKING:
+    from influence.measurements import Measurements
 
 
 def bm25_matrix(corpus_dir: str, texts: list[str]) -> tuple[list[int], np.ndarray]:

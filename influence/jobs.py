@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from influence import data, measurements, shards
-from influence.baselines import random_scores
+from influence import data, measurements, methods, shards
 from influence.cluster import pin_gpu
 from influence.scorer import Scorer
 from pipeline.core.corpus_reader import read_texts
@@ -27,13 +26,13 @@ class ScoreJob:
     """Everything a worker needs, small enough to send with every task."""
 
     run_key: str
-    method: str  # influence | random
     model_dir: str
     factors_dir: str
     corpus_dir: str
     queries_path: str
     segments_path: str | None  # the probe's answer segments: score each one too; None = whole completions only
-    out_dir: str
+    out_dir: str  # the paper's influence
+    variants: tuple[tuple[str, str], ...]  # (method, its scores directory) of each method derived from the pass
     batch_size: int
     context: int
     whole_documents: bool  # every token, in windows; else the first ``context`` tokens
@@ -53,12 +52,10 @@ def _prepared(job: ScoreJob):
         set_threads(job.threads)
         transformers.logging.disable_progress_bar()  # a worker's log is the shard bar, not weight loading
         rows = measurements.read(job.queries_path, job.segments_path)
-        scorer = tokenizer = None
-        if job.method == "influence":
-            model, tokenizer = load_model(job.model_dir)
-            amp = torch.bfloat16 if job.dtype == "bfloat16" else None
-            scorer = Scorer(model, tokenizer.pad_token_id, Path(job.factors_dir), measurements.encoded(tokenizer, rows),
-                            job.batch_size, job.damping, amp)
+        model, tokenizer = load_model(job.model_dir)
+        amp = torch.bfloat16 if job.dtype == "bfloat16" else None
+        scorer = Scorer(model, tokenizer.pad_token_id, Path(job.factors_dir), measurements.encoded(tokenizer, rows),
+                        job.batch_size, job.damping, amp, variants=bool(job.variants))
         _PREPARED[job.run_key] = (scorer, tokenizer, rows)
     return _PREPARED[job.run_key]
 
@@ -69,19 +66,27 @@ def prepare(job: ScoreJob) -> int:
     return os.getpid()
 
 
+def shard_paths(shard: shards.Shard, job: ScoreJob) -> list[Path]:
+    """The shard's file for every method of the pass, the paper's last (it is written last)."""
+    return [shard.path(Path(d)) for _, d in job.variants] + [shard.path(Path(job.out_dir))]
+
+
 def score_shard(shard: shards.Shard, job: ScoreJob) -> int:
     """Score ``shard`` unless it is already complete; returns the number of documents scored."""
     scorer, tokenizer, rows = _prepared(job)
-    path = shard.path(Path(job.out_dir))
-    if shards.is_complete(path, job.run_key, len(rows) * len(shard.doc_ids)):
+    paths = shard_paths(shard, job)
+    if all(shards.is_complete(p, job.run_key, len(rows) * len(shard.doc_ids)) for p in paths):
         return 0
-    coverage = None
-    if job.method == "random":
-        scores = random_scores(job.seed, shard.index, len(rows), len(shard.doc_ids))
+    docs = data.documents(tokenizer, read_texts(job.corpus_dir, shard.doc_ids), job.context,
+                          job.whole_documents).by_length()
+    coverage = {"windows": len(docs), "tokens": data.n_targets(docs)}
+    if job.variants:
+        gradients = scorer.attribute(docs).expand(rows)
+        for (name, _), path in zip(job.variants, paths):
+            scores = methods.get(name, "scores.variants").from_gradients(gradients)
+            shards.write(path, job.run_key, rows.keys, rows.nll, shard.doc_ids, scores, coverage)
+        influence = gradients.ekfac
     else:
-        docs = data.documents(tokenizer, read_texts(job.corpus_dir, shard.doc_ids), job.context,
-                              job.whole_documents).by_length()
-        scores = rows.expand(docs.per_document(scorer.score(docs)).double().numpy())
-        coverage = {"windows": len(docs), "tokens": data.n_targets(docs)}
-    shards.write(path, job.run_key, rows.keys, rows.nll, shard.doc_ids, scores, coverage)
+        influence = rows.expand(docs.per_document(scorer.score(docs)).double().numpy())
+    shards.write(paths[-1], job.run_key, rows.keys, rows.nll, shard.doc_ids, influence, coverage)
     return len(shard.doc_ids)

@@ -3,7 +3,9 @@
 Each shard of ``scores.shard_size`` documents is one Dask task and one Parquet file
 (``shard=NNNNN/part.parquet``). Shards already complete for this run are skipped, so an interrupted
 run resumes where it stopped; shards from another run (other queries, factors or method) are redone.
-The ``scores`` stage runs it for influence, the ``baselines`` stage once per baseline.
+The ``scores`` stage runs it for influence, whose pass also writes the methods derived from it
+(``scores.variants``), each in its own directory; the ``baselines`` stage runs it once per corpus method,
+in this process (``influence/methods``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from influence import measurements, shards
-from influence.baselines import bm25_matrix, bm25_texts
+from influence import measurements, methods, shards
 from influence.cluster import dask_client, run_shards, threads_per_worker, warm_up
 from influence.curvature import MANIFEST
-from influence.jobs import ScoreJob, prepare, score_shard
+from influence.jobs import ScoreJob, prepare, score_shard, shard_paths
 from pipeline.core.config import Params
 from pipeline.core.corpus_reader import content_hash, read_doc_ids
 from pipeline.core.errors import WherefromError
@@ -47,20 +48,22 @@ def run_key(params: Params) -> str:
     h.update(Path(params.queries.out).read_bytes())
     if params.scores.segments:
         h.update(Path(params.queries.segments).read_bytes())
-    if params.scores.method == "influence":
+    if params.scores.method == methods.PAPER:
         h.update((Path(params.influence.factors_dir) / MANIFEST).read_bytes())
+        h.update(json.dumps(methods.variants(params)).encode())
     h.update(json.dumps([params.scores.method, params.scores.segments, params.scores.dtype, params.influence.damping,
                          params.model.context, params.corpus.long_docs, params.seed]).encode())
     return h.hexdigest()[:16]
 
 
-def _bm25(params: Params, rows: measurements.Measurements, todo: list[shards.Shard], key: str, out: Path) -> None:
-    """BM25 shards, cut from one matrix over the whole corpus (the IDF is corpus-wide)."""
-    doc_ids, matrix = bm25_matrix(params.corpus.out_dir, bm25_texts(rows))
-    column = {d: i for i, d in enumerate(doc_ids)}
-    for shard in tqdm(todo, desc="scores (bm25)", unit="shard", mininterval=1.0):
-        scores = matrix[:, [column[d] for d in shard.doc_ids]]
-        shards.write(shard.path(out), key, rows.keys, rows.nll, shard.doc_ids, scores)
+def _corpus_method(params: Params, rows: measurements.Measurements, todo: list[shards.Shard], key: str,
+                   out: Path) -> None:
+    """A corpus method's shards, in this process: it reads no model (BM25's IDF is corpus-wide anyway)."""
+    name = params.scores.method
+    score = methods.get(name, "scores.method").from_corpus(
+        methods.CorpusInputs(params.corpus.out_dir, rows, params.seed))
+    for shard in tqdm(todo, desc=f"scores ({name})", unit="shard", mininterval=1.0):
+        shards.write(shard.path(out), key, rows.keys, rows.nll, shard.doc_ids, score(shard))
 
 
 def _absolute(path: str | Path) -> str:
@@ -84,32 +87,33 @@ def score_corpus(params: Params) -> Scored:
     check_queries(params.queries.out)
     segments_path = params.queries.segments if cfg.segments else None
     rows = measurements.read(params.queries.out, segments_path)
-    if cfg.method == "influence" and not (Path(params.influence.factors_dir) / MANIFEST).is_file():
+    paper = cfg.method == methods.PAPER
+    if paper and not (Path(params.influence.factors_dir) / MANIFEST).is_file():
         raise WherefromError(f"{params.influence.factors_dir}: no factors here; run the factors stage first")
+    if not paper and methods.get(cfg.method, "scores.method").from_corpus is None:
+        raise WherefromError(f"scores.method: {cfg.method!r} is derived from influence's pass, not scored alone")
     doc_ids = read_doc_ids(params.corpus.out_dir)
     plan = shards.plan(doc_ids, cfg.shard_size)
     key = run_key(params)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    variants = tuple((name, _absolute(methods.scores_dir(params, name))) for name in methods.variants(params)) \
+        if paper else ()
     planned = {s.path(out).parent.name for s in plan}
-    for stale in out.glob(SHARD_DIRS):  # shards of a larger, earlier plan
-        if stale.name not in planned:
-            shutil.rmtree(stale)
-    todo = [s for s in plan if not shards.is_complete(s.path(out), key, len(rows) * len(s.doc_ids))]
-    n_queries = len(rows.prompts)
-    print(f"scores: {len(plan)} shards of up to {cfg.shard_size} documents x {n_queries} queries"
-          + (f" ({len(rows)} rows: each whole completion and its answer segments)" if cfg.segments else "")
-          + f" ({len(plan) - len(todo)} already complete)")
+    for folder in [out, *(Path(d) for _, d in variants)]:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(SHARD_DIRS):  # shards of a larger, earlier plan
+            if stale.name not in planned:
+                shutil.rmtree(stale)
     # absolute paths: a worker of an external cluster resolves a relative one against its own directory
     job = ScoreJob(
         run_key=key,
-        method=cfg.method,
         model_dir=_absolute(params.model.dir),
         factors_dir=_absolute(params.influence.factors_dir),
         corpus_dir=_absolute(params.corpus.out_dir),
         queries_path=_absolute(params.queries.out),
         segments_path=segments_path and _absolute(segments_path),
         out_dir=_absolute(out),
+        variants=variants,
         batch_size=cfg.batch_size,
         context=params.model.context,
         whole_documents=params.corpus.long_docs != "truncate",
@@ -118,8 +122,15 @@ def score_corpus(params: Params) -> Scored:
         threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers),
         seed=params.seed,
     )
-    if todo and cfg.method == "bm25":
-        _bm25(params, rows, todo, key, out)
+    todo = [s for s in plan if not all(shards.is_complete(p, key, len(rows) * len(s.doc_ids))
+                                       for p in shard_paths(s, job))]
+    n_queries = len(rows.prompts)
+    print(f"scores: {len(plan)} shards of up to {cfg.shard_size} documents x {n_queries} queries"
+          + (f" ({len(rows)} rows: each whole completion and its answer segments)" if cfg.segments else "")
+          + (f"; with {', '.join(n for n, _ in variants)} from the same pass" if variants else "")
+          + f" ({len(plan) - len(todo)} already complete)")
+    if todo and not paper:
+        _corpus_method(params, rows, todo, key, out)
     elif todo:
         return _on_dask(params, todo, job, out)
     return Scored(out)

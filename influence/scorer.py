@@ -34,13 +34,15 @@ from influence import data
 from influence.curvature import FACTORS_NAME, Manifest, analyzer
 from influence.data import Encoded
 from influence.task import CausalLMTask
+from influence.variants import GradientScores, GradientTap
 
 
 class Scorer:
     """A model with loaded factors and preconditioned query gradients, ready to score documents."""
 
     def __init__(self, model, pad_id: int, factors_root: Path, queries: Encoded, batch_size: int,
-                 damping: float | None = None, amp_dtype: torch.dtype | None = None) -> None:
+                 damping: float | None = None, amp_dtype: torch.dtype | None = None, variants: bool = False) -> None:
+        """``variants``: also collect what ``attribute`` returns besides EK-FAC scores (``influence/variants.py``)."""
         manifest = Manifest.load(factors_root)
         manifest.check(model, factors_root)
         self.task = CausalLMTask(manifest.tracked)
@@ -58,6 +60,10 @@ class Scorer:
         for name, factors in run.load_all_factors(FACTORS_NAME).items():
             set_factors(self.model, name, factors, clone=True)
         prepare_modules(self.model, self.tracked, device=self.state.device)
+        self.modules = [m for m in self.model.modules() if isinstance(m, TrackedModule) and m.name in self.tracked]
+        if variants and manifest.strategy != "ekfac":
+            raise ValueError(f"the gradient variants need EK-FAC factors, not {manifest.strategy}")
+        self.tap = GradientTap(self.modules) if variants else None
         self.n_queries = len(queries)
         self._precondition(queries)
 
@@ -69,17 +75,38 @@ class Scorer:
                 measurement = self.task.compute_measurement(batch, self.model)
             measurement.backward()
             accumulate_iterations(self.model, self.tracked)
+            if self.tap:
+                self.tap.add_queries()
         self.model.zero_grad(set_to_none=True)
+        if self.tap:
+            self.tap.finish_queries()
         set_mode(self.model, ModuleMode.PAIRWISE_SCORE, self.tracked, release_memory=False)
-        self.modules = [m for m in self.model.modules() if isinstance(m, TrackedModule) and m.name in self.tracked]
 
     def _autocast(self):
         amp = self.score_args.amp_dtype
         return torch.autocast(self.state.device.type, enabled=amp is not None, dtype=amp or torch.float32)
 
     def score(self, docs: Encoded) -> torch.Tensor:
-        """Influence of each document on each query: a float32 tensor ``[n_queries, n_docs]`` on the CPU."""
-        chunks = [torch.zeros(self.n_queries, 0)]
+        """Influence of each item (document or window) on each query: a float32 tensor ``[n_queries, n_items]``
+        on the CPU."""
+        return self._pass(docs, collect=False)[0]
+
+    def attribute(self, docs: Encoded) -> GradientScores:
+        """Per document (windows summed): EK-FAC scores, gradient dot products and self-influence, from one
+        pass (a ``Scorer`` made with ``variants``)."""
+        if not self.tap:
+            raise ValueError("attribute needs a Scorer made with variants=True")
+        self.tap.start_documents(docs.owners if docs.owners is not None else list(range(len(docs))), docs.n_docs)
+        ekfac, identity = self._pass(docs, collect=True)
+        return GradientScores(docs.per_document(ekfac).double().numpy(), docs.per_document(identity).double().numpy(),
+                              self.tap.query_gram, self.tap.doc_self.copy())
+
+    def _pass(self, docs: Encoded, collect: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One backward pass per batch: EK-FAC scores ``[queries, items]``, and with ``collect`` the tap's dot
+        products (its self-influence accumulates in the tap)."""
+        chunks, dots = [torch.zeros(self.n_queries, 0)], [torch.zeros(self.n_queries, 0, dtype=torch.float64)]
+        if self.tap:
+            self.tap.enabled = collect
         for batch in data.loader(docs, self.batch_size, self.pad_id):
             batch = {k: v.to(self.state.device) for k, v in batch.items()}
             self.model.zero_grad(set_to_none=True)
@@ -88,5 +115,7 @@ class Scorer:
             loss.backward()  # kronfluence's hooks leave each module's [queries, batch] scores in its storage
             with torch.no_grad():
                 chunks.append(sum(m.get_factor(PAIRWISE_SCORE_MATRIX_NAME) for m in self.modules).float())
+                if collect:
+                    dots.append(self.tap.document_batch())
             accumulate_iterations(self.model, self.tracked)  # and this clears them for the next batch
-        return torch.cat([c.cpu() for c in chunks], dim=1)
+        return torch.cat([c.cpu() for c in chunks], dim=1), torch.cat(dots, dim=1) if collect else None

@@ -369,11 +369,18 @@ def main(argv: list[str] | None = None) -> None:
                                                  amp_dtype=amp))
         t_ours, m_ours, ours = measured(lambda: scorer.score(docs).cpu())
         scorer = None  # frees the model and its preconditioned queries before the next dtype
+        if amp is None:  # the same pass with what the variant methods need: dot products and self-influence
+            scorer = Scorer(load_model(params.model.dir)[0], pad, Path(params.influence.factors_dir), queries,
+                            args.batch_size, variants=True)
+            t_variants, m_variants, _ = measured(lambda: scorer.attribute(docs))
+            scorer = None
         rho = min(spearmanr(ours[q].numpy(), reference_scores[q].numpy()).statistic for q in range(len(queries)))
         rho_kron = min(spearmanr(kron[q].numpy(), reference_scores[q].numpy()).statistic for q in range(len(queries)))
         rows += [("plain forward+backward", label, t_plain, m_plain, None),
                  ("kronfluence compute_pairwise_scores", label, t_kron, m_kron, rho_kron),
                  ("wherefrom scorer", label, t_ours, m_ours, rho)]
+        if amp is None:
+            rows.append(("wherefrom scorer + variants", label, t_variants, m_variants, None))
         overhead[label] = t_prepare
     staged = stage(params, root, 1, threads, max(1, len(docs) // 4))
     rows.append(("wherefrom scores stage (Dask, I/O)", "float32", staged.scoring_s, None, None))  # memory: in a worker
@@ -390,6 +397,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{dtype}: wherefrom scorer / kronfluence: "
               f"{rate['wherefrom scorer', dtype] / rate['kronfluence compute_pairwise_scores', dtype]:.2f}x;"
               f" query preconditioning {overhead[dtype]:.2f}s once")
+    print(f"variants (identity, ekfac_cosine, relatif) in the same pass: "
+          f"{rate['wherefrom scorer', 'float32'] / rate['wherefrom scorer + variants', 'float32']:.2f}x the "
+          "scorer's time (each document's per-layer gradient, its rotation into the eigenbasis, the raw dot products)")
     t_plain = len(docs) / rate["plain forward+backward", "float32"]
     print("\nEK-FAC factors (float32), time / one plain pass over the same documents:")
     print(f"{'':14s}" + "".join(f"{step:>20s}" for step in steps["kronfluence"]) + f"{'all':>8s}{'docs/s':>9s}")

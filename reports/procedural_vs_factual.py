@@ -18,14 +18,14 @@
 # how much each pretraining document made the model's completion more likely, per nat. The paper
 # finds that influence on factual answers is narrow (a few documents, which often contain the answer),
 # and that influence on reasoning is broad and procedural. Every number below is read through the same
-# DuckDB views and named queries as `wherefrom sql`. BM25 and random scores are analysed the same way
-# as baselines.
+# DuckDB views and named queries as `wherefrom sql`. Every other method of the run (influence's variants,
+# BM25 and random scores) is analysed the same way beside it.
 
 # %% tags=["parameters"]
 params_file = "params.yaml"  # the pipeline's parameters: where the results are (when run by hand)
 resolved = None  # the same, already resolved: what the report stage passes
 method = "influence"  # the attribution shown in the figures
-baselines = ["bm25", "random"]  # shown beside it
+baselines = ["identity", "ekfac_cosine", "relatif", "bm25", "random"]  # the other methods, shown beside it
 docs_shown = 5  # top documents shown per example query
 segment_query = None  # the reasoning query decomposed in section 12; None: the rule stated there
 example_queries = None  # query ids shown in section 10; None: per task, the rule stated there
@@ -507,7 +507,7 @@ note("Each task's query is the correctly answered one whose completion NLL is ne
        "states it as the answer to this question.")
 
 # %% [markdown]
-# ## 11. Influence beside lexical overlap (BM25) and chance (random)
+# ## 11. Influence beside its variants, lexical overlap (BM25) and chance (random)
 
 # %%
 methods = [method, *baselines]
@@ -536,7 +536,7 @@ for i, m in enumerate(m for m in methods if m in summary):
     ax.bar(x + (i - (len(methods) - 1) / 2) * width, values[m], width, label=m, color=COLOURS.get(m))
 ax.set_xticks(x, names, rotation=20, ha="right")
 ax.axhline(0, color="k", lw=0.6)
-ax.set(title="The same statistics on three kinds of scores", ylim=(-0.1, 1.05))
+ax.set(title="The same statistics on every method's scores", ylim=(-0.1, 1.05))
 ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 fig.tight_layout()
 plt.show()

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_params
 
-from influence import shards
+from influence import methods, shards
 from pipeline import cli
 from pipeline.analysis import classify, stats
 from pipeline.analysis.labels import SHOWS_PROCEDURE, STATES_ANSWER, shows_working, text_label
@@ -20,7 +20,8 @@ from pipeline.analysis.score_matrix import open_matrix
 from pipeline.core import schemas
 from pipeline.core.atomic import write_parquet
 from pipeline.core.config import load_params
-from pipeline.stages import analyze
+from pipeline.sql import db
+from pipeline.stages import analyze, baselines
 from queries.answers import answers_question, key_terms
 
 N_DOCS, ALPHA, TOP = 200, 1.5, 10  # capped_k(500, 200) = 10: top-k, tail and the smallest enrichment k
@@ -74,7 +75,7 @@ def _segments() -> pa.Table:
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("planted")
-    params = load_params(write_params(tmp, baselines={"methods": []}))
+    params = load_params(write_params(tmp, scores={"variants": []}, baselines={"methods": []}))
     write_parquet(_corpus(), tmp / "data/corpus/part-00000.parquet", schemas.CORPUS)
     queries = pa.Table.from_pylist([
         dict(query_id=qid, task=task, kind="factual" if task == "factual" else "reasoning", prompt=prompt,
@@ -206,6 +207,38 @@ def test_labels_use_truth_where_the_corpus_has_it(planted):
     assert _row(top, query_id="arithmetic-000", end="top", rank=1)["label"] == SHOWS_PROCEDURE
     fact = _row(top, query_id="factual-000", end="top", rank=1)
     assert fact["label"] == fact["label_truth"] == fact["label_text"] == STATES_ANSWER
+
+
+@pytest.fixture
+def toy_method():
+    """A corpus method registered the way a plugin would: each document scored by its id's parity."""
+    method = methods.register(methods.Method("toy", "1 for even doc ids, else 0", from_corpus=lambda inputs: (
+        lambda shard: np.tile(np.asarray(shard.doc_ids) % 2 == 0, (len(inputs.rows), 1)).astype(float))))
+    yield method
+    del methods.REGISTRY[method.name]
+
+
+def test_a_registered_method_is_scored_analysed_and_queried_with_no_other_edit(planted, toy_method, tmp_path):
+    """One ``register`` call: the baselines stage scores it (baselines.methods null = every corpus method), the
+    analysis gives its findings and tables, and its scores are in the baseline_scores view."""
+    source = planted[0]
+    params = dataclasses.replace(source, baselines=dataclasses.replace(
+        source.baselines, methods=None, out_dir=str(tmp_path / "baselines")),
+        analysis=dataclasses.replace(source.analysis, out_dir=str(tmp_path / "results"),
+                                     metrics_dir=str(tmp_path / "metrics")))
+    assert methods.baselines(params) == ["bm25", "random", "toy"]
+    baselines.run(params)
+    analyze.run(params)
+    findings = pq.read_table(tmp_path / "results/findings.parquet").to_pylist()
+    by_method = {m: [f["finding"] for f in findings if f["method"] == m and f["segment"] == "all"]
+                 for m in ("influence", "toy")}
+    assert by_method["toy"] == by_method["influence"] == [f.finding for f in analyze.findings.FINDINGS]
+    stats = pq.read_table(tmp_path / "results/query_stats.parquet").to_pylist()
+    assert {r["query_id"] for r in stats if r["method"] == "toy"} == {q[0] for q in QUERIES}
+    shown = db.query(db.connect(params), "SELECT doc_id, min(score), max(score) FROM baseline_scores "
+                     "WHERE method = 'toy' GROUP BY doc_id ORDER BY doc_id").to_pylist()
+    assert [(r["doc_id"], r["min(score)"], r["max(score)"]) for r in shown] == [
+        (d, float(d % 2 == 0), float(d % 2 == 0)) for d in range(N_DOCS)]
 
 
 def test_findings_and_metrics_cover_every_finding(planted):
@@ -435,7 +468,7 @@ def test_a_short_shard_or_a_missing_baseline_is_a_one_line_error(planted, tmp_pa
     import dataclasses
 
     with_bm25 = dataclasses.replace(params, baselines=dataclasses.replace(params.baselines, methods=("bm25",)))
-    with pytest.raises(WherefromError, match=r"baselines/bm25: no scores for baseline 'bm25'; run the baselines stage"):
+    with pytest.raises(WherefromError, match=r"baselines/bm25: no scores for method 'bm25'; run the baselines stage"):
         analyze.methods(with_bm25)
 
 

@@ -27,6 +27,8 @@ def test_bench_runs_on_a_tiny_shape_and_its_scorer_ranks_as_kronfluence(capsys):
     assert float(rows["wherefrom scorer", "float32"][-1]) > 0.999
     assert re.search(r"^factors stage per-shard overhead: -?\d+ ms per shard task \(24 against 2 shards", out, re.M)
     assert re.search(r"^wherefrom scores stage \(Dask, I/O\)\s+float32\s+\d", out, re.MULTILINE)
+    assert re.search(r"^wherefrom scorer \+ variants\s+float32\s+\d", out, re.MULTILINE)
+    assert re.search(r"^variants \(identity, ekfac_cosine, relatif\) in the same pass: \d+\.\d\dx", out, re.M)
     scored = re.search(r"\((\d+) rows: each whole completion and its answer segments\)", out)
     assert scored and int(scored.group(1)) > 3  # the 3 queries' answer segments scored beside the whole completions
 

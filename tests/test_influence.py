@@ -2,6 +2,7 @@
 
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from kronfluence.analyzer import prepare_model
@@ -39,21 +40,24 @@ def scorer(trained, tok, root, queries, batch_size=8):
     return Scorer(model, tok.pad_token_id, root, queries, batch_size)
 
 
-def test_identity_scores_equal_autograd_gradient_dot_products(world, tmp_path):
-    trained, tok, docs, queries = world
-    manifest = fit(trained, tok, docs, "identity", tmp_path)
-    ours = scorer(trained, tok, tmp_path, queries).score(docs)
-
+def autograd_gradients(trained, tok, tracked: list[str], items) -> torch.Tensor:
+    """Each item's gradient over the tracked weights, flattened, by plain autograd: the oracle's dot products."""
     model, _ = load_model(trained.model.dir)
-    weights = [model.get_submodule(name).weight for name in manifest.tracked]
+    weights = [model.get_submodule(name).weight for name in tracked]
 
     def grad(item):
         loss = summed_token_nll(model, pad_batch([item], tok.pad_token_id))
         return torch.cat([g.flatten() for g in torch.autograd.grad(loss, weights)])
 
-    q_grads = torch.stack([grad(q) for q in queries.items])
-    d_grads = torch.stack([grad(d) for d in docs.items])
-    expected = q_grads @ d_grads.T
+    return torch.stack([grad(item) for item in items])
+
+
+def test_identity_scores_equal_autograd_gradient_dot_products(world, tmp_path):
+    trained, tok, docs, queries = world
+    manifest = fit(trained, tok, docs, "identity", tmp_path)
+    ours = scorer(trained, tok, tmp_path, queries).score(docs)
+    expected = (autograd_gradients(trained, tok, manifest.tracked, queries.items)
+                @ autograd_gradients(trained, tok, manifest.tracked, docs.items).T)
     assert ours.shape == (len(queries), len(docs))
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
 
@@ -217,14 +221,55 @@ def test_segment_scores_add_up_to_the_whole_completion_and_match_autograd(world,
         by_segment = scorer(trained, tok, tmp_path / strategy, parts).score(docs).view(2, len(SEGMENTS), -1)
         torch.testing.assert_close(by_segment.sum(1), all_scores, rtol=1e-4, atol=1e-4 * all_scores.abs().max().item())
 
-    manifest = curvature.Manifest.load(tmp_path / "identity")
-    model, _ = load_model(trained.model.dir)
-    weights = [model.get_submodule(name).weight for name in manifest.tracked]
-
-    def grad(item):
-        loss = summed_token_nll(model, pad_batch([item], tok.pad_token_id))
-        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, weights)])
-
-    expected = torch.stack([grad(q) for q in parts.items]) @ torch.stack([grad(d) for d in docs.items]).T
+    tracked = curvature.Manifest.load(tmp_path / "identity").tracked
+    expected = (autograd_gradients(trained, tok, tracked, parts.items)
+                @ autograd_gradients(trained, tok, tracked, docs.items).T)
     ours = by_segment.reshape(len(parts), -1)
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
+
+
+def test_one_pass_gives_dot_products_and_self_influence_as_kronfluence_and_autograd_do(world, tmp_path):
+    """The variants' four quantities from one pass: EK-FAC scores as the plain scorer's, gradient dot products
+    as autograd's, each document's self-influence as kronfluence's ``compute_self_scores``, and each query's
+    as its own EK-FAC score when its tokens are read as a document. Each window is a document here (the next
+    test sums windows)."""
+    trained, tok, windows, queries = world
+    manifest = fit(trained, tok, windows, "ekfac", tmp_path)
+    docs = data.Encoded(windows.items)
+    model, _ = load_model(trained.model.dir)
+    got = Scorer(model, tok.pad_token_id, tmp_path, queries, 8, variants=True).attribute(docs.by_length())
+    plain = scorer(trained, tok, tmp_path, queries)
+    expected = plain.score(docs)
+    torch.testing.assert_close(torch.from_numpy(got.ekfac).float(), expected, rtol=1e-5,
+                               atol=1e-6 * expected.abs().max().item())
+
+    dots = (autograd_gradients(trained, tok, manifest.tracked, queries.items)
+            @ autograd_gradients(trained, tok, manifest.tracked, docs.items).T)
+    torch.testing.assert_close(torch.from_numpy(got.identity).float(), dots, rtol=1e-4,
+                               atol=1e-6 * dots.abs().max().item())
+
+    model, _ = load_model(trained.model.dir)
+    reference = curvature.analyzer(prepare_model(model, plain.task), plain.task, tmp_path)
+    reference.compute_self_scores(
+        "self", curvature.FACTORS_NAME, docs, per_device_train_batch_size=8, overwrite_output_dir=True,
+        score_args=ScoreArguments(damping_factor=None),
+        dataloader_kwargs=DataLoaderKwargs(collate_fn=partial(pad_batch, pad_id=tok.pad_token_id)))
+    self_scores = reference.load_self_scores("self")["all_modules"].double().numpy()
+    assert got.doc_self == pytest.approx(self_scores, rel=1e-4)
+    assert (got.doc_self > 0).all()
+    assert got.query_self == pytest.approx(plain.score(queries).diagonal().double().numpy(), rel=1e-4)
+
+
+def test_a_long_documents_self_influence_has_its_windows_cross_terms(world, tmp_path):
+    """A document of three windows beside a short one: its self-influence is that of its whole gradient, the
+    sum over its windows, so it is the sum of every window's score on every window (cross terms included)."""
+    trained, tok, docs, queries = world
+    fit(trained, tok, docs, "ekfac", tmp_path)
+    long_text, short_text = " ".join(read_texts(trained.corpus.out_dir)[:3]), "The answer is 3."
+    n = len(tok(long_text)["input_ids"])
+    pair = data.documents(tok, [long_text, short_text], -(-(n - 1) // 3) + 1)
+    model, _ = load_model(trained.model.dir)
+    got = Scorer(model, tok.pad_token_id, tmp_path, queries, 2, variants=True).attribute(pair.by_length())
+    windows = scorer(trained, tok, tmp_path, data.Encoded(pair.items)).score(pair).double().numpy()
+    assert got.doc_self == pytest.approx([windows[:3, :3].sum(), windows[3, 3]], rel=1e-4)
+    assert windows[:3, :3].sum() != pytest.approx(np.trace(windows[:3, :3]), rel=1e-2)  # the cross terms count

@@ -44,9 +44,15 @@ def module_file(name: str) -> Path | None:
 
 
 def imported_files(path: Path) -> set[Path]:
-    """The project files ``path`` imports anywhere in it (inside functions too)."""
+    """The project files ``path`` imports anywhere in it (inside functions too), except for type checkers only
+    (``if TYPE_CHECKING:``): those never run, so they change nothing a stage computes."""
+    tree = ast.parse(path.read_text())
+    typing_only = {n for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if node in typing_only:
+            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

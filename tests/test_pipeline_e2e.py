@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipeline.analysis.spread import spread as study_spread
 from pipeline.core import schemas
+from pipeline.core.atomic import write_parquet
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = [
@@ -82,7 +85,7 @@ def test_repro_produces_the_contracted_outputs(project):
     assert (project / "results/factors/manifest.json").is_file()
     n_docs = sum(pq.read_metadata(f).num_rows for f in corpus_files)
     con = duckdb.connect()
-    scores = f"read_parquet('{project}/results/scores/**/*.parquet')"
+    scores = f"read_parquet('{project}/results/scores/shard=*/part.parquet')"  # influence's; variants beside
     segments = f"read_parquet('{project}/data/segments.parquet')"
     n_segments = con.execute(f"SELECT count(DISTINCT (query_id, segment)) FROM {segments}").fetchone()[0]
     count = con.execute(f"SELECT count(*) FROM {scores}").fetchone()[0]
@@ -100,12 +103,13 @@ def test_repro_produces_the_contracted_outputs(project):
     findings = pq.read_table(project / "results/findings.parquet")
     n_scored = con.execute(f"SELECT count(DISTINCT segment) FROM {segments}").fetchone()[0]
     # the paper's, then one decomposition row per segment scored, for each method
-    assert findings.num_rows == 3 * (10 + n_scored)
-    assert set(findings.column("method").to_pylist()) == {"influence", "bm25", "random"}
+    every_method = {"influence", "identity", "ekfac_cosine", "relatif", "bm25", "random"}  # the registry's
+    assert findings.num_rows == len(every_method) * (10 + n_scored)
+    assert set(findings.column("method").to_pylist()) == every_method
     assert all(r["reason"] for r in findings.to_pylist() if r["verdict"] == "not testable")
     methods = duckdb.connect().execute(
-        f"SELECT DISTINCT method FROM read_parquet('{project}/results/query_stats.parquet') ORDER BY 1").fetchall()
-    assert methods == [("bm25",), ("influence",), ("random",)]
+        f"SELECT DISTINCT method FROM read_parquet('{project}/results/query_stats.parquet')").fetchall()
+    assert {m for (m,) in methods} == every_method
     metrics = json.loads(_run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project))
     shown = json.dumps(metrics)
     assert '"accuracy"' in shown and '"final_loss"' in shown and '"findings_reproduced"' in shown
@@ -145,10 +149,11 @@ def test_repro_renders_the_report(project):
 
 
 @pytest.mark.slow
-def test_validate_retrains_per_method_resumes_and_adds_the_report_section(project):
+def test_validate_and_a_seed_study_add_their_report_sections(project):
     """`make validate`'s two commands: the counterfactual stage (outside `dvc repro`'s default run), then the
     report again. Each method removes docs_per_group documents per group; an arm retrained again after its file
-    is lost gives the same numbers, and the finished arms are not retrained."""
+    is lost gives the same numbers, and the finished arms are not retrained. The report rendered again also
+    shows a seed study's table in section 2 (the study's own tables, from this run's findings under 3 seeds)."""
     assert not (project / "results/counterfactual.parquet").exists()  # dvc repro alone does not retrain
     _run([sys.executable, "-m", "dvc", "repro", "validate/dvc.yaml"], project)
     table = pq.read_table(project / "results/counterfactual.parquet")
@@ -172,10 +177,36 @@ def test_validate_retrains_per_method_resumes_and_adds_the_report_section(projec
     assert re.search(r"random: \d+ documents removed, retrained in", out)
     assert pq.read_table(project / "results/counterfactual.parquet").to_pylist() == rows  # deterministic
 
+    # a seed study beside the run: the study stage's own spread over this run's findings, moved per seed
+    study = project / "results/seed_study"
+    runs = [{**r, "seed": s, "value": None if r["value"] is None else r["value"] + 0.1 * s}
+            for s in range(3) for r in pq.read_table(project / "results/findings.parquet").to_pylist()]
+    spread = study_spread(pa.Table.from_pylist(runs, schema=schemas.FINDINGS_BY_SEED))
+    write_parquet(spread, study / "finding_spread.parquet", schemas.FINDING_SPREAD)
+
     _run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "report"], project)
     page = (project / "reports/out/procedural_vs_factual.html").read_text()
     assert re.findall(r"<h2[^>]*>(\d+)\. ", page)[-1] == "13"
     assert "influence's removal hurt more than bm25's for" in page
+
+    findings_section = re.search(r"<h2[^>]*>2\. (.*?)<h2", page, re.DOTALL).group(1)
+    assert "<b>The seed study: 3 training runs</b>" in findings_section
+    table = findings_section.split("The seed study")[1].split("</table>")[0]
+    assert re.findall(r"<th>([^<]*)</th>", table) == ["finding", "paper", "mean ± sd", "95% interval", "holds_in"]
+    shown = [re.findall(r"<td>([^<]*)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1],
+                                                                          re.DOTALL)]
+    expected = {r["finding"]: r for r in spread.to_pylist() if r["segment"] == schemas.WHOLE
+                and r["method"] == "influence"}
+    assert sorted(row[0] for row in shown) == sorted(expected)
+    for row in shown:
+        r = expected[row[0]]
+        if r["mean"] is None:
+            continue
+        mean, sd = (float(v) for v in row[2].split(" ± "))
+        assert mean == pytest.approx(r["mean"], abs=6e-4) and sd == pytest.approx(0.1, abs=6e-4)  # 0, +0.1, +0.2
+        low, high = (float(v) for v in row[3].strip("[]").split(", "))
+        assert (low, high) == pytest.approx((r["ci_low"], r["ci_high"]), abs=6e-4)
+        assert row[4] == f"{r['n_holds']} of {r['n_testable']}"
 
 
 @pytest.mark.slow

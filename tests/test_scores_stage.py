@@ -1,6 +1,7 @@
 """The factors and scores stages: Dask sharding, resuming, DuckDB, and bad input."""
 
 import dataclasses
+import math
 import os
 import signal
 import subprocess
@@ -46,7 +47,7 @@ def n_corpus_docs(params) -> int:
 def table(out_dir) -> list[tuple]:
     con = duckdb.connect()
     return con.execute(
-        f"SELECT query_id, segment, doc_id, score, score_per_nat FROM read_parquet('{out_dir}/**/*.parquet') "
+        f"SELECT query_id, segment, doc_id, score, score_per_nat FROM read_parquet('{out_dir}/shard=*/part.parquet') "
         "ORDER BY query_id, segment, doc_id"
     ).fetchall()
 
@@ -93,8 +94,38 @@ def test_broken_shards_are_recomputed_and_complete_ones_kept(staged, tmp_path):
     assert kept.stat().st_mtime_ns == kept_mtime
 
 
-# A Dask worker preload (run in each worker process at start): the worker writes two shards, then its
-# next write blocks until the test kills the run. The kill lands at the same point on any machine.
+@pytest.mark.slow
+def test_the_pass_writes_every_variant_and_a_lost_variant_shard_is_redone(staged, tmp_path):
+    """influence's pass writes identity, ekfac_cosine and relatif beside it, shard for shard. The two normalised
+    variants divide each document's score by a positive number, RelatIF by the document's alone, so within a
+    row both rank documents alike, and a row's sign pattern is influence's. A variant's lost shard is redone."""
+    params = with_scores(staged, tmp_path)
+    scores.run(params)
+    out = Path(params.scores.out_dir)
+    influence = table(out)
+    by_method = {m: table(out / m) for m in ("identity", "ekfac_cosine", "relatif")}
+    assert all([r[:3] for r in rows] == [r[:3] for r in influence] for rows in by_method.values())
+    assert by_method["identity"] != influence
+    signs = {m: [math.copysign(1, r[3]) for r in rows if r[3] != 0] for m, rows in by_method.items()}
+    assert signs["ekfac_cosine"] == signs["relatif"] == [math.copysign(1, r[3]) for r in influence if r[3] != 0]
+    ratio = [c[3] / r[3] for c, r in zip(by_method["ekfac_cosine"], by_method["relatif"]) if r[3] != 0]
+    per_row = {}
+    for (qid, segment, *_), value in zip((r for r in by_method["relatif"] if r[3] != 0), ratio):
+        per_row.setdefault((qid, segment), []).append(value)
+    assert all(max(v) == pytest.approx(min(v), rel=1e-5) for v in per_row.values())  # 1 / the row's norm
+
+    lost = out / "relatif" / "shard=00001/part.parquet"
+    lost.unlink()
+    kept = sorted(out.glob("shard=*/part.parquet"))[0]
+    mtime = kept.stat().st_mtime_ns
+    scores.run(params)
+    assert table(out / "relatif") == by_method["relatif"]
+    assert kept.stat().st_mtime_ns == mtime
+
+
+# A Dask worker preload (run in each worker process at start): the worker writes two shards (each its variants'
+# files, then influence's, last), then its next write blocks until the test kills the run. The kill lands at the
+# same point on any machine.
 BLOCK_AFTER_TWO_SHARDS = """
 import threading
 
@@ -108,7 +139,8 @@ def write(*args, **kwargs):
     if len(shards.written) == 2:
         threading.Event().wait()  # never set: the test kills the whole run here
     shards.unblocked_write(*args, **kwargs)
-    shards.written.append(args[0])
+    if args[0].parent.parent.name == "scores":  # influence's own file: the shard is complete
+        shards.written.append(args[0])
 
 
 shards.write = write

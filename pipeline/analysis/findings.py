@@ -158,6 +158,11 @@ def _cv(x: np.ndarray) -> float:
     return float(x.std() / x.mean()) if len(x) and x.mean() else math.nan
 
 
+def _ratio(a: float, b: float) -> float:
+    """a / b, NaN where b is 0 (a method with no positive influence on a group: no ratio to report)."""
+    return a / b if b else math.nan
+
+
 def _smaller_mean_p(t: Tables) -> float:
     r = _enough(_total_positive(t, REASONING_TASKS), "reasoning")
     f = _enough(_total_positive(t, ("factual",)), "factual")
@@ -169,7 +174,7 @@ def _volatility_p(t: Tables) -> float:
     queries whose ratio is as small as the observed one (seeded, so the same tables give the same p)."""
     r = _enough(_total_positive(t, REASONING_TASKS), "reasoning")
     f = _enough(_total_positive(t, ("factual",)), "factual")
-    observed = _cv(r) / _cv(f)
+    observed = _ratio(_cv(r), _cv(f))
     if not math.isfinite(observed):
         raise NotTestable("total positive influence averages 0 in a group; its coefficient of variation is undefined")
     pooled = np.concatenate([r, f])
@@ -227,12 +232,12 @@ FINDINGS = (
             lambda t: _sources_p(t, "factual", FACTUAL_SOURCES)),
     Finding("total_positive_ratio", "Reasoning answers get less total positive influence per nat",
             "mean total positive influence per nat, reasoning / factual", "smaller for reasoning (< 1)", None, None,
-            lambda t: _avg(_total_positive(t, REASONING_TASKS)) / _avg(_total_positive(t, ("factual",))),
+            lambda t: _ratio(_avg(_total_positive(t, REASONING_TASKS)), _avg(_total_positive(t, ("factual",)))),
             "ratio < 1 (one-sided Welch t-test)", _smaller_mean_p),
     Finding("volatility_ratio", "... and it varies less across reasoning queries",
             "coefficient of variation of total positive influence per nat, reasoning / factual",
             "less volatile for reasoning (< 1)", None, None,
-            lambda t: _cv(_total_positive(t, REASONING_TASKS)) / _cv(_total_positive(t, ("factual",))),
+            lambda t: _ratio(_cv(_total_positive(t, REASONING_TASKS)), _cv(_total_positive(t, ("factual",)))),
             f"ratio < 1 (one-sided permutation test, {PERMUTATIONS:,} relabellings)", _volatility_p),
 )
 

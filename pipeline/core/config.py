@@ -140,8 +140,12 @@ class InfluenceConfig:
 @dataclass(config=_STRICT)
 class ScoresConfig:
     out_dir: StrictStr = Field("results/scores")
-    method: Literal["influence", "bm25", "random"] = Field(
-        "influence", description="influence, or a baseline in the same schema: BM25 of the query text, or random")
+    method: StrictStr = Field(
+        "influence", description="influence (the paper's EK-FAC, with its variants), or a corpus method of "
+        "influence/methods in the same schema (the baselines stage sets it)")
+    variants: tuple[StrictStr, ...] | None = Field(
+        None, description="methods derived from the same pass (influence/methods: identity, ekfac_cosine, relatif), "
+        "each in its own directory under out_dir; null = every registered one, [] = none")
     shard_size: StrictInt = Field(1000, gt=0, description="documents per shard: one Dask task, one Parquet file")
     batch_size: StrictInt = Field(
         64,
@@ -159,8 +163,9 @@ class ScoresConfig:
 class BaselinesConfig:
     """Scores computed beside influence, in its schema, and analysed the same way."""
 
-    methods: tuple[Literal["bm25", "random"], ...] = Field(
-        ("bm25", "random"), description="bm25: lexical overlap of the query text; random: chance")
+    methods: tuple[StrictStr, ...] | None = Field(
+        None, description="corpus methods of influence/methods (bm25: lexical overlap of the query text; random: "
+        "chance); null = every registered one")
     out_dir: StrictStr = Field("results/baselines", description="one scores directory per method")
 
 
@@ -198,8 +203,9 @@ class ReportConfig:
 class CounterfactualConfig:
     """``make validate``: retrain without each method's top documents and measure what the queries lose."""
 
-    methods: tuple[Literal["influence", "bm25", "random"], ...] = Field(
-        ("influence", "bm25", "random"), description="one retrain per method, each without that method's removal sets")
+    methods: tuple[StrictStr, ...] = Field(
+        ("influence", "bm25", "random"), description="one retrain per method (influence/methods), each without "
+        "that method's removal sets")
     docs_per_group: StrictInt = Field(500, gt=0, description="documents removed per query group (factual and each "
                                                              "reasoning task), the same number for every method")
     out: StrictStr = Field("results/counterfactual.parquet", description="one row per (method, query)")

@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from influence import methods
 from pipeline.core.config import Params
 from pipeline.core.errors import WherefromError
 from pipeline.core.schemas import RESULTS, SHARD_FILES, STUDY
@@ -47,12 +48,12 @@ def view_sources(params: Params) -> dict[str, str]:
     scores = Path(params.scores.out_dir)
     if any(scores.glob(SHARD_FILES)):
         views["scores"] = f"SELECT * FROM read_parquet({_literal(scores)} || '/{SHARD_FILES}', hive_partitioning=false)"
-    baselines = [m for m in params.baselines.methods
-                 if any((Path(params.baselines.out_dir) / m).glob(SHARD_FILES))]
-    if baselines:
+    others = {m: methods.scores_dir(params, m) for m in methods.selected(params)[1:]}
+    others = {m: path for m, path in others.items() if any(path.glob(SHARD_FILES))}
+    if others:  # every method beside influence: its variants and the corpus methods
         views["baseline_scores"] = " UNION ALL ".join(
-            f"SELECT '{m}' AS method, * FROM read_parquet({_literal(Path(params.baselines.out_dir) / m)} "
-            f"|| '/{SHARD_FILES}', hive_partitioning=false)" for m in baselines)
+            f"SELECT '{m}' AS method, * FROM read_parquet({_literal(path)} || '/{SHARD_FILES}', "
+            "hive_partitioning=false)" for m, path in others.items())
     for name, path in (("queries", Path(params.queries.out)), ("segments", Path(params.queries.segments)),
                        ("counterfactual", Path(params.counterfactual.out))):
         if path.is_file():

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from influence import methods as registry
 from pipeline.analysis import findings, headline
 from pipeline.analysis.score_matrix import score_rows
 from pipeline.analysis.tables import Corpus, Method, analyze_method, dominant_choice, finite, segment_summary, summary
@@ -32,11 +33,13 @@ from pipeline.core.errors import WherefromError
 
 
 def methods(params: Params) -> list[Method]:
-    out = [Method("influence", Path(params.scores.out_dir))]
-    for name in params.baselines.methods:
-        path = Path(params.baselines.out_dir) / name
-        if not any(path.glob(schemas.SHARD_FILES)):
-            raise WherefromError(f"{path}: no scores for baseline {name!r}; run the baselines stage first")
+    """Every method of the run (``influence/methods``), the paper's first."""
+    out = []
+    for name in registry.selected(params):
+        path = registry.scores_dir(params, name)
+        if name != registry.PAPER and not any(path.glob(schemas.SHARD_FILES)):
+            stage = "scores" if registry.get(name, "method").from_gradients else "baselines"
+            raise WherefromError(f"{path}: no scores for method {name!r}; run the {stage} stage first")
         out.append(Method(name, path))
     return out
 
@@ -68,7 +71,7 @@ def run(params: Params) -> Path:
     write_parquet(table, out / "findings.parquet", schemas.FINDINGS)
     tally = findings.describe(*findings.count(table))
     write_json({**finite(summaries), "findings_reproduced": tally}, out / "metrics.json")
-    headline.write(cfg.metrics_dir, table, summaries, results["influence"][schemas.WHOLE])
+    headline.write(cfg.metrics_dir, table, summaries, results[registry.PAPER][schemas.WHOLE])
     print(f"analyze: {len(results)} methods ({', '.join(results)}) x {queries.num_rows} queries "
           f"({', '.join(rows)}) x {corpus.n_docs} documents -> {out}/ (the paper's findings, influence: {tally})")
     return out

@@ -1,10 +1,11 @@
-"""Stage `baselines`: the scores of each baseline in ``baselines.methods``, for the analysis to set beside influence.
+"""Stage `baselines`: the scores of each corpus method in ``baselines.methods``, for the analysis to set beside
+influence.
 
-    wherefrom baselines         # writes results/baselines/{bm25,random}/shard=NNNNN/part.parquet
+    wherefrom baselines         # writes results/baselines/METHOD/shard=NNNNN/part.parquet
 
-A baseline is the scores stage run with another ``scores.method``: BM25 of the query's text against
-each document (lexical overlap, which influence is not), or seeded random scores (what chance gives).
-Same schema, same shards, same resume rules as the influence scores.
+A baseline is the scores stage run with a corpus method of ``influence/methods`` as ``scores.method``:
+BM25 of the query's text against each document (lexical overlap, which influence is not), or seeded
+random scores (what chance gives). Same schema, same shards, same resume rules as the influence scores.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from influence import methods
 from influence.runner import score_corpus
 from pipeline.core.config import Params
 
@@ -19,7 +21,7 @@ from pipeline.core.config import Params
 def run(params: Params) -> Path:
     out = Path(params.baselines.out_dir)
     out.mkdir(parents=True, exist_ok=True)  # the stage's output, even with no baselines
-    for method in params.baselines.methods:
-        cfg = dataclasses.replace(params.scores, method=method, out_dir=str(out / method))
+    for method in methods.baselines(params):
+        cfg = dataclasses.replace(params.scores, method=method, out_dir=str(methods.scores_dir(params, method)))
         score_corpus(dataclasses.replace(params, scores=cfg))
     return out

@@ -19,6 +19,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from influence import methods
 from pipeline.core.atomic import atomic_path
 from pipeline.core.config import Params
 from pipeline.core.errors import WherefromError
@@ -99,8 +100,8 @@ def run(params: Params) -> Path:
                 # shutdown) is not the report's business: a failing cell is reported below
                 extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
                 parameters={"resolved": json.loads(json.dumps(dataclasses.asdict(params))),  # tuples as lists
-                            "method": "influence",
-                            "baselines": list(params.baselines.methods), "docs_shown": cfg.docs_shown,
+                            "method": methods.PAPER,
+                            "baselines": methods.selected(params)[1:], "docs_shown": cfg.docs_shown,
                             "provenance": provenance(params)})
         except papermill.PapermillExecutionError as err:
             raise WherefromError(f"{source}: cell {err.exec_count} failed: {err.ename}: {err.evalue}") from None

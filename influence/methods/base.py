@@ -1,0 +1,48 @@
+"""What an attribution method is: a name, one line on what it measures, and how its scores are made.
+
+A method is either derived from the scoring pass's gradients (``from_gradients``: EK-FAC scores, gradient
+dot products and self-influence, ``influence/variants.py``), so that it costs no second pass over the
+corpus, or scored from the corpus and the query texts alone (``from_corpus``: BM25, chance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # the registry is read by the analysis and `wherefrom sql`, which need no torch
+    from influence.measurements import Measurements
+    from influence.shards import Shard
+    from influence.variants import GradientScores
+
+
+@dataclass(frozen=True)
+class CorpusInputs:
+    """What a corpus method sees: the corpus Parquet, the score rows (texts and segments) and the run's seed."""
+
+    corpus_dir: str
+    rows: Measurements
+    seed: int
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    about: str  # what it measures, in one line (the report's and `wherefrom methods`' text)
+    # [rows, docs] scores of one shard from its gradient quantities (rows already expanded to every segment)
+    from_gradients: Callable[[GradientScores], np.ndarray] | None = None
+    # given the run's inputs once, a function from a shard to its [rows, docs] scores
+    from_corpus: Callable[[CorpusInputs], Callable[[Shard], np.ndarray]] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.from_gradients is None) == (self.from_corpus is None):
+            raise ValueError(f"method {self.name!r}: give exactly one of from_gradients and from_corpus")
+
+
+def per_self_influence(scores: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """``scores / norms`` where a norm is positive; 0 where it is not (a document with no gradient, a single
+    token, influences nothing)."""
+    return np.divide(scores, norms, out=np.zeros_like(scores), where=norms > 0)
