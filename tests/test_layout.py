@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,7 @@ def _resolved(text: str) -> str:
 
 DVC = {name: stage.get("do", stage) for f in DVC_FILES for name, stage in
        yaml.safe_load(_resolved((REPO / f).read_text()))["stages"].items()}
+DVC_MAIN = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # `dvc repro`'s default run
 
 
 def module_file(name: str) -> Path | None:
@@ -147,6 +151,20 @@ def test_the_floors_check_catches_an_upward_import():
 def test_dvc_the_cli_and_the_configs_name_the_same_stages():
     assert list(DVC) == list(cli.STAGES) == ["params", *STAGE_SECTIONS]
     assert {p.stem for p in (REPO / "pipeline" / "stages").glob("[!_]*.py")} == set(DVC)
+
+
+def test_the_readmes_dvc_dag_is_the_main_pipeline_in_mermaid():
+    """`dvc dag --md dvc.yaml`: one node per stage of the main pipeline (not the seed study's or the validation's,
+    which fill the plain `dvc dag` too), and an edge wherever a stage reads another's output: `params` feeds
+    every stage its resolved settings, so its edges are the widest part of the chart."""
+    assert "dvc dag --md dvc.yaml" in (REPO / "README.md").read_text()
+    out = subprocess.run([sys.executable, "-m", "dvc", "dag", "--md", "dvc.yaml"], cwd=REPO, capture_output=True,
+                         text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"}, check=True).stdout
+    nodes = dict(re.findall(r'^\s*(node\d+)\["([^"]+)"\]', out, re.MULTILINE))
+    edges = {(nodes[a], nodes[b]) for a, b in re.findall(r"^\s*(node\d+)-->(node\d+)", out, re.MULTILINE)}
+    assert out.startswith("```mermaid") and sorted(nodes.values()) == sorted(DVC_MAIN)
+    assert {("params", stage) for stage in DVC_MAIN if stage != "params"} <= edges
+    assert {("scores", "analyze"), ("baselines", "analyze"), ("analyze", "report")} <= edges
 
 
 def test_params_yaml_holds_the_configs_defaults():
