@@ -39,7 +39,6 @@ class ScoreJob:
     damping: float | None
     dtype: str
     threads: int
-    seed: int
 
 
 _PREPARED: dict[str, tuple] = {}

@@ -120,7 +120,6 @@ def score_corpus(params: Params) -> Scored:
         damping=params.influence.damping,
         dtype=cfg.dtype,
         threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers),
-        seed=params.seed,
     )
     todo = [s for s in plan if not all(shards.is_complete(p, key, len(rows) * len(s.doc_ids))
                                        for p in shard_paths(s, job))]

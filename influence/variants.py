@@ -48,14 +48,16 @@ class GradientTap:
     """Forward hooks on kronfluence's tracked modules that collect, per batch, the per-item gradient of each
     module (``[items, out, in]``, kronfluence's own ``compute_per_sample_gradient``).
 
-    ``queries()`` then holds the raw query gradients for the dot products and the queries' self-influence;
-    ``batch(owners)`` gives one document batch's dot products and accumulates its self-influence.
+    ``add_queries`` keeps the raw query gradients (for the dot products) and ``finish_queries`` their Gram
+    matrix; ``start_documents`` then ``document_batch`` after each document batch give its dot products and
+    accumulate each document's self-influence.
     """
 
     def __init__(self, modules: list[TrackedModule]) -> None:
         self.modules = modules
         self.gradients: dict[str, torch.Tensor] = {}
-        self.handles = [m.register_forward_hook(self._forward) for m in modules]
+        for m in modules:
+            m.register_forward_hook(self._forward)
         self.query_gradients: dict[str, torch.Tensor] = {}
         self.enabled = True  # off while the scorer runs a pass without variants
 
@@ -138,7 +140,3 @@ class GradientTap:
             self.doc_self[doc] = sum(float((whole[m.name].square() * self._inverse(m, whole[m.name].device)).sum())
                                      for m in self.modules)
         return dots.cpu()
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()

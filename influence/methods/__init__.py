@@ -47,8 +47,6 @@ def corpus_methods() -> list[str]:
     return [m.name for m in REGISTRY.values() if m.from_corpus is not None]
 
 
-
-
 def variants(params) -> list[str]:
     """The gradient methods this run derives beside the paper's (``scores.variants``; null = all)."""
     names = gradient_methods() if params.scores.variants is None else list(params.scores.variants)

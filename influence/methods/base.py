@@ -31,7 +31,7 @@ class CorpusInputs:
 @dataclass(frozen=True)
 class Method:
     name: str
-    about: str  # what it measures, in one line (the report's and `wherefrom methods`' text)
+    about: str  # what it measures, in one line
     # [rows, docs] scores of one shard from its gradient quantities (rows already expanded to every segment)
     from_gradients: Callable[[GradientScores], np.ndarray] | None = None
     # given the run's inputs once, a function from a shard to its [rows, docs] scores
