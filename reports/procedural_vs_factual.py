@@ -103,6 +103,8 @@ own_tasks = sorted(query_tasks - set(TASKS))
 tasks_present = [t for t in TASKS if t in query_tasks] + own_tasks
 for i, task in enumerate(own_tasks):
     COLOURS[task] = plt.get_cmap("tab20b")(i % 20)
+for i, m in enumerate(m for m in baselines if m not in COLOURS):  # a method of the registry with no colour above
+    COLOURS[m] = plt.get_cmap("Dark2")((i + 1) % 8)  # Dark2 less its first, a green beside influence's
 # a generated world's documents know their fact and procedure; a user's corpus has no such columns filled
 ground_truth = bool(sql("SELECT count(*) AS n FROM corpus WHERE procedure IS NOT NULL OR fact_ids IS NOT NULL").n[0])
 if provenance:
@@ -533,7 +535,7 @@ width = 0.8 / len(methods)
 values = {}
 for i, m in enumerate(m for m in methods if m in summary):
     values[m] = [float(f(summary[m]) or np.nan) for f in measures.values()] + [proc.get(m, np.nan)]
-    ax.bar(x + (i - (len(methods) - 1) / 2) * width, values[m], width, label=m, color=COLOURS.get(m))
+    ax.bar(x + (i - (len(methods) - 1) / 2) * width, values[m], width, label=m, color=COLOURS[m])
 ax.set_xticks(x, names, rotation=20, ha="right")
 ax.axhline(0, color="k", lw=0.6)
 ax.set(title="The same statistics on every method's scores", ylim=(-0.1, 1.05))
