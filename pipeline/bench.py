@@ -399,7 +399,8 @@ def main(argv: list[str] | None = None) -> None:
               f" query preconditioning {overhead[dtype]:.2f}s once")
     print(f"variants (identity, ekfac_cosine, relatif) in the same pass: "
           f"{rate['wherefrom scorer', 'float32'] / rate['wherefrom scorer + variants', 'float32']:.2f}x the "
-          "scorer's time (each document's per-layer gradient, its rotation into the eigenbasis, the raw dot products)")
+          "scorer's time (tokens rotated into the eigenbasis, each document's per-layer gradient there, "
+          "its dot products)")
     t_plain = len(docs) / rate["plain forward+backward", "float32"]
     print("\nEK-FAC factors (float32), time / one plain pass over the same documents:")
     print(f"{'':14s}" + "".join(f"{step:>20s}" for step in steps["kronfluence"]) + f"{'all':>8s}{'docs/s':>9s}")

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
+from influence import methods as registry
 from pipeline.analysis.labels import WORKED_STEP
 from pipeline.core.config import from_resolved, load_params
 from pipeline.sql import db
@@ -542,6 +543,8 @@ ax.set(title="The same statistics on every method's scores", ylim=(-0.1, 1.05))
 ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 fig.tight_layout()
 plt.show()
+note("The methods (`influence/methods/`): " + "; ".join(
+    f"`{m}`, {registry.REGISTRY[m].about}" for m in methods if m in registry.REGISTRY) + ".")
 if "bm25" in values:
     # factual-pair r is better low (factual queries should not share documents); every other measure high
     lower_is_better = {"factual-pair r"}

@@ -146,6 +146,9 @@ def test_repro_renders_the_report(project):
     assert "testable findings</strong> reproduce" in page and "make seeds" in page  # one run, and how to get more
     assert all(f"<td>{f['finding']}</td>" in page for f in findings if f["segment"] != "all")
     assert "-0.000" not in page
+    methods = re.search(r"The methods \(<code>influence/methods/</code>\): (.*?)\.</p>", page).group(1)
+    assert re.findall(r"<code>(\w+)</code>, ", methods) == ["influence", "identity", "ekfac_cosine", "relatif", "bm25",
+                                                           "random"]  # section 11 names every method, with its line
 
 
 @pytest.mark.slow
