@@ -1,7 +1,13 @@
 """Seeded standard normal scores: what any statistic gives by chance."""
 
-from influence.baselines import random_scores
+import numpy as np
+
 from influence.methods.base import CorpusInputs, Method
+
+
+def random_scores(seed: int, shard_index: int, n_queries: int, n_docs: int) -> np.ndarray:
+    """Standard normal scores, seeded per shard: the same whichever worker draws them."""
+    return np.random.default_rng([seed, shard_index]).standard_normal((n_queries, n_docs))
 
 
 def chance(inputs: CorpusInputs):
