@@ -37,12 +37,14 @@ demo: $(STAMP)
 	@echo
 	@echo "Open the report: $(CURDIR)/reports/out/procedural_vs_factual.html"
 
-## make validate: after make demo, retrain without each method's top documents (results/counterfactual.parquet),
-## then render the report again with its counterfactual section. Not part of make demo: it trains three models.
+## make validate: after make demo, every method against retraining: LDS and leave-k-out on the lds profile's own run
+## (stage lds, results/validation/), leave-500-out on the demo (stage counterfactual); then the report again.
 validate: $(STAMP)
 	@test -d .git || { echo "make validate: run it inside the git checkout (DVC needs the repository)"; exit 2; }
 	dvc repro validate/dvc.yaml
 	dvc repro --force --single-item report
+	@echo
+	@wherefrom sql "SELECT test, setting, method, round(avg(value), 4) AS mean, count(value) AS queries, any_value(docs_removed) AS docs, any_value(tokens_removed) AS tokens FROM validation GROUP BY ALL ORDER BY test, setting, mean DESC" --max-rows 60
 	@echo
 	@wherefrom sql "SELECT method, task, round(avg(delta_nll), 4) AS mean_delta_nll, round(avg(correct_after::INT), 3) AS accuracy_after FROM counterfactual GROUP BY ALL ORDER BY task, method" --max-rows 30
 	@echo

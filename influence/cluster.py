@@ -91,14 +91,15 @@ def warm_up(client, prepare_fn: Callable, job) -> list[str]:
     return workers
 
 
-def run_shards(client, task: Callable, todo: list[Shard], job, name: str) -> int:
-    """``task(shard, job)`` for every shard in ``todo``, as Dask tasks named ``name``; returns the sum of
-    what they return (documents done). A bar counts shards and documents/s; a worker's failure is one line
-    here (its traceback is in the worker's own log)."""
+def run_shards(client, task: Callable, todo: list[Shard], job, name: str, unit: str = "shard",
+               counted: str = "docs") -> int:
+    """``task(shard, job)`` for every shard in ``todo`` (anything with an ``index``: a retrain too), as Dask tasks
+    named ``name``; returns the sum of what they return (``counted``: documents done). A bar counts shards and
+    ``counted``/s; a worker's failure is one line here (its traceback is in the worker's own log)."""
     from dask.distributed import as_completed
 
     done, start = 0, time.perf_counter()
-    with tqdm(total=len(todo), desc=name, unit="shard", mininterval=1.0) as bar:
+    with tqdm(total=len(todo), desc=name, unit=unit, mininterval=1.0) as bar:
         futures = client.map(task, todo, job=job, key=[f"{name}-{job.run_key}-{s.index:05d}" for s in todo])
         for future in as_completed(futures):
             try:
@@ -108,5 +109,5 @@ def run_shards(client, task: Callable, todo: list[Shard], job, name: str) -> int
             except Exception as err:
                 raise WherefromError(f"{name}: a worker failed on {future.key}: {type(err).__name__}: {err}") from None
             bar.update(1)
-            bar.set_postfix(docs=done, docs_per_s=f"{done / (time.perf_counter() - start):.1f}")
+            bar.set_postfix({counted: done, f"{counted}_per_s": f"{done / (time.perf_counter() - start):.1f}"})
     return done

@@ -2,7 +2,7 @@
 
     wherefrom params | corpus | pretrain | probe | factors | scores | baselines | analyze | report
                                                [--params params.yaml]
-    wherefrom counterfactual                   # make validate: retrains, so outside dvc repro's default run
+    wherefrom counterfactual | lds             # make validate: retrains, so outside dvc repro's default run
     wherefrom seed N | study                   # make seeds: one training run per seed, then every finding over them
     wherefrom sql "SELECT ..."                 # ad-hoc, read-only SQL over the pipeline's views
     wherefrom sql --name NAME --param k=v      # a named query from reports/sql/NAME.sql (--list shows them)
@@ -32,6 +32,8 @@ STAGES = {
     "report": "execute the report notebook and render it -> reports/out/procedural_vs_factual.html",
     "counterfactual": "retrain without each method's top documents, measure the queries (make validate) "
                       "-> results/counterfactual.parquet",
+    "lds": "LDS and leave-k-out of every method, on retrains of a small run of their own (make validate) "
+           "-> results/validation/lds.parquet",
     "seed": "one run of the seed study: pretrain.seed = SEED, then probe, factors, scores, baselines (make seeds) "
             "-> results/seeds/seed=SEED/",
     "study": "analyse every seed's run, each finding over the seeds (make seeds) -> results/seed_study/",
@@ -75,6 +77,8 @@ def _stage_module(name: str):
             from pipeline.stages import report as stage
         case "counterfactual":
             from pipeline.stages import counterfactual as stage
+        case "lds":
+            from pipeline.stages import lds as stage
         case "seed":
             from pipeline.stages import seed as stage
         case "study":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
@@ -216,6 +216,24 @@ class CounterfactualConfig:
 
 
 @dataclass(config=_STRICT)
+class ValidationConfig:
+    """``make validate``'s retraining tests of every method: LDS and leave-k-out on a small run of their own."""
+
+    profile: StrictStr | None = Field("lds", description="the profile whose overrides, on top of these params, "
+                                      "give the run the retraining tests use (its own world, model and scores, in "
+                                      "out_dir/lds_run/); empty = this run's own model and scores (for a GPU)")
+    subsets: StrictInt = Field(50, ge=2, description="LDS: M retrains, each on a random subset of the corpus")
+    fraction: StrictFloat = Field(0.5, gt=0, lt=1, description="LDS: the share of documents each subset keeps")
+    leave_k: tuple[Annotated[StrictInt, Field(gt=0)], ...] = Field(
+        (10, 50, 200), description="leave-k-out: one retrain per method and k, without k documents per query group "
+                                   "(the counterfactual stage's rule)")
+    out_dir: StrictStr = Field("results/validation", description="lds.parquet; the run (lds_run/) and each "
+                                                                 "retrain (retrains/), kept so a killed run resumes")
+    metrics: StrictStr = Field("metrics/validation.json", description="each method's mean per test and setting, "
+                                                                     "with its bootstrap 95% interval (DVC metrics)")
+
+
+@dataclass(config=_STRICT)
 class StudyConfig:
     """``make seeds``: the training run repeated under several seeds, the world fixed, every finding over the runs."""
 
@@ -255,6 +273,7 @@ class Params:
     analysis: AnalysisConfig = AnalysisConfig()
     report: ReportConfig = ReportConfig()
     counterfactual: CounterfactualConfig = CounterfactualConfig()
+    validation: ValidationConfig = ValidationConfig()
     study: StudyConfig = StudyConfig()
     dask: DaskConfig = DaskConfig()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -271,7 +290,8 @@ READ_BY_DVC = {
     "corpus": ("out_dir",), "model": ("dir",), "pretrain": ("metrics", "loss_curve"),
     "queries": ("out", "segments", "metrics"), "influence": ("factors_dir",), "scores": ("out_dir", "metrics"),
     "baselines": ("out_dir",), "analysis": ("out_dir", "sql_dir", "metrics_dir"), "report": ("notebook", "out_dir"),
-    "counterfactual": ("out", "arms_dir", "metrics"), "study": ("seeds", "runs_dir", "out_dir", "metrics"),
+    "counterfactual": ("out", "arms_dir", "metrics"), "validation": ("out_dir", "metrics"),
+    "study": ("seeds", "runs_dir", "out_dir", "metrics"),
 }
 
 
@@ -355,6 +375,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "analyze": ("baselines", "analysis"),
     "report": ("baselines", "analysis", "report", "counterfactual"),
     "counterfactual": ("seed", "corpus", "model", "pretrain", "queries", "analysis", "counterfactual"),
+    # make validate's retraining tests: a run of their own (validation.profile's overrides on every section)
+    "lds": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines", "validation"),
     # make seeds: one seed's run (its own paths and pretrain.seed are set per seed), then the study's analysis
     "seed": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines"),
     "study": ("seed", "corpus", "queries", "baselines", "analysis", "study"),
@@ -365,6 +387,8 @@ RESOLVED_DIR = Path("data/params")
 def resolved(params: Params, stage: str) -> dict[str, Any]:
     full = dataclasses.asdict(params)
     out = {section: full[section] for section in STAGE_SECTIONS[stage]}
+    if stage == "lds" and params.validation.profile:  # the profile it reads: another profile's edit reruns nothing
+        out["validation_profile"] = {params.validation.profile: params.profiles.get(params.validation.profile)}
     if stage == "seed":  # each run of the study sets its own training seed: the main run's is not its setting
         out["pretrain"] = {k: v for k, v in out["pretrain"].items() if k != "seed"}
     return out

@@ -229,6 +229,28 @@ STUDY = {"findings_by_seed": FINDINGS_BY_SEED, "finding_spread": FINDING_SPREAD}
 
 # results/counterfactual.parquet (`make validate`): each query's completion on a model retrained without
 # one method's removal sets; one row per (method, query)
+# One retrain (influence/retrains.py: an LDS subset or a leave-k-out arm) measured on every query.
+RETRAIN = pa.schema([
+    pa.field("retrain", pa.string(), nullable=False),  # its name: lds-NNNNN, or leave-K-METHOD
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("nll", pa.float64(), nullable=False),  # nats, float64: the query's completion on the retrained model
+    pa.field("docs_removed", pa.int64(), nullable=False),
+    pa.field("tokens_removed", pa.int64(), nullable=False),  # the removed documents' tokens, as training masked them
+])
+
+# make validate: one row per (method, test, setting, query). `value` is the test's per-query number: LDS the
+# Spearman r across retrains; leave-k-out the completion's NLL after - before (positive: the removal hurt it).
+VALIDATION = pa.schema([
+    _METHOD,
+    pa.field("test", pa.string(), nullable=False),  # lds | leave_k_out | tail_patch_sgd | tail_patch_adamw
+    pa.field("setting", pa.string(), nullable=False),  # the test's parameters, e.g. "k=10" or "M=50, fraction=0.5"
+    pa.field("query_id", pa.string(), nullable=False),
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("value", pa.float64()),  # null where the test has no number for this query (a constant column)
+    pa.field("docs_removed", pa.int64()),  # leave-k-out: the documents the arm went without (every group's)
+    pa.field("tokens_removed", pa.int64()),  # and their tokens: long documents remove more training signal
+])
+
 COUNTERFACTUAL = pa.schema([
     _METHOD,
     pa.field("query_id", pa.string(), nullable=False),

@@ -28,12 +28,18 @@ def for_seed(params: Params, seed: int) -> Params:
     if params.model.name_or_path:
         raise ParamsError(f"study: a seed study retrains the model, and model.name_or_path is set "
                           f"({params.model.name_or_path}); there is no training run to vary")
-    run, analysis = run_dir(params, seed), analysis_dir(params, seed)
+    seeded = dataclasses.replace(params, pretrain=dataclasses.replace(params.pretrain, seed=seed))
+    return relocated(seeded, run_dir(params, seed), analysis_dir(params, seed))
+
+
+def relocated(params: Params, run: Path, analysis: Path) -> Params:
+    """``params`` with every output of the training run under ``run`` and the analysis's under ``analysis``;
+    the corpus stays where it is."""
     replace = dataclasses.replace
     return replace(
         params,
         model=replace(params.model, dir=str(run / "model")),
-        pretrain=replace(params.pretrain, seed=seed, metrics=str(run / "metrics/pretrain.json"),
+        pretrain=replace(params.pretrain, metrics=str(run / "metrics/pretrain.json"),
                          loss_curve=str(run / "metrics/pretrain_loss.csv")),
         queries=replace(params.queries, out=str(run / "queries.parquet"), segments=str(run / "segments.parquet"),
                         metrics=str(run / "metrics/probe.json")),

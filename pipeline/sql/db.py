@@ -33,8 +33,9 @@ _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # the stage that writes what each view reads, named when a view is asked for before it exists
 VIEW_STAGE = {"corpus": "corpus", "queries": "probe", "segments": "probe", "scores": "scores",
               "baseline_scores": "baselines", **{name: "analyze" for name in RESULTS},
-              "counterfactual": "counterfactual", **{name: "study" for name in STUDY}}
+              "counterfactual": "counterfactual", "validation": "lds", **{name: "study" for name in STUDY}}
 _HOW_TO_RUN = {"counterfactual": "make validate: it retrains the model",  # stages outside `dvc repro`
+               "lds": "make validate: it retrains the model",
                "study": "make seeds: it trains one model per seed"}
 
 
@@ -58,6 +59,9 @@ def view_sources(params: Params) -> dict[str, str]:
                        ("counterfactual", Path(params.counterfactual.out))):
         if path.is_file():
             views[name] = f"SELECT * FROM read_parquet({_literal(path)})"
+    validation = Path(params.validation.out_dir)
+    if any(validation.glob("*.parquet")):  # one file per validation stage, in one schema
+        views["validation"] = f"SELECT * FROM read_parquet({_literal(validation)} || '/*.parquet')"
     corpus = Path(params.corpus.out_dir)
     if any(corpus.glob("*.parquet")):
         views["corpus"] = f"SELECT * FROM read_parquet({_literal(corpus)} || '/*.parquet')"
@@ -81,7 +85,7 @@ def connect(params: Params) -> duckdb.DuckDBPyConnection:
                                                        Path(params.queries.out).parent,
                                                        Path(params.queries.segments).parent, params.corpus.out_dir,
                                                        params.analysis.out_dir, Path(params.counterfactual.out).parent,
-                                                       params.study.out_dir)}
+                                                       params.validation.out_dir, params.study.out_dir)}
     con.execute("SET allowed_directories = ?", [sorted(readable)])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

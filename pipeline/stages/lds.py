@@ -1,0 +1,180 @@
+"""Stage `lds` (``make validate``): does each method's attribution predict what retraining does?
+
+    wherefrom lds               # writes results/validation/lds.parquet and metrics/validation.json
+
+Two tests of every registered method, on retrains of one training run (``influence/retrains.py``):
+
+- **LDS** (Park et al. 2023): ``validation.subsets`` retrains, each keeping a random ``validation.fraction``
+  of the documents; per query, the Spearman r across retrains between the sum of the method's scores over
+  the kept documents and the completion's log-probability on the retrained model
+  (``pipeline/analysis/lds.py``);
+- **leave-k-out**: per method and k in ``validation.leave_k``, one retrain without k documents per query
+  group, chosen by that method's ranking with the counterfactual stage's rule; per query, the completion's
+  NLL after minus before, beside the documents and tokens removed.
+
+A retrain of the demo's model takes 12 minutes on 2 cores, so the tests run on a run of their own:
+``validation.profile`` (``lds``) applied to these params, with every output in ``out_dir/lds_run/``,
+built step by step as a seed of the study is (``pipeline/core/steps.py``). An empty profile tests this
+run's own model and scores instead, for a GPU or a cluster. Retrains are Dask tasks kept in
+``out_dir/retrains/``: an interrupted run redoes none that finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from influence import methods
+from influence.cluster import dask_client, threads_per_worker
+from influence.retrains import Retrain, RetrainJob, measure, run_all
+from pipeline.analysis import lds
+from pipeline.analysis.counterfactual import GROUPS, removal_set
+from pipeline.analysis.score_matrix import open_matrix
+from pipeline.core import schemas, training
+from pipeline.core.atomic import write_json, write_parquet
+from pipeline.core.config import Params, parse_params
+from pipeline.core.corpus_reader import content_hash
+from pipeline.core.errors import ParamsError, WherefromError
+from pipeline.core.model import load_model
+from pipeline.core.seeds import relocated
+from pipeline.core.steps import code_hash, run_steps
+
+STEPS = ("corpus", "pretrain", "probe", "factors", "scores", "baselines")
+CODE = ("pipeline/core", "pipeline/world", "influence", "queries", *(f"pipeline/stages/{s}.py" for s in STEPS))
+
+
+def run_params(params: Params) -> Params:
+    """The params of the run the tests retrain: ``validation.profile``'s overrides on ``params``, every output in
+    ``out_dir/lds_run/``; or ``params`` itself when no profile is named."""
+    cfg = params.validation
+    if params.model.name_or_path:
+        raise ParamsError(f"validation: the tests retrain the model, and model.name_or_path is set "
+                          f"({params.model.name_or_path})")
+    if not cfg.profile:
+        return params
+    if cfg.profile != "demo" and cfg.profile not in params.profiles:
+        raise ParamsError(f"validation.profile: unknown profile {cfg.profile!r} (known: "
+                          f"{', '.join(['demo', *params.profiles])})")
+    raw = json.loads(json.dumps(dataclasses.asdict(params)))
+    raw["profile"] = cfg.profile
+    own = parse_params(raw, f"validation.profile {cfg.profile!r}")
+    run = Path(cfg.out_dir) / "lds_run"
+    own = relocated(own, run, run / "analysis")
+    return dataclasses.replace(own, corpus=dataclasses.replace(own.corpus, out_dir=str(run / "corpus")))
+
+
+def _job(params: Params) -> RetrainJob:
+    h = hashlib.sha256(content_hash(params.corpus.out_dir).encode() + Path(params.queries.out).read_bytes())
+    for path in (*sorted(Path(params.model.dir).glob("tokenizer*")), Path(training.__file__)):
+        h.update(path.read_bytes())
+    h.update(json.dumps([dataclasses.asdict(params.model), dataclasses.asdict(params.pretrain),
+                         params.training_seed], sort_keys=True).encode())
+    return RetrainJob(
+        run_key=h.hexdigest()[:16], model_dir=str(Path(params.model.dir).resolve()),
+        corpus_dir=str(Path(params.corpus.out_dir).resolve()), queries_path=str(Path(params.queries.out).resolve()),
+        out_dir=str((Path(params.validation.out_dir) / "retrains").resolve()), model=params.model,
+        pretrain=params.pretrain, seed=params.training_seed, query_batch_size=params.queries.batch_size,
+        checkpoint_every=params.runtime.checkpoint_every,
+        threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers))
+
+
+def _scores(params: Params, query_ids: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The corpus's doc ids (ascending) and each method's ``[queries, docs]`` whole-completion scores."""
+    out, doc_ids = {}, None
+    for name in methods.selected(params):
+        with open_matrix(methods.scores_dir(params, name), query_ids) as matrix:
+            if doc_ids is not None and not np.array_equal(doc_ids, matrix.doc_ids):
+                raise WherefromError(f"{methods.scores_dir(params, name)}: scores other documents than "
+                                     f"{methods.scores_dir(params, methods.PAPER)}; rerun the scores stages")
+            doc_ids, out[name] = np.asarray(matrix.doc_ids), np.array(matrix.values, dtype=np.float64)
+    return doc_ids, out
+
+
+def leave_k_sets(scores: np.ndarray, doc_ids: np.ndarray, query_ids: list[str], tasks: dict[str, str], k: int,
+                 where: str) -> tuple[int, ...]:
+    """The documents one leave-k-out arm removes: k per query group, by ``scores``' ranking (round-robin)."""
+    depth = min(k, len(doc_ids))
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    ranked = {q: doc_ids[top[i]].tolist() for i, q in enumerate(query_ids)}
+    removed: set[int] = set()
+    for group in GROUPS:
+        members = [q for q in query_ids if tasks[q] == group]
+        if members:
+            removed |= set(removal_set(ranked, members, k, f"{where}, {group}"))
+    return tuple(sorted(removed))
+
+
+def _rows(method: str, test: str, setting: str, query_ids: list[str], tasks: dict[str, str], values: np.ndarray,
+          docs: int | None = None, tokens: int | None = None) -> list[dict]:
+    return [{"method": method, "test": test, "setting": setting, "query_id": q, "task": tasks[q],
+             "value": float(v) if np.isfinite(v) else None, "docs_removed": docs, "tokens_removed": tokens}
+            for q, v in zip(query_ids, values) if tasks[q] in GROUPS]
+
+
+def summary(table: pa.Table, seed: int) -> dict:
+    """Each test and setting: per method, the mean over queries, its bootstrap 95% interval and the queries."""
+    out: dict = {}
+    for row in table.group_by(["test", "setting", "method"]).aggregate([("value", "list")]).to_pylist():
+        values = np.asarray([v for v in row["value_list"] if v is not None], dtype=np.float64)
+        mean, low, high = lds.mean_interval(values, seed)
+        out.setdefault(row["test"], {}).setdefault(row["setting"], {})[row["method"]] = {
+            "mean": _round(mean), "low": _round(low), "high": _round(high), "queries": int(len(values))}
+    return out
+
+
+def _round(value: float) -> float | None:
+    return round(value, 5) if np.isfinite(value) else None
+
+
+def run(params: Params) -> Path:
+    cfg = params.validation
+    start = time.perf_counter()
+    own = run_params(params)
+    if cfg.profile:
+        run_dir = Path(cfg.out_dir) / "lds_run"
+        ran = run_steps(own, STEPS, run_dir, code_hash(CODE), "lds run")  # its world too is its own
+        print(f"lds run: {', '.join(ran) or 'nothing left'} run in {time.perf_counter() - start:.0f}s -> {run_dir}/")
+    queries = pq.read_table(own.queries.out, columns=["query_id", "task"]).to_pylist()
+    query_ids, tasks = [q["query_id"] for q in queries], {q["query_id"]: q["task"] for q in queries}
+    doc_ids, scores = _scores(own, query_ids)
+    job = _job(own)
+
+    subsets = lds.random_subsets(len(doc_ids), cfg.subsets, cfg.fraction, own.seed)
+    retrains = [Retrain(i, f"lds-{i:05d}", tuple(doc_ids[~keep].tolist())) for i, keep in enumerate(subsets)]
+    arms = {(name, k): Retrain(len(retrains) + i, f"leave-{k}-{name}",
+                               leave_k_sets(scores[name], doc_ids, query_ids, tasks, k, f"leave-{k}-out, {name}"))
+            for i, (name, k) in enumerate((n, k) for k in cfg.leave_k for n in scores)}
+    with dask_client(own.dask.workers, own.dask.scheduler, own.dask.connect_timeout_s) as client:
+        measured = run_all(client, [*retrains, *arms.values()], job, "lds retrains")
+    by_retrain = {name: measured.filter(pc.equal(measured["retrain"], name)) for name in
+                  dict.fromkeys(measured["retrain"].to_pylist())}
+
+    model, tokenizer = load_model(own.model.dir)
+    before = np.asarray(measure(model, tokenizer, pq.read_table(own.queries.out).to_pylist(), own.queries.batch_size))
+    log_p = -np.stack([by_retrain[r.name]["nll"].to_numpy() for r in retrains])  # [subsets, queries]
+    rows = []
+    setting = f"M={cfg.subsets}, fraction={cfg.fraction}"
+    for name, matrix in scores.items():
+        rows += _rows(name, "lds", setting, query_ids, tasks, lds.per_query(lds.predicted(matrix, subsets), log_p))
+    for (name, k), arm in arms.items():
+        table = by_retrain[arm.name]
+        rows += _rows(name, "leave_k_out", f"k={k}", query_ids, tasks, table["nll"].to_numpy() - before,
+                      len(arm.removed), int(table["tokens_removed"][0].as_py()))
+    out = Path(cfg.out_dir) / "lds.parquet"
+    table = pa.Table.from_pylist(rows, schema=schemas.VALIDATION)
+    write_parquet(table, out, schemas.VALIDATION)
+    numbers = summary(table, own.seed)
+    write_json(numbers, cfg.metrics)
+    for test, settings in numbers.items():
+        for setting, by_method in settings.items():
+            print(f"{test} ({setting}): " + ", ".join(f"{m} {v['mean']}" for m, v in by_method.items()))
+    print(f"lds: {len(retrains) + len(arms)} retrains in {time.perf_counter() - start:.0f}s -> {out}")
+    return out
