@@ -11,7 +11,6 @@ checkpoint (``runtime.checkpoint_every``).
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +75,6 @@ def _inputs(job: RetrainJob) -> tuple:
     """The tokenizer, the corpus's doc ids and token stream, and the queries: read once per worker and run."""
     if job.run_key not in _CORPUS:
         _CORPUS.clear()
-        os.environ["TQDM_DISABLE"] = "1"  # in this worker: its log is the run's retrain bar, not each step's
         pin_gpu()
         set_threads(job.threads)
         _, tokenizer = load_model(job.model_dir)
@@ -102,7 +100,7 @@ def retrain(item: Retrain, job: RetrainJob) -> int:
     checkpoint = Checkpoint(Path(job.out_dir) / f"{item.name}.checkpoint", job.checkpoint_every)
     with torch.random.fork_rng(devices=[]):  # build_model seeds torch: leave the worker's generator as it was
         model, _ = pretrain(tokenizer, stream, job.model, job.pretrain, job.seed, keep=keep, checkpoint=checkpoint,
-                            desc=f"retrain {item.name}")
+                            desc=f"retrain {item.name}", progress=False)  # the run's bar counts retrains
     nll = measure(model, tokenizer, queries, job.query_batch_size)
     table = pa.table({
         "retrain": [item.name] * len(queries), "query_id": [q["query_id"] for q in queries], "nll": nll,

@@ -2,7 +2,7 @@
 
     wherefrom params | corpus | pretrain | probe | factors | scores | baselines | analyze | report
                                                [--params params.yaml]
-    wherefrom counterfactual | lds             # make validate: retrains, so outside dvc repro's default run
+    wherefrom counterfactual | lds | tail_patch  # make validate: retrains, so outside dvc repro's default run
     wherefrom seed N | study                   # make seeds: one training run per seed, then every finding over them
     wherefrom sql "SELECT ..."                 # ad-hoc, read-only SQL over the pipeline's views
     wherefrom sql --name NAME --param k=v      # a named query from reports/sql/NAME.sql (--list shows them)
@@ -34,6 +34,8 @@ STAGES = {
                       "-> results/counterfactual.parquet",
     "lds": "LDS and leave-k-out of every method, on retrains of a small run of their own (make validate) "
            "-> results/validation/lds.parquet",
+    "tail_patch": "one more training step on each method's top documents: the completion's rise (make validate) "
+                  "-> results/validation/tail_patch.parquet",
     "seed": "one run of the seed study: pretrain.seed = SEED, then probe, factors, scores, baselines (make seeds) "
             "-> results/seeds/seed=SEED/",
     "study": "analyse every seed's run, each finding over the seeds (make seeds) -> results/seed_study/",
@@ -79,6 +81,8 @@ def _stage_module(name: str):
             from pipeline.stages import counterfactual as stage
         case "lds":
             from pipeline.stages import lds as stage
+        case "tail_patch":
+            from pipeline.stages import tail_patch as stage
         case "seed":
             from pipeline.stages import seed as stage
         case "study":

@@ -43,6 +43,7 @@ import pandas as pd
 from IPython.display import HTML, Markdown, display
 
 from influence import methods as registry
+from pipeline.analysis import validation as retraining
 from pipeline.analysis.labels import WORKED_STEP
 from pipeline.core.config import from_resolved, load_params
 from pipeline.sql import db
@@ -736,3 +737,89 @@ else:
     accuracy.index.name, accuracy.columns.name = "greedy accuracy", None
     display(HTML(accuracy.to_html(float_format=lambda v: f"{v:.0%}", na_rep="–")))
     note(" ".join(lines) + " The table gives each retrained model's greedy accuracy per task, and the original's.")
+
+# %%
+# Section 14 exists when make validate's retraining tests have run (stages lds and tail_patch).
+TESTS = {"lds": "LDS", "leave_k_out": "leave-k-out ΔNLL", "tail_patch_adamw": "tail-patch, AdamW",
+         "tail_patch_sgd": "tail-patch, SGD"}
+tested = db.query(con, "SELECT * FROM validation") if "validation" in db.view_sources(params) else None
+if tested is None:
+    note("*A section 14, which attribution predicts retraining (LDS, leave-k-out and tail-patch of every method), "
+         "appears once `make validate` has run.*")
+else:
+    display(Markdown(
+        "## 14. Which attribution predicts retraining?\n\n"
+        "Influence functions estimate a local, additive response to training on more or fewer documents; these "
+        "tests measure that response by training again. **LDS** (Park et al. 2023): retrains on random subsets "
+        "of the corpus; per query, the Spearman r between a method's scores summed over the subset kept and the "
+        "completion's log-probability after retraining. **Leave-k-out**: one retrain per method without k "
+        "documents per query group (its top-ranked, round-robin); the completion's NLL after minus before "
+        "(positive: the removal hurt it). LDS and leave-k-out run on the `lds` profile's own small run "
+        f"(`{params.validation.out_dir}/lds_run/`), since each test retrains tens of times. **Tail-patch** "
+        "(Chang et al. 2024): from the demo's final weights, one more training step on each of a method's top "
+        "documents alone, the completion's rise in log-probability: AdamW as pretraining's next step, and SGD "
+        f"at {params.validation.sgd_lr:g} (first order). Cells: the mean over queries [bootstrap 95% interval]."))
+    numbers = retraining.summary(tested, params.seed)
+    columns = [(t, s) for t in TESTS for s in sorted(numbers.get(t, {}), key=lambda s: (len(s), s))]
+    present = [m for m in registry.REGISTRY if any(m in numbers[t][s] for t, s in columns)]
+    present += sorted({m for t, s in columns for m in numbers[t][s]} - set(present))  # a method no longer registered
+
+    def cell(t: str, s: str, m: str, key: str = "mean") -> str:
+        v = numbers[t][s].get(m)
+        if v is None or v[key] is None:
+            return "–"
+        if key != "mean":
+            return f"{v[key]:.0%}"
+        return f"{v['mean']:.3g} [{v['low']:.3g}, {v['high']:.3g}]" if v["low"] is not None else f"{v['mean']:.3g}"
+
+    header = pd.MultiIndex.from_tuples([(TESTS[t], s) for t, s in columns])
+    means = pd.DataFrame([[cell(t, s, m) for t, s in columns] for m in present], index=present, columns=header)
+    means.index.name = "method"
+    display(HTML(means.to_html()))
+
+    fig, axes = plt.subplots(1, 3, figsize=(WIDTH, 3.2))
+    for ax, t in zip(axes, ("lds", "leave_k_out", "tail_patch_adamw")):
+        settings = [s for tt, s in columns if tt == t]
+        for i, m in enumerate(present):
+            xs = np.arange(len(settings)) + (i - (len(present) - 1) / 2) * 0.8 / len(present)
+            got = [numbers[t][s].get(m) or {"mean": None} for s in settings]
+            mean = np.array([g["mean"] if g["mean"] is not None else np.nan for g in got], dtype=float)
+            err = np.array([[g["mean"] - g["low"], g["high"] - g["mean"]] if g.get("low") is not None else [0, 0]
+                            for g in got]).T
+            ax.errorbar(xs, mean, yerr=err, fmt="o", ms=4, color=COLOURS.get(m, "#444"), label=m)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set(xticks=range(len(settings)), title=TESTS[t])
+        ax.set_xticklabels(settings, fontsize=7)
+    axes[0].set_ylabel("mean over queries, 95% interval")
+    axes[-1].legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    plt.show()
+
+    lines = []
+    for t, s in columns:
+        ranked = sorted(((v["mean"], m) for m, v in numbers[t][s].items() if v["mean"] is not None), reverse=True)
+        if len(ranked) < 2:
+            continue
+        (best, first), (second, runner) = ranked[0], ranked[1]
+        apart = numbers[t][s][first]["low"] is not None and numbers[t][s][runner]["high"] is not None and \
+            numbers[t][s][first]["low"] > numbers[t][s][runner]["high"]
+        tied = [m for v, m in ranked if v == best]
+        if len(tied) > 1:  # ekfac_cosine and relatif rank every query's documents alike
+            lines.append(f"{TESTS[t]} ({s}): highest **{' and '.join(sorted(tied))}**, tied ({best:.3g}).")
+            continue
+        lines.append(f"{TESTS[t]} ({s}): highest **{first}** ({best:.3g}), then {runner} ({second:.3g}); their "
+                     f"intervals {'do not overlap' if apart else 'overlap'}.")
+    if "bm25" in present:
+        beats = pd.DataFrame([[cell(t, s, m, "beats_bm25") for t, s in columns] for m in present if m != "bm25"],
+                             index=[m for m in present if m != "bm25"], columns=header)
+        beats.index.name = "above bm25 on"
+        display(HTML(beats.to_html()))
+        lines.append("The second table gives the share of queries on which each method's value is above BM25's.")
+    removed = sql("""SELECT method, setting, any_value(docs_removed) AS documents, any_value(tokens_removed) AS tokens
+                     FROM validation WHERE test = 'leave_k_out' GROUP BY ALL ORDER BY setting, method""")
+    if len(removed):
+        display(HTML(removed.pivot(index="method", columns="setting", values=["documents", "tokens"])
+                     .reindex([m for m in present if m in set(removed.method)]).to_html()))
+        lines.append("The last table gives what each leave-k-out arm removed: a method that picks long documents "
+                     "removes more of the training signal for the same k.")
+    note(" ".join(lines))

@@ -16,9 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from influence import methods
 from pipeline.analysis.spread import spread as study_spread
 from pipeline.core import schemas
 from pipeline.core.atomic import write_parquet
+from pipeline.core.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = [
@@ -107,9 +109,9 @@ def test_repro_produces_the_contracted_outputs(project):
     assert findings.num_rows == len(every_method) * (10 + n_scored)
     assert set(findings.column("method").to_pylist()) == every_method
     assert all(r["reason"] for r in findings.to_pylist() if r["verdict"] == "not testable")
-    methods = duckdb.connect().execute(
+    analysed = duckdb.connect().execute(
         f"SELECT DISTINCT method FROM read_parquet('{project}/results/query_stats.parquet')").fetchall()
-    assert {m for (m,) in methods} == every_method
+    assert {m for (m,) in analysed} == every_method
     metrics = json.loads(_run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], project))
     shown = json.dumps(metrics)
     assert '"accuracy"' in shown and '"final_loss"' in shown and '"findings_reproduced"' in shown
@@ -153,12 +155,15 @@ def test_repro_renders_the_report(project):
 
 @pytest.mark.slow
 def test_validate_and_a_seed_study_add_their_report_sections(project):
-    """`make validate`'s two commands: the counterfactual stage (outside `dvc repro`'s default run), then the
-    report again. Each method removes docs_per_group documents per group; an arm retrained again after its file
-    is lost gives the same numbers, and the finished arms are not retrained. The report rendered again also
-    shows a seed study's table in section 2 (the study's own tables, from this run's findings under 3 seeds)."""
+    """`make validate`'s stages on the demo's model (outside `dvc repro`'s default run; the lds stage has its own
+    run and test, tests/test_validation.py), then the report again. Counterfactual: each method removes
+    docs_per_group documents per group; an arm retrained again after its file is lost gives the same numbers, and
+    the finished arms are not retrained. Tail-patch: every method's top 1 and top 10, with both optimizers. The
+    report rendered again also shows a seed study's table in section 2 (the study's own tables, from this run's
+    findings under 3 seeds)."""
     assert not (project / "results/counterfactual.parquet").exists()  # dvc repro alone does not retrain
-    _run([sys.executable, "-m", "dvc", "repro", "validate/dvc.yaml"], project)
+    _run([sys.executable, "-m", "dvc", "repro", "validate/dvc.yaml:counterfactual", "validate/dvc.yaml:tail_patch"],
+         project)
     table = pq.read_table(project / "results/counterfactual.parquet")
     assert table.schema == schemas.COUNTERFACTUAL
     rows = table.to_pylist()
@@ -180,6 +185,16 @@ def test_validate_and_a_seed_study_add_their_report_sections(project):
     assert re.search(r"random: \d+ documents removed, retrained in", out)
     assert pq.read_table(project / "results/counterfactual.parquet").to_pylist() == rows  # deterministic
 
+    patched = pq.read_table(project / "results/validation/tail_patch.parquet")
+    assert patched.schema == schemas.VALIDATION
+    grouped = [q["query_id"] for q in queries if q["task"] in ("factual", "arithmetic", "slope", "linear")]
+    cells = {(r["method"], r["test"], r["setting"]) for r in patched.to_pylist()}
+    assert cells == {(m, t, s) for m in methods.selected(load_params(project / "params.yaml"))
+                     for t in ("tail_patch_adamw", "tail_patch_sgd") for s in ("top=1", "top=10")}
+    assert patched.num_rows == len(cells) * len(grouped) and None not in patched["value"].to_pylist()
+    shown = _run(["wherefrom", "sql", "SELECT count(*) AS n FROM validation", "--format", "csv"], project)
+    assert shown.split() == ["n", str(patched.num_rows)]
+
     # a seed study beside the run: the study stage's own spread over this run's findings, moved per seed
     study = project / "results/seed_study"
     runs = [{**r, "seed": s, "value": None if r["value"] is None else r["value"] + 0.1 * s}
@@ -189,8 +204,13 @@ def test_validate_and_a_seed_study_add_their_report_sections(project):
 
     _run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "report"], project)
     page = (project / "reports/out/procedural_vs_factual.html").read_text()
-    assert re.findall(r"<h2[^>]*>(\d+)\. ", page)[-1] == "13"
+    assert re.findall(r"<h2[^>]*>(\d+)\. ", page)[-2:] == ["13", "14"]
     assert "influence's removal hurt more than bm25's for" in page
+    retraining = page.split("14. Which attribution predicts retraining?")[-1]  # the heading, after the contents
+    table = retraining.split("</table>")[0]
+    assert re.findall(r"<th>([a-z_0-9]+)</th>\s*<td>", table) == methods.selected(load_params(project / "params.yaml"))
+    best = patched.to_pandas().query("test == 'tail_patch_sgd' and setting == 'top=1'").groupby("method").value.mean()
+    assert re.search(rf"tail-patch, SGD \(top=1\): highest <strong>[a-z_ ]*{best.idxmax()}", retraining)
 
     findings_section = re.search(r"<h2[^>]*>2\. (.*?)<h2", page, re.DOTALL).group(1)
     assert "<b>The seed study: 3 training runs</b>" in findings_section

@@ -21,7 +21,7 @@ SUBSETS, KS = 3, [2]
 
 
 def _edit(params: dict) -> None:
-    params["validation"].update(profile="test", subsets=SUBSETS, leave_k=KS)
+    assert params["profiles"]["test"]["validation"] == {"profile": "test", "subsets": SUBSETS, "leave_k": KS}
     params["baselines"]["methods"] = ["bm25"]  # two methods: more test nothing the retrains do not
     params["scores"]["variants"] = []
     params["runtime"]["checkpoint_every"] = 100

@@ -96,3 +96,15 @@ def open_matrix(scores_dir: str | Path, query_ids: list[str], scratch: str | Pat
         values.flush()
         yield ScoreMatrix(list(query_ids), all_docs, values)
         del values
+
+
+def in_memory(dirs: dict[str, Path], query_ids: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The doc ids (ascending) and each method's ``[queries, docs]`` whole-completion scores per nat, in memory:
+    for the tests of what retraining does, whose corpora are small. ``dirs``: method -> its scores directory."""
+    out, doc_ids, first = {}, None, None
+    for name, path in dirs.items():
+        with open_matrix(path, query_ids) as matrix:
+            if doc_ids is not None and not np.array_equal(doc_ids, matrix.doc_ids):
+                raise WherefromError(f"{path}: scores other documents than {first}; rerun the scores stages")
+            doc_ids, first, out[name] = np.asarray(matrix.doc_ids), path, np.array(matrix.values, dtype=np.float64)
+    return doc_ids, out

@@ -227,10 +227,14 @@ class ValidationConfig:
     leave_k: tuple[Annotated[StrictInt, Field(gt=0)], ...] = Field(
         (10, 50, 200), description="leave-k-out: one retrain per method and k, without k documents per query group "
                                    "(the counterfactual stage's rule)")
-    out_dir: StrictStr = Field("results/validation", description="lds.parquet; the run (lds_run/) and each "
-                                                                 "retrain (retrains/), kept so a killed run resumes")
-    metrics: StrictStr = Field("metrics/validation.json", description="each method's mean per test and setting, "
-                                                                     "with its bootstrap 95% interval (DVC metrics)")
+    tail_patch_top: tuple[Annotated[StrictInt, Field(gt=0)], ...] = Field(
+        (1, 10), description="tail-patch: each method's top documents per query, each stepped on alone")
+    sgd_lr: StrictFloat = Field(1e-5, gt=0, description="tail-patch's SGD step: small enough to be first order "
+                                "(tests/test_tail_patch.py: 0.76% second-order at 1e-5 on the test model)")
+    out_dir: StrictStr = Field("results/validation", description="one Parquet file per test stage (the validation "
+                               "view); lds_run/ and retrains/, kept so a killed run resumes")
+    metrics_dir: StrictStr = Field("metrics", description="validation_STAGE.json: each method's mean per test and "
+                                   "setting, with its bootstrap 95% interval (DVC metrics)")
 
 
 @dataclass(config=_STRICT)
@@ -290,7 +294,7 @@ READ_BY_DVC = {
     "corpus": ("out_dir",), "model": ("dir",), "pretrain": ("metrics", "loss_curve"),
     "queries": ("out", "segments", "metrics"), "influence": ("factors_dir",), "scores": ("out_dir", "metrics"),
     "baselines": ("out_dir",), "analysis": ("out_dir", "sql_dir", "metrics_dir"), "report": ("notebook", "out_dir"),
-    "counterfactual": ("out", "arms_dir", "metrics"), "validation": ("out_dir", "metrics"),
+    "counterfactual": ("out", "arms_dir", "metrics"), "validation": ("out_dir", "metrics_dir"),
     "study": ("seeds", "runs_dir", "out_dir", "metrics"),
 }
 
@@ -377,6 +381,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "counterfactual": ("seed", "corpus", "model", "pretrain", "queries", "analysis", "counterfactual"),
     # make validate's retraining tests: a run of their own (validation.profile's overrides on every section)
     "lds": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines", "validation"),
+    "tail_patch": ("seed", "corpus", "model", "queries", "scores", "baselines", "validation"),
     # make seeds: one seed's run (its own paths and pretrain.seed are set per seed), then the study's analysis
     "seed": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines"),
     "study": ("seed", "corpus", "queries", "baselines", "analysis", "study"),

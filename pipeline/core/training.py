@@ -13,9 +13,11 @@ original model exactly.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,23 @@ from pipeline.core.atomic import atomic_path
 from pipeline.core.config import ModelConfig, PretrainConfig
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import IGNORE, build_model
+
+BETAS = (0.9, 0.95)
+MAX_GRAD_NORM = 1.0
+FINAL_OPTIMIZER = "optimizer.pt"  # beside the model's weights: AdamW's final state, its last lr and settings
+
+
+def adamw_after_training(path: Path) -> tuple[Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer], float]:
+    """A factory of AdamW holding the training run's final state (a fresh copy each call), at its last learning
+    rate, and the gradient norm training clipped to: a step with both, on a parameter list ordered as the
+    model's, is the step training would take next."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+
+    def make(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        opt = torch.optim.AdamW(params, lr=saved["lr"][0], betas=saved["betas"], weight_decay=saved["weight_decay"])
+        opt.load_state_dict(copy.deepcopy(saved["optimizer"]))  # load_state_dict keeps the tensors it is given
+        return opt
+    return make, saved["max_grad_norm"]
 
 
 def device() -> torch.device:
@@ -74,19 +93,21 @@ class Checkpoint:
 
 
 def train(model, stream: np.ndarray, cfg: PretrainConfig, context: int, seed: int, desc: str = "pretrain",
-          keep: np.ndarray | None = None, checkpoint: Checkpoint | None = None) -> list[float]:
+          keep: np.ndarray | None = None, checkpoint: Checkpoint | None = None,
+          optimizer_out: Path | None = None, progress: bool = True) -> list[float]:
     """Train ``model`` in place on windows of ``context`` tokens; returns the mean loss every ``log_every`` steps.
 
     ``keep`` (one flag per stream token) masks out the tokens of removed documents, in attention and loss.
     ``checkpoint``: resume from it when it holds this run's state, and save to it as training goes; it is
-    removed once training ends.
+    removed once training ends. ``optimizer_out``: where to save the optimizer's final state (``FINAL_OPTIMIZER``),
+    so that a step can be taken as the run's next one (tail-patch).
     """
     if len(stream) <= context + 1:
         raise WherefromError(f"{len(stream)} corpus tokens, fewer than one training window (model.context + 1 = "
                              f"{context + 1})")
     on = device()
     model.to(on)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=BETAS)
     sched = get_cosine_with_min_lr_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps, min_lr_rate=0.1)
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same windows on any device
     data = torch.from_numpy(stream.astype(np.int64))
@@ -103,7 +124,8 @@ def train(model, stream: np.ndarray, cfg: PretrainConfig, context: int, seed: in
         losses, running, first = state["losses"], state["running"], state["step"]
         print(f"{desc}: resumed at step {first:,} of {cfg.steps:,} ({checkpoint.path})")
     model.train()
-    bar = tqdm(range(first, cfg.steps), desc=desc, unit="step", mininterval=1.0, initial=first, total=cfg.steps)
+    bar = tqdm(range(first, cfg.steps), desc=desc, unit="step", mininterval=1.0, initial=first, total=cfg.steps,
+               disable=not progress)
     for step in bar:
         starts = torch.randint(0, len(data) - context, (cfg.batch_size,), generator=gen)
         window = starts[:, None] + offsets
@@ -114,7 +136,7 @@ def train(model, stream: np.ndarray, cfg: PretrainConfig, context: int, seed: in
             mask = kept[window].to(on)
             loss = model(input_ids=batch, attention_mask=mask.long(), labels=batch.masked_fill(~mask, IGNORE)).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -127,6 +149,9 @@ def train(model, stream: np.ndarray, cfg: PretrainConfig, context: int, seed: in
             checkpoint.save({"key": key, "step": step + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                              "schedule": sched.state_dict(), "generator": gen.get_state(), "losses": losses,
                              "running": running})
+    if optimizer_out:
+        torch.save({"optimizer": opt.state_dict(), "lr": sched.get_last_lr(), "betas": BETAS,
+                    "weight_decay": cfg.weight_decay, "max_grad_norm": MAX_GRAD_NORM}, optimizer_out)
     if checkpoint:
         checkpoint.path.unlink(missing_ok=True)
     model.eval()
@@ -135,8 +160,9 @@ def train(model, stream: np.ndarray, cfg: PretrainConfig, context: int, seed: in
 
 
 def pretrain(tokenizer, stream: np.ndarray, model_cfg: ModelConfig, cfg: PretrainConfig, seed: int,
-             desc: str = "pretrain", keep: np.ndarray | None = None, checkpoint: Checkpoint | None = None):
+             desc: str = "pretrain", keep: np.ndarray | None = None, checkpoint: Checkpoint | None = None,
+             optimizer_out: Path | None = None, progress: bool = True):
     """A freshly initialised model (``seed``) trained on ``stream``: the model and its loss curve."""
     model = build_model(model_cfg, tokenizer, seed)
-    losses = train(model, stream, cfg, model_cfg.context, seed, desc, keep, checkpoint)
+    losses = train(model, stream, cfg, model_cfg.context, seed, desc, keep, checkpoint, optimizer_out, progress)
     return model, losses

@@ -1,6 +1,6 @@
 """Stage `lds` (``make validate``): does each method's attribution predict what retraining does?
 
-    wherefrom lds               # writes results/validation/lds.parquet and metrics/validation.json
+    wherefrom lds               # writes results/validation/lds.parquet and metrics/validation_lds.json
 
 Two tests of every registered method, on retrains of one training run (``influence/retrains.py``):
 
@@ -37,12 +37,13 @@ from influence.cluster import dask_client, threads_per_worker
 from influence.retrains import Retrain, RetrainJob, measure, run_all
 from pipeline.analysis import lds
 from pipeline.analysis.counterfactual import GROUPS, removal_set
-from pipeline.analysis.score_matrix import open_matrix
+from pipeline.analysis.score_matrix import in_memory
+from pipeline.analysis.validation import rows, summary
 from pipeline.core import schemas, training
 from pipeline.core.atomic import write_json, write_parquet
 from pipeline.core.config import Params, parse_params
 from pipeline.core.corpus_reader import content_hash
-from pipeline.core.errors import ParamsError, WherefromError
+from pipeline.core.errors import ParamsError
 from pipeline.core.model import load_model
 from pipeline.core.seeds import relocated
 from pipeline.core.steps import code_hash, run_steps
@@ -86,18 +87,6 @@ def _job(params: Params) -> RetrainJob:
         threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers))
 
 
-def _scores(params: Params, query_ids: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The corpus's doc ids (ascending) and each method's ``[queries, docs]`` whole-completion scores."""
-    out, doc_ids = {}, None
-    for name in methods.selected(params):
-        with open_matrix(methods.scores_dir(params, name), query_ids) as matrix:
-            if doc_ids is not None and not np.array_equal(doc_ids, matrix.doc_ids):
-                raise WherefromError(f"{methods.scores_dir(params, name)}: scores other documents than "
-                                     f"{methods.scores_dir(params, methods.PAPER)}; rerun the scores stages")
-            doc_ids, out[name] = np.asarray(matrix.doc_ids), np.array(matrix.values, dtype=np.float64)
-    return doc_ids, out
-
-
 def leave_k_sets(scores: np.ndarray, doc_ids: np.ndarray, query_ids: list[str], tasks: dict[str, str], k: int,
                  where: str) -> tuple[int, ...]:
     """The documents one leave-k-out arm removes: k per query group, by ``scores``' ranking (round-robin)."""
@@ -112,28 +101,6 @@ def leave_k_sets(scores: np.ndarray, doc_ids: np.ndarray, query_ids: list[str], 
     return tuple(sorted(removed))
 
 
-def _rows(method: str, test: str, setting: str, query_ids: list[str], tasks: dict[str, str], values: np.ndarray,
-          docs: int | None = None, tokens: int | None = None) -> list[dict]:
-    return [{"method": method, "test": test, "setting": setting, "query_id": q, "task": tasks[q],
-             "value": float(v) if np.isfinite(v) else None, "docs_removed": docs, "tokens_removed": tokens}
-            for q, v in zip(query_ids, values) if tasks[q] in GROUPS]
-
-
-def summary(table: pa.Table, seed: int) -> dict:
-    """Each test and setting: per method, the mean over queries, its bootstrap 95% interval and the queries."""
-    out: dict = {}
-    for row in table.group_by(["test", "setting", "method"]).aggregate([("value", "list")]).to_pylist():
-        values = np.asarray([v for v in row["value_list"] if v is not None], dtype=np.float64)
-        mean, low, high = lds.mean_interval(values, seed)
-        out.setdefault(row["test"], {}).setdefault(row["setting"], {})[row["method"]] = {
-            "mean": _round(mean), "low": _round(low), "high": _round(high), "queries": int(len(values))}
-    return out
-
-
-def _round(value: float) -> float | None:
-    return round(value, 5) if np.isfinite(value) else None
-
-
 def run(params: Params) -> Path:
     cfg = params.validation
     start = time.perf_counter()
@@ -144,7 +111,7 @@ def run(params: Params) -> Path:
         print(f"lds run: {', '.join(ran) or 'nothing left'} run in {time.perf_counter() - start:.0f}s -> {run_dir}/")
     queries = pq.read_table(own.queries.out, columns=["query_id", "task"]).to_pylist()
     query_ids, tasks = [q["query_id"] for q in queries], {q["query_id"]: q["task"] for q in queries}
-    doc_ids, scores = _scores(own, query_ids)
+    doc_ids, scores = in_memory({m: methods.scores_dir(own, m) for m in methods.selected(own)}, query_ids)
     job = _job(own)
 
     subsets = lds.random_subsets(len(doc_ids), cfg.subsets, cfg.fraction, own.seed)
@@ -160,19 +127,19 @@ def run(params: Params) -> Path:
     model, tokenizer = load_model(own.model.dir)
     before = np.asarray(measure(model, tokenizer, pq.read_table(own.queries.out).to_pylist(), own.queries.batch_size))
     log_p = -np.stack([by_retrain[r.name]["nll"].to_numpy() for r in retrains])  # [subsets, queries]
-    rows = []
+    found = []
     setting = f"M={cfg.subsets}, fraction={cfg.fraction}"
     for name, matrix in scores.items():
-        rows += _rows(name, "lds", setting, query_ids, tasks, lds.per_query(lds.predicted(matrix, subsets), log_p))
+        found += rows(name, "lds", setting, query_ids, tasks, lds.per_query(lds.predicted(matrix, subsets), log_p))
     for (name, k), arm in arms.items():
         table = by_retrain[arm.name]
-        rows += _rows(name, "leave_k_out", f"k={k}", query_ids, tasks, table["nll"].to_numpy() - before,
+        found += rows(name, "leave_k_out", f"k={k}", query_ids, tasks, table["nll"].to_numpy() - before,
                       len(arm.removed), int(table["tokens_removed"][0].as_py()))
     out = Path(cfg.out_dir) / "lds.parquet"
-    table = pa.Table.from_pylist(rows, schema=schemas.VALIDATION)
+    table = pa.Table.from_pylist(found, schema=schemas.VALIDATION)
     write_parquet(table, out, schemas.VALIDATION)
     numbers = summary(table, own.seed)
-    write_json(numbers, cfg.metrics)
+    write_json(numbers, Path(cfg.metrics_dir) / "validation_lds.json")
     for test, settings in numbers.items():
         for setting, by_method in settings.items():
             print(f"{test} ({setting}): " + ", ".join(f"{m} {v['mean']}" for m, v in by_method.items()))

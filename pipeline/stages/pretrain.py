@@ -18,7 +18,7 @@ from pipeline.core.config import Params
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import EXTERNAL_POINTER, check_name_or_path, load_model, train_tokenizer
-from pipeline.core.training import Checkpoint, pretrain, token_stream
+from pipeline.core.training import FINAL_OPTIMIZER, Checkpoint, pretrain, token_stream
 
 
 def checkpoint_path(model_dir: Path) -> Path:
@@ -39,7 +39,7 @@ def run(params: Params) -> Path:
         print(f"pretrain: using {params.model.name_or_path} ({n_params / 1e6:.1f}M parameters); no training")
         return out
 
-    texts = read_texts(params.corpus.out_dir)
+    texts = read_texts(params.corpus.out_dir)  # models/lm/ gets the weights, the tokenizer and AdamW's final state
     tokenizer = train_tokenizer(texts, params.model.vocab_size)
     stream = token_stream(tokenizer, texts)
     corpus_tokens = int(len(stream))
@@ -47,9 +47,12 @@ def run(params: Params) -> Path:
     print(f"pretrain: corpus {corpus_tokens:,} tokens, training on {tokens:,} tokens "
           f"({tokens / corpus_tokens:.1f} epochs)")
     start = time.perf_counter()
+    final_optimizer = checkpoint_path(out).with_suffix(".optimizer")  # moved into the model directory below
+    final_optimizer.parent.mkdir(parents=True, exist_ok=True)
     try:
         model, losses = pretrain(tokenizer, stream, params.model, params.pretrain, params.training_seed,
-                                 checkpoint=Checkpoint(checkpoint_path(out), params.runtime.checkpoint_every))
+                                 checkpoint=Checkpoint(checkpoint_path(out), params.runtime.checkpoint_every),
+                                 optimizer_out=final_optimizer)
     except WherefromError as err:
         raise WherefromError(f"{params.corpus.out_dir}: {err}") from None
     seconds = time.perf_counter() - start
@@ -59,6 +62,7 @@ def run(params: Params) -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        final_optimizer.replace(tmp / FINAL_OPTIMIZER)  # tail-patch steps as this run's next step
     write_json({"external": False, "n_params": n_params, "corpus_tokens": corpus_tokens,
                 "train_tokens": tokens, "first_loss": round(losses[0], 4), "final_loss": round(losses[-1], 4),
                 "final_ppl": round(math.exp(losses[-1]), 3)}, params.pretrain.metrics)
