@@ -48,7 +48,7 @@ validate: $(STAMP)
 	@echo
 	@wherefrom sql "SELECT method, task, round(avg(delta_nll), 4) AS mean_delta_nll, round(avg(correct_after::INT), 3) AS accuracy_after FROM counterfactual GROUP BY ALL ORDER BY task, method" --max-rows 30
 	@echo
-	@echo "Open the report (section 13): $(CURDIR)/reports/out/procedural_vs_factual.html"
+	@echo "Open the report (sections 13 and 14): $(CURDIR)/reports/out/procedural_vs_factual.html"
 
 ## make seeds: the seed study. One full training run per seed in params.yaml's study.seeds (5 by default, about
 ## 30 min each on 2 cores), the world fixed; then every finding over the runs, and the report with the study.

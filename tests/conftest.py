@@ -11,10 +11,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
+from influence import methods
 from pipeline.core.config import READ_BY_DVC, Params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +59,7 @@ def raw_params(tmp: Path, **overrides) -> dict:
     )
     raw["study"].update(runs_dir=str(tmp / "results/seeds"), out_dir=str(tmp / "results/seed_study"),
                         metrics=str(tmp / "metrics/seeds.json"))
+    raw["validation"].update(out_dir=str(tmp / "results/validation"), metrics_dir=str(tmp / "metrics"))
     profile = raw["profiles"]["test"]
     for section, values in overrides.items():  # into the profile, which is applied last; paths at the top level
         if isinstance(values, dict):
@@ -102,6 +105,15 @@ def external_dask_cluster(tmp: Path) -> Iterator[str]:
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+@pytest.fixture
+def toy_method():
+    """A corpus method registered the way a plugin would: each document scored by its id's parity."""
+    method = methods.register(methods.Method("toy", "1 for even doc ids, else 0", from_corpus=lambda inputs: (
+        lambda shard: np.tile(np.asarray(shard.doc_ids) % 2 == 0, (len(inputs.rows), 1)).astype(float))))
+    yield method
+    del methods.REGISTRY[method.name]
 
 
 @pytest.fixture(scope="session")

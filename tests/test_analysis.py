@@ -209,15 +209,6 @@ def test_labels_use_truth_where_the_corpus_has_it(planted):
     assert fact["label"] == fact["label_truth"] == fact["label_text"] == STATES_ANSWER
 
 
-@pytest.fixture
-def toy_method():
-    """A corpus method registered the way a plugin would: each document scored by its id's parity."""
-    method = methods.register(methods.Method("toy", "1 for even doc ids, else 0", from_corpus=lambda inputs: (
-        lambda shard: np.tile(np.asarray(shard.doc_ids) % 2 == 0, (len(inputs.rows), 1)).astype(float))))
-    yield method
-    del methods.REGISTRY[method.name]
-
-
 def test_a_registered_method_is_scored_analysed_and_queried_with_no_other_edit(planted, toy_method, tmp_path):
     """One ``register`` call: the baselines stage scores it (baselines.methods null = every corpus method), the
     analysis gives its findings and tables, and its scores are in the baseline_scores view."""

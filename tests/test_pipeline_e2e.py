@@ -192,8 +192,11 @@ def test_validate_and_a_seed_study_add_their_report_sections(project):
     assert cells == {(m, t, s) for m in methods.selected(load_params(project / "params.yaml"))
                      for t in ("tail_patch_adamw", "tail_patch_sgd") for s in ("top=1", "top=10")}
     assert patched.num_rows == len(cells) * len(grouped) and None not in patched["value"].to_pylist()
-    shown = _run(["wherefrom", "sql", "SELECT count(*) AS n FROM validation", "--format", "csv"], project)
-    assert shown.split() == ["n", str(patched.num_rows)]
+    shown = _run(["wherefrom", "sql", "SELECT test, setting, count(*) AS n FROM validation GROUP BY ALL ORDER BY ALL",
+                  "--format", "csv"], project).splitlines()  # tail-patch, and the counterfactual's leave-k-out
+    per_cell = len(cells) // 4 * len(grouped)  # every method's rows
+    assert shown == ["test,setting,n", f"leave_k_out,\"k={size}, demo\",{3 * len(grouped)}"] + [
+        f"{t},top={k},{per_cell}" for t in ("tail_patch_adamw", "tail_patch_sgd") for k in (1, 10)]
 
     # a seed study beside the run: the study stage's own spread over this run's findings, moved per seed
     study = project / "results/seed_study"

@@ -12,9 +12,11 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import make_params
 from test_pipeline_e2e import _run, new_project, run_env
 
 from pipeline.core import schemas
+from pipeline.stages import lds
 from pipeline.stages.lds import leave_k_sets
 
 SUBSETS, KS = 3, [2]
@@ -76,3 +78,14 @@ def test_leave_k_takes_k_documents_per_group_by_each_querys_ranking():
     # factual round-robin: f1's 10, f2's 11, then f1's 11 (taken) -> f2's 12 is third; slope: 13, 14
     assert leave_k_sets(scores, doc_ids, ["f1", "f2", "s1"], tasks, 2, "x") == (10, 11, 13, 14)
     assert leave_k_sets(scores, doc_ids, ["f1", "f2", "s1"], tasks, 3, "x") == (10, 11, 12, 13, 14, 15)
+
+
+def test_a_registered_method_is_in_the_validation_table_with_no_other_edit(toy_method, tmp_path):
+    """One ``register`` call: the lds stage's run scores the method and retrains without its top documents."""
+    params = make_params(tmp_path, scores={"variants": []}, baselines={"methods": None},
+                         validation={"subsets": 2, "leave_k": [1]})
+    lds.run(params)
+    rows = pq.read_table(tmp_path / "results/validation/lds.parquet").to_pylist()
+    every = ("influence", "bm25", "random", "toy")
+    assert {(r["method"], r["test"]) for r in rows} == {(m, t) for m in every for t in ("lds", "leave_k_out")}
+    assert len({r["query_id"] for r in rows if r["method"] == "toy"}) == len(rows) / 2 / len(every)

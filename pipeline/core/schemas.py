@@ -258,6 +258,7 @@ COUNTERFACTUAL = pa.schema([
     pa.field("removal_group", pa.string()),  # whose removal set targets this query (null for the controls)
     pa.field("group_docs_removed", pa.int64(), nullable=False),  # that set's size (counterfactual.docs_per_group)
     pa.field("docs_removed", pa.int64(), nullable=False),  # all documents the retrain went without (every group's)
+    pa.field("tokens_removed", pa.int64(), nullable=False),  # and their tokens, masked out of training
     pa.field("nll_before", pa.float64(), nullable=False),  # nats, float64: the original model's own completion
     pa.field("nll_after", pa.float64(), nullable=False),  # the same completion on the retrained model
     pa.field("delta_nll", pa.float64(), nullable=False),  # after - before: positive = the removal hurt it

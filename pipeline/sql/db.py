@@ -59,9 +59,14 @@ def view_sources(params: Params) -> dict[str, str]:
                        ("counterfactual", Path(params.counterfactual.out))):
         if path.is_file():
             views[name] = f"SELECT * FROM read_parquet({_literal(path)})"
-    validation = Path(params.validation.out_dir)
-    if any(validation.glob("*.parquet")):  # one file per validation stage, in one schema
-        views["validation"] = f"SELECT * FROM read_parquet({_literal(validation)} || '/*.parquet')"
+    validation = [f"SELECT * FROM read_parquet({_literal(p)})"  # one file per validation stage, in one schema
+                  for p in sorted(Path(params.validation.out_dir).glob("*.parquet"))]
+    if "counterfactual" in views:  # the demo's leave-500-out, in the same columns
+        validation.append("SELECT method, 'leave_k_out' AS test, 'k=' || group_docs_removed || ', demo' AS setting, "
+                          "query_id, task, delta_nll AS value, docs_removed, tokens_removed FROM counterfactual "
+                          "WHERE removal_group IS NOT NULL")
+    if validation:
+        views["validation"] = " UNION ALL ".join(validation)
     corpus = Path(params.corpus.out_dir)
     if any(corpus.glob("*.parquet")):
         views["corpus"] = f"SELECT * FROM read_parquet({_literal(corpus)} || '/*.parquet')"

@@ -49,13 +49,14 @@ def _arm_key(params: Params, method: str, removed: list[int]) -> str:
     return h.hexdigest()
 
 
-def _rows(method: str, queries: list[dict], sets: dict[str, list[int]], n_removed: int, before: list[float],
-          after: list[float], answers: list[str]) -> pa.Table:
+def _rows(method: str, queries: list[dict], sets: dict[str, list[int]], n_removed: int, tokens: int,
+          before: list[float], after: list[float], answers: list[str]) -> pa.Table:
     """One arm's rows: each query with its removal group, its NLL before and after, and the new answer."""
     group_of = {q["query_id"]: q["task"] for q in queries if q["task"] in sets}
     return pa.Table.from_pylist([{
         "method": method, "query_id": q["query_id"], "task": q["task"], "removal_group": group_of.get(q["query_id"]),
         "group_docs_removed": len(sets.get(group_of.get(q["query_id"]), ())), "docs_removed": n_removed,
+        "tokens_removed": tokens,
         "nll_before": b, "nll_after": a, "delta_nll": a - b, "correct_before": q["correct"],
         "correct_after": is_correct(q["kind"], text, q["answer"]) if q["answer"] else None, "completion_after": text,
     } for q, b, a, text in zip(queries, before, after, answers)], schema=schemas.COUNTERFACTUAL)
@@ -98,7 +99,7 @@ def run(params: Params) -> Path:
             after = completion_nll(retrained, tokenizer, prompts, completions, params.queries.batch_size)
             answers = greedy_completions(retrained, tokenizer, prompts, params.queries.max_new_tokens,
                                          params.queries.batch_size)
-            arm = _rows(method, queries, sets, len(removed), nll_before, after, answers)
+            arm = _rows(method, queries, sets, len(removed), int((~keep).sum()), nll_before, after, answers)
             write_parquet(arm, path, schemas.COUNTERFACTUAL.with_metadata({shards.RUN_KEY: key.encode()}))
             print(f"counterfactual: {method}: {len(removed)} documents removed, retrained in "
                   f"{time.perf_counter() - start:.0f}s")
