@@ -3,11 +3,15 @@ queries, and how often it beats another method on the same query."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 
 from pipeline.analysis.counterfactual import GROUPS
 from pipeline.analysis.lds import mean_interval
+from pipeline.core import schemas
+from pipeline.core.atomic import write_json, write_parquet
 
 
 def rows(method: str, test: str, setting: str, query_ids: list[str], tasks: dict[str, str], values: np.ndarray,
@@ -40,4 +44,19 @@ def summary(table: pa.Table, seed: int, against: str = "bm25") -> dict:
         out.setdefault(test, {}).setdefault(setting, {})[method] = {
             "mean": _round(mean), "low": _round(low), "high": _round(high), "queries": len(by_query),
             f"beats_{against}": _round(beats)}
+    return out
+
+
+def write(found: list[dict], out_dir: str, metrics_dir: str, stage: str, seed: int) -> Path:
+    """A test stage's rows to ``out_dir/STAGE.parquet`` and their summary to ``metrics_dir/validation_STAGE.json``,
+    each method's mean printed per test and setting."""
+    out = Path(out_dir) / f"{stage}.parquet"
+    table = pa.Table.from_pylist(found, schema=schemas.VALIDATION)
+    write_parquet(table, out, schemas.VALIDATION)
+    numbers = summary(table, seed)
+    write_json(numbers, Path(metrics_dir) / f"validation_{stage}.json")
+    for test, settings in numbers.items():
+        for setting, by_method in settings.items():
+            print(f"{test} ({setting}): " + ", ".join(f"{m} {v['mean']:+.4g}" for m, v in by_method.items()
+                                                     if v["mean"] is not None))
     return out

@@ -28,19 +28,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from influence import methods
 from influence.cluster import dask_client, threads_per_worker
 from influence.retrains import Retrain, RetrainJob, measure, run_all
-from pipeline.analysis import lds
+from pipeline.analysis import lds, validation
 from pipeline.analysis.counterfactual import GROUPS, removal_set
 from pipeline.analysis.score_matrix import in_memory
-from pipeline.analysis.validation import rows, summary
-from pipeline.core import schemas, training
-from pipeline.core.atomic import write_json, write_parquet
+from pipeline.analysis.validation import rows
+from pipeline.core import training
 from pipeline.core.config import Params, parse_params
 from pipeline.core.corpus_reader import content_hash
 from pipeline.core.errors import ParamsError
@@ -135,13 +133,6 @@ def run(params: Params) -> Path:
         table = by_retrain[arm.name]
         found += rows(name, "leave_k_out", f"k={k}", query_ids, tasks, table["nll"].to_numpy() - before,
                       len(arm.removed), int(table["tokens_removed"][0].as_py()))
-    out = Path(cfg.out_dir) / "lds.parquet"
-    table = pa.Table.from_pylist(found, schema=schemas.VALIDATION)
-    write_parquet(table, out, schemas.VALIDATION)
-    numbers = summary(table, own.seed)
-    write_json(numbers, Path(cfg.metrics_dir) / "validation_lds.json")
-    for test, settings in numbers.items():
-        for setting, by_method in settings.items():
-            print(f"{test} ({setting}): " + ", ".join(f"{m} {v['mean']}" for m, v in by_method.items()))
+    out = validation.write(found, cfg.out_dir, cfg.metrics_dir, "lds", own.seed)
     print(f"lds: {len(retrains) + len(arms)} retrains in {time.perf_counter() - start:.0f}s -> {out}")
     return out

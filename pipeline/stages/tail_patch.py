@@ -37,11 +37,11 @@ from tqdm.auto import tqdm
 
 from influence import data, methods, shards
 from influence.tail_patch import sgd, tail_patch
+from pipeline.analysis import validation
 from pipeline.analysis.counterfactual import GROUPS
 from pipeline.analysis.score_matrix import in_memory
-from pipeline.analysis.validation import rows, summary
-from pipeline.core import schemas
-from pipeline.core.atomic import write_json, write_parquet
+from pipeline.analysis.validation import rows
+from pipeline.core.atomic import write_parquet
 from pipeline.core.config import Params, resolved
 from pipeline.core.errors import ParamsError, WherefromError
 from pipeline.core.model import load_model, set_threads
@@ -129,13 +129,6 @@ def run(params: Params) -> Path:
                 values = np.array([np.mean([rise[(d, q)][optimizer_name] for d in docs[:k].tolist()])
                                    for q, docs in zip(query_ids, listed)])
                 found += rows(name, f"tail_patch_{optimizer_name}", f"top={k}", query_ids, tasks, values)
-    out = Path(cfg.out_dir) / "tail_patch.parquet"
-    table = pa.Table.from_pylist(found, schema=schemas.VALIDATION)
-    write_parquet(table, out, schemas.VALIDATION)
-    numbers = summary(table, params.seed)
-    write_json(numbers, Path(cfg.metrics_dir) / "validation_tail_patch.json")
-    for test, settings in numbers.items():
-        for setting, by_method in settings.items():
-            print(f"{test} ({setting}): " + ", ".join(f"{m} {v['mean']:+.4g}" for m, v in by_method.items()))
+    out = validation.write(found, cfg.out_dir, cfg.metrics_dir, "tail_patch", params.seed)
     print(f"tail_patch: {len(ordered)} documents in {time.perf_counter() - start:.0f}s -> {out}")
     return out
