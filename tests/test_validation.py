@@ -20,13 +20,15 @@ from pipeline.stages import lds
 from pipeline.stages.lds import leave_k_sets
 
 SUBSETS, KS = 3, [2]
+STEPS = 250  # each retrain is a training run: half the test profile's, still completing every query
 
 
 def _edit(params: dict) -> None:
     assert params["profiles"]["test"]["validation"] == {"profile": "test", "subsets": SUBSETS, "leave_k": KS}
     params["baselines"]["methods"] = ["bm25"]  # two methods: more test nothing the retrains do not
     params["scores"]["variants"] = []
-    params["runtime"]["checkpoint_every"] = 100
+    params["profiles"]["test"]["pretrain"]["steps"] = STEPS
+    params["runtime"]["checkpoint_every"] = 25
 
 
 @pytest.mark.slow
@@ -45,7 +47,7 @@ def test_lds_retrains_resume_after_kill_9_and_give_an_uninterrupted_runs_table(t
 
     out = _run([sys.executable, "-m", "dvc", "repro", "validate/dvc.yaml:lds"], root)
     n = SUBSETS + 2 * len(KS)  # the subsets, then one arm per method and k
-    assert f"lds retrains: {n} retrains of 500 steps (2 already done)" in out
+    assert f"lds retrains: {n} retrains of {STEPS} steps (2 already done)" in out
     assert "lds run: nothing left" in out  # its world, model and scores were not built again
     assert {p: (retrains / p).stat().st_mtime_ns for p in finished} == finished  # finished retrains not redone
     resumed = pq.read_table(root / "results/validation/lds.parquet")
@@ -82,7 +84,7 @@ def test_leave_k_takes_k_documents_per_group_by_each_querys_ranking():
 
 def test_a_registered_method_is_in_the_validation_table_with_no_other_edit(toy_method, tmp_path):
     """One ``register`` call: the lds stage's run scores the method and retrains without its top documents."""
-    params = make_params(tmp_path, scores={"variants": []}, baselines={"methods": None},
+    params = make_params(tmp_path, scores={"variants": []}, baselines={"methods": None}, pretrain={"steps": STEPS},
                          validation={"subsets": 2, "leave_k": [1]})
     lds.run(params)
     rows = pq.read_table(tmp_path / "results/validation/lds.parquet").to_pylist()
