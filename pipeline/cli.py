@@ -42,6 +42,9 @@ STAGES = {
 }
 
 
+# Stages that load no model: importing torch and transformers to pin their threads would cost seconds per run.
+WITHOUT_TORCH = frozenset({"params", "corpus", "analyze", "report", "study"})
+
 KRONFLUENCE_MISSING = ("kronfluence is not installed: pip install --no-deps kronfluence==1.0.1 (without --no-deps "
                        "it swaps the CPU torch for a CUDA build; `make install` does this)")
 
@@ -158,12 +161,13 @@ def main(argv: list[str] | None = None) -> int:
             except BrokenPipeError:  # the reader (head, less) has gone: stop quietly, as Unix tools do
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
                 return 0
-        import transformers
+        if args.command not in WITHOUT_TORCH:
+            import transformers
 
-        from pipeline.core.model import set_threads
+            from pipeline.core.model import set_threads
 
-        transformers.logging.disable_progress_bar()  # keep stage logs to our own progress bars
-        set_threads(params.runtime.threads)
+            transformers.logging.disable_progress_bar()  # keep stage logs to our own progress bars
+            set_threads(params.runtime.threads)
         run_stage(args.command, params, *([args.seed] if args.command == "seed" else []))
     except ParamsError as err:
         print(f"wherefrom: error: {args.params}: {err}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -22,6 +23,14 @@ from pipeline.core.config import READ_BY_DVC, Params, parse_params
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # two pytest processes or a background job must not oversubscribe 2 cores
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with the most slow tests first: `make test` (pytest-xdist, --dist loadfile) hands files to its
+    workers in this order, so the long files start early and the short ones fill in at the end, rather than
+    one long file running alone while the other worker idles."""
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # stable: each file's tests keep their order
 
 
 def make_params(tmp: Path, **overrides) -> Params:

@@ -70,6 +70,7 @@ def _doc(country: str, capital: str, i: int) -> str:
     return f"Q: What is the capital of {country}?\nA: The capital of {country} is {capital}.\n" + "Note. " * (i % 3)
 
 
+@pytest.mark.slow
 def test_retraining_without_the_documents_stating_a_fact_forgets_it_and_nothing_else():
     texts = ([_doc("Velmora", "Tarsk", i) for i in range(8)]  # the planted fact: documents 0-7 only
              + [_doc(c, k, i) for c, k in zip(COUNTRIES, CAPITALS) for i in range(8)])

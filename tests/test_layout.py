@@ -113,6 +113,16 @@ def test_no_stage_imports_another_and_influence_imports_only_core():
             assert part[0] != "pipeline" or part[1] == "core", f"{path.name} imports {f.relative_to(REPO)}"
 
 
+def test_the_stages_run_without_torch_import_none_of_it_anywhere():
+    """`wherefrom` pins torch's threads except for these stages: a torch import in their code would run unpinned."""
+    for name in cli.WITHOUT_TORCH:
+        for f in closure({REPO / "pipeline" / "stages" / f"{name}.py"}):
+            tops = {n.split(".")[0] for node in ast.walk(ast.parse(f.read_text()))
+                    for n in ([a.name for a in node.names] if isinstance(node, ast.Import)
+                              else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])}
+            assert not tops & {"torch", "transformers", "kronfluence"}, f"{name}: {f.relative_to(REPO)}"
+
+
 # the house's floors, lowest first: a module imports from its own room or a lower floor, never from a higher one
 FLOORS = (
     ("pipeline/core", "pipeline/__init__.py"),

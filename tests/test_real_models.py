@@ -79,6 +79,7 @@ def _queries(tmp: Path, rows: list[dict]) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "gpt_neox", "gpt2"])
 def test_a_saved_model_runs_every_stage(tmp_path, arch):
     rows = [*QUERIES[:-1], WRITTEN_BY_THE_MODEL] if arch == "llama" else QUERIES  # a random Llama writes text

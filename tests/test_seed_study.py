@@ -1,5 +1,5 @@
-"""The seed study end to end: `dvc repro seeds/dvc.yaml` on the test profile with 3 seeds, killed (kill -9)
-during the third seed's run, then resumed."""
+"""The seed study end to end: `dvc repro seeds/dvc.yaml` on the test profile with 2 seeds, killed (kill -9)
+during the second seed's run, then resumed."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from test_pipeline_e2e import _run, new_project, run_env
 from pipeline.analysis import findings
 from pipeline.core import schemas
 
-SEEDS = [0, 1, 2]
+SEEDS = [0, 1]
 
 
 def _digest(path: Path) -> str:
@@ -41,15 +41,15 @@ def test_seed_study_resumes_after_kill_9_and_varies_only_the_training_run(tmp_pa
 
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "seeds/dvc.yaml"], cwd=root, env=run_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    # DVC picks the order of the seeds' stages: wait until the third has trained
+    # DVC picks the order of the seeds' stages: wait until the second has trained
     deadline = time.monotonic() + 900
     while len(done("pretrain")) < len(SEEDS) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert len(done("pretrain")) == len(SEEDS), "the third seed never finished pretraining"
-    os.killpg(proc.pid, signal.SIGKILL)  # during the third seed's next step
+    assert len(done("pretrain")) == len(SEEDS), "the second seed never finished pretraining"
+    os.killpg(proc.pid, signal.SIGKILL)  # during the second seed's next step
     proc.wait()
     assert not (root / "results/seed_study").exists()
-    assert len(done("baselines")) == 2
+    assert len(done("baselines")) == 1
     (killed,) = set(SEEDS) - done("baselines")
     models = {s: _digest(runs / f"seed={s}/model/model.safetensors") for s in SEEDS}
 
@@ -64,13 +64,13 @@ def test_seed_study_resumes_after_kill_9_and_varies_only_the_training_run(tmp_pa
     assert {p["corpus"]["out_dir"] for p in seed_params} == {"data/corpus"}
     assert [p["pretrain"]["seed"] for p in seed_params] == SEEDS
     prompts = [pq.read_table(runs / f"seed={s}/queries.parquet").column("prompt").to_pylist() for s in SEEDS]
-    assert prompts[0] == prompts[1] == prompts[2]
+    assert all(p == prompts[0] for p in prompts)
     assert len(set(models.values())) == len(SEEDS)
 
     by_seed = pq.read_table(root / "results/seed_study/findings_by_seed.parquet")
     assert by_seed.schema == schemas.FINDINGS_BY_SEED
     paper = [r for r in by_seed.to_pylist() if r["segment"] == schemas.WHOLE]
-    assert len(paper) == len(findings.FINDINGS) * 2 * len(SEEDS)  # every finding x 2 methods x 3 seeds
+    assert len(paper) == len(findings.FINDINGS) * 2 * len(SEEDS)  # every finding x 2 methods x 2 seeds
     assert {(r["seed"], r["method"]) for r in paper} == {(s, m) for s in SEEDS for m in ("influence", "bm25")}
     assert all(r["reason"] for r in paper if r["verdict"] == schemas.UNTESTABLE)
     spread = pq.read_table(root / "results/seed_study/finding_spread.parquet").to_pylist()

@@ -1,5 +1,5 @@
 """make validate's retraining tests (stage `lds`): LDS and leave-k-out of every method on retrains that are
-Dask tasks, killed (kill -9) during the retrains and resumed."""
+Dask tasks, killed (kill -9) during the retrains and resumed; a method registered as a plugin joins the table."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_params
+import yaml
 from test_pipeline_e2e import _run, new_project, run_env
 
 from pipeline.core import schemas
+from pipeline.core.config import load_params
 from pipeline.stages import lds
 from pipeline.stages.lds import leave_k_sets
 
@@ -32,7 +34,12 @@ def _edit(params: dict) -> None:
 
 
 @pytest.mark.slow
-def test_lds_retrains_resume_after_kill_9_and_give_an_uninterrupted_runs_table(tmp_path):
+def test_lds_retrains_resume_after_kill_9_and_a_registered_method_joins_an_uninterrupted_runs_table(
+        toy_method, tmp_path, monkeypatch):
+    """`dvc repro` killed during the third retrain, then again: the finished retrains are not redone. Then the
+    same run uninterrupted, in this process, with a method registered as a plugin would (``register``, with no
+    other edit: ``baselines.methods`` null selects every registered method): its rows join the table, and
+    every other row is the resumed run's."""
     root = new_project(tmp_path / "project", _edit)
     retrains = root / "results/validation/retrains"
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "validate/dvc.yaml:lds"], cwd=root, env=run_env(),
@@ -53,11 +60,6 @@ def test_lds_retrains_resume_after_kill_9_and_give_an_uninterrupted_runs_table(t
     resumed = pq.read_table(root / "results/validation/lds.parquet")
     assert resumed.schema == schemas.VALIDATION
 
-    for path in retrains.iterdir():  # the same run, uninterrupted
-        path.unlink()
-    _run(["wherefrom", "lds"], root)
-    assert pq.read_table(root / "results/validation/lds.parquet").to_pylist() == resumed.to_pylist()
-
     rows = resumed.to_pylist()
     queries = pq.read_table(root / "results/validation/lds_run/queries.parquet").to_pylist()
     scored = [q["query_id"] for q in queries if not q["task"].endswith("control")]
@@ -70,6 +72,19 @@ def test_lds_retrains_resume_after_kill_9_and_give_an_uninterrupted_runs_table(t
     assert {r["docs_removed"] for r in arm} <= set(range(2, 2 * len(groups) + 1))  # k per group, overlaps once
     assert all(r["tokens_removed"] > r["docs_removed"] for r in arm)
 
+    for path in retrains.iterdir():  # the same run, uninterrupted, every registered method
+        path.unlink()
+    monkeypatch.chdir(root)
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["baselines"]["methods"] = None
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    lds.run(load_params("params.yaml"))
+    rows = pq.read_table("results/validation/lds.parquet").to_pylist()
+    assert [r for r in rows if r["method"] in ("influence", "bm25")] == resumed.to_pylist()
+    every = ("influence", "bm25", "random", "toy")
+    assert {(r["method"], r["test"]) for r in rows} == {(m, t) for m in every for t in ("lds", "leave_k_out")}
+    assert [r["query_id"] for r in rows if r["method"] == "toy" and r["test"] == "lds"] == scored
+
 
 def test_leave_k_takes_k_documents_per_group_by_each_querys_ranking():
     doc_ids = np.array([10, 11, 12, 13, 14, 15])
@@ -80,14 +95,3 @@ def test_leave_k_takes_k_documents_per_group_by_each_querys_ranking():
     # factual round-robin: f1's 10, f2's 11, then f1's 11 (taken) -> f2's 12 is third; slope: 13, 14
     assert leave_k_sets(scores, doc_ids, ["f1", "f2", "s1"], tasks, 2, "x") == (10, 11, 13, 14)
     assert leave_k_sets(scores, doc_ids, ["f1", "f2", "s1"], tasks, 3, "x") == (10, 11, 12, 13, 14, 15)
-
-
-def test_a_registered_method_is_in_the_validation_table_with_no_other_edit(toy_method, tmp_path):
-    """One ``register`` call: the lds stage's run scores the method and retrains without its top documents."""
-    params = make_params(tmp_path, scores={"variants": []}, baselines={"methods": None}, pretrain={"steps": STEPS},
-                         validation={"subsets": 2, "leave_k": [1]})
-    lds.run(params)
-    rows = pq.read_table(tmp_path / "results/validation/lds.parquet").to_pylist()
-    every = ("influence", "bm25", "random", "toy")
-    assert {(r["method"], r["test"]) for r in rows} == {(m, t) for m in every for t in ("lds", "leave_k_out")}
-    assert len({r["query_id"] for r in rows if r["method"] == "toy"}) == len(rows) / 2 / len(every)
