@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,22 @@ def staged(trained):
     return trained
 
 
+@pytest.fixture(scope="module")
+def scored(staged, tmp_path_factory):
+    """The staged run scored on one worker (shared, read-only: a test that changes it works on a copy)."""
+    params = with_scores(staged, tmp_path_factory.mktemp("scored"))
+    scores.run(params)
+    return params
+
+
+def scored_copy(scored, staged, tmp_path):
+    """``scored``'s scores copied under ``tmp_path``, as params that write there: the run key holds no path, so
+    every copied shard is complete."""
+    params = with_scores(staged, tmp_path)
+    shutil.copytree(scored.scores.out_dir, params.scores.out_dir)
+    return params
+
+
 def with_scores(staged, tmp_path, workers=1, **scores_cfg):
     """The staged run with scores written under ``tmp_path`` (small shards so there are several). One torch
     thread per worker, whatever the number of workers: the thread count changes float rounding."""
@@ -58,10 +75,9 @@ def n_rows(params) -> int:
 
 
 @pytest.mark.slow
-def test_one_and_two_workers_write_the_same_scores_and_duckdb_reads_them(staged, tmp_path):
-    one = with_scores(staged, tmp_path / "one", workers=1)
+def test_one_and_two_workers_write_the_same_scores_and_duckdb_reads_them(staged, scored, tmp_path):
+    one = scored
     two = with_scores(staged, tmp_path / "two", workers=2)
-    scores.run(one)
     scores.run(two)
     n_docs = n_corpus_docs(staged)
     n_queries = pq.read_metadata(staged.queries.out).num_rows
@@ -80,10 +96,9 @@ def test_one_and_two_workers_write_the_same_scores_and_duckdb_reads_them(staged,
 
 
 @pytest.mark.slow
-def test_broken_shards_are_recomputed_and_complete_ones_kept(staged, tmp_path):
-    params = with_scores(staged, tmp_path)
-    scores.run(params)
-    reference = table(params.scores.out_dir)
+def test_broken_shards_are_recomputed_and_complete_ones_kept(staged, scored, tmp_path):
+    params = scored_copy(scored, staged, tmp_path)
+    reference = table(scored.scores.out_dir)
     files = sorted(Path(params.scores.out_dir).glob("shard=*/part.parquet"))
     truncated, removed, kept = files[0], files[1], files[2]
     truncated.write_bytes(truncated.read_bytes()[:100])
@@ -95,12 +110,11 @@ def test_broken_shards_are_recomputed_and_complete_ones_kept(staged, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_pass_writes_every_variant_and_a_lost_variant_shard_is_redone(staged, tmp_path):
+def test_the_pass_writes_every_variant_and_a_lost_variant_shard_is_redone(staged, scored, tmp_path):
     """influence's pass writes identity, ekfac_cosine and relatif beside it, shard for shard. The two normalised
     variants divide each document's score by a positive number, RelatIF by the document's alone, so within a
     row both rank documents alike, and a row's sign pattern is influence's. A variant's lost shard is redone."""
-    params = with_scores(staged, tmp_path)
-    scores.run(params)
+    params = scored_copy(scored, staged, tmp_path)
     out = Path(params.scores.out_dir)
     influence = table(out)
     by_method = {m: table(out / m) for m in ("identity", "ekfac_cosine", "relatif")}
@@ -234,8 +248,6 @@ def test_bm25_baseline_writes_the_same_schema_and_finds_lexical_matches(staged, 
 
 def test_refitted_factors_invalidate_finished_shards(staged, tmp_path):
     """Same model, strategy and documents but other factors (another sampling seed): every shard is redone."""
-    import shutil
-
     from influence import curvature, data
 
     factors_dir = tmp_path / "factors"
@@ -324,8 +336,6 @@ def test_the_docs_give_the_same_dask_settings_for_workers_started_by_hand():
 @pytest.mark.parametrize("method", ["influence", "bm25"])
 def test_a_document_edited_under_its_id_is_scored_again(staged, tmp_path, method):
     """The run key hashes the corpus's content: same ids, new text, new scores (not 'already complete')."""
-    import shutil
-
     import pyarrow as pa
 
     from pipeline.core.corpus_reader import corpus_files
@@ -349,16 +359,14 @@ def test_a_document_edited_under_its_id_is_scored_again(staged, tmp_path, method
 
 
 @pytest.mark.slow
-def test_an_external_dask_cluster_writes_the_same_scores(staged, tmp_path):
+def test_an_external_dask_cluster_writes_the_same_scores(staged, scored, tmp_path):
     """`dask scheduler` and `dask worker` started by hand, the worker in another directory, as on a real
     cluster: the jobs carry absolute paths, and the scores equal a LocalCluster run's."""
     with external_dask_cluster(tmp_path) as address:
         external = with_scores(staged, tmp_path / "external")
         external = dataclasses.replace(external, dask=dataclasses.replace(external.dask, scheduler=address))
         scores.run(external)
-    local = with_scores(staged, tmp_path / "local")
-    scores.run(local)
-    assert table(external.scores.out_dir) == table(local.scores.out_dir)
+    assert table(external.scores.out_dir) == table(scored.scores.out_dir)
 
 
 def test_an_unreachable_scheduler_is_one_line(staged, tmp_path):
@@ -369,13 +377,11 @@ def test_an_unreachable_scheduler_is_one_line(staged, tmp_path):
         scores.run(params)
 
 
-def test_outputs_take_the_umask_not_tempfiles_private_modes(staged, tmp_path):
+def test_outputs_take_the_umask_not_tempfiles_private_modes(staged, scored):
     """Workers of a shared cluster, maybe running as another user, must be able to read every output."""
     from pipeline.core.atomic import DIR_MODE, FILE_MODE
 
-    params = with_scores(staged, tmp_path)
-    scores.run(params)
     files = [*Path(staged.corpus.out_dir).glob("*.parquet"), Path(staged.queries.out),
-             *Path(params.scores.out_dir).glob("shard=*/part.parquet")]
+             *Path(scored.scores.out_dir).glob("shard=*/part.parquet")]
     assert files and {f.stat().st_mode & 0o777 for f in files} == {FILE_MODE}
     assert Path(staged.model.dir).stat().st_mode & 0o777 == DIR_MODE
