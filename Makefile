@@ -63,10 +63,12 @@ seeds: $(STAMP)
 	else echo "The report shows the study once the main pipeline has run: make demo"; fi
 
 ## make test: unit tests plus one end-to-end `dvc repro` on the test profile
-# One pytest worker per core (a test file stays on one worker, with its fixtures), one torch thread each.
+# One pytest worker per core (a test file stays on one worker, with its fixtures), one torch thread each; files
+# go out in conftest.py's order (most slow tests first), not xdist's (most tests first, which leaves a long
+# one-test file running alone at the end).
 test: $(STAMP)
 	$(BIN)/ruff check .  # the lint rules and 120 columns: pyproject.toml's [tool.ruff]
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 ## make bench: docs/s of plain forward+backward, kronfluence and wherefrom, side by side (not a test)
 bench: $(STAMP)

@@ -26,9 +26,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files with the most slow tests first: `make test` (pytest-xdist, --dist loadfile) hands files to its
-    workers in this order, so the long files start early and the short ones fill in at the end, rather than
-    one long file running alone while the other worker idles."""
+    """The files with the most slow tests first: `make test` (pytest-xdist, --dist loadfile --no-loadscope-reorder)
+    hands files to its workers in this order, so the long files start early and the short ones fill in at the
+    end, rather than one long file running alone while the other worker idles."""
     slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
     items.sort(key=lambda item: -slow[item.path])  # stable: each file's tests keep their order
 
