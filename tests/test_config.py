@@ -120,10 +120,18 @@ def test_a_missing_kronfluence_is_one_line_that_says_how_to_install_it(tmp_path)
                                           "kronfluence==1.0.1")
 
 
-def _readme_messages() -> dict[str, str]:
-    """The README's bad-input table: what each bad input says."""
-    rows = [line.split(" | ") for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| ")]
+def _documented_messages(doc: str) -> dict[str, str]:
+    """A bad-input table (README's few, docs/bad-input.md's all): what each bad input says."""
+    text = (REPO / doc).read_text()
+    if doc == "README.md":
+        text = text.split("## Bad input", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and not line.startswith("| input")]
     return {cells[0].lstrip("| "): cells[1].strip(" |`") for cells in rows if len(cells) == 2}
+
+
+def test_the_readmes_bad_input_rows_are_the_full_lists_own():
+    readme, full = _documented_messages("README.md"), _documented_messages("docs/bad-input.md")
+    assert {row: full.get(row) for row in readme} == readme
 
 
 @pytest.mark.parametrize("row, section, key, value", [
@@ -131,11 +139,12 @@ def _readme_messages() -> dict[str, str]:
     ("wrong type", "pretrain", "steps", "100"),
     ("zero or negative count", "corpus", "n_entities", -1),
 ])
-def test_the_readmes_bad_params_examples_say_what_the_readme_shows(tmp_path, row, section, key, value):
+def test_the_documented_bad_params_examples_say_what_the_docs_show(tmp_path, row, section, key, value):
     """On the repository's own params.yaml, every profile present: the error names the key, not a profile."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw[section][key] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     with pytest.raises(WherefromError) as err:
         load_params(tmp_path / "params.yaml")
-    assert str(err.value) == _readme_messages()[row].replace("params.yaml", str(tmp_path / "params.yaml"))
+    documented = _documented_messages("docs/bad-input.md")[row]
+    assert str(err.value) == documented.replace("params.yaml", str(tmp_path / "params.yaml"))
