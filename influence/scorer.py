@@ -16,24 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from kronfluence.analyzer import prepare_model
-from kronfluence.arguments import ScoreArguments
-from kronfluence.module.tracked_module import ModuleMode, TrackedModule
-from kronfluence.module.utils import (
-    accumulate_iterations,
-    get_tracked_module_names,
-    prepare_modules,
-    set_factors,
-    set_mode,
-    update_factor_args,
-    update_score_args,
-)
+from kronfluence.module.tracked_module import ModuleMode
+from kronfluence.module.utils import accumulate_iterations, set_mode
 from kronfluence.utils.constants import PAIRWISE_SCORE_MATRIX_NAME
 
 from influence import data
-from influence.curvature import FACTORS_NAME, Manifest, analyzer
 from influence.data import Encoded
-from influence.task import CausalLMTask
+from influence.prepared import prepare
 from influence.variants import GradientScores, GradientTap
 
 
@@ -43,24 +32,10 @@ class Scorer:
     def __init__(self, model, pad_id: int, factors_root: Path, queries: Encoded, batch_size: int,
                  damping: float | None = None, amp_dtype: torch.dtype | None = None, variants: bool = False) -> None:
         """``variants``: also collect what ``attribute`` returns besides EK-FAC scores (``influence/variants.py``)."""
-        manifest = Manifest.load(factors_root)
-        manifest.check(model, factors_root)
-        self.task = CausalLMTask(manifest.tracked)
-        self.model = prepare_model(model, self.task)
-        run = analyzer(self.model, self.task, factors_root)
-        if torch.cuda.is_available():
-            self.model.to(run.state.device)
-        self.state, self.pad_id, self.batch_size = run.state, pad_id, batch_size
-        self.factor_args = run.load_factor_args(FACTORS_NAME)
-        self.score_args = ScoreArguments(damping_factor=damping, amp_dtype=amp_dtype)
-        update_factor_args(self.model, self.factor_args)
-        update_score_args(self.model, self.score_args)
-        self.tracked = get_tracked_module_names(self.model)
-        set_mode(self.model, ModuleMode.PRECONDITION_GRADIENT, self.tracked, release_memory=True)
-        for name, factors in run.load_all_factors(FACTORS_NAME).items():
-            set_factors(self.model, name, factors, clone=True)
-        prepare_modules(self.model, self.tracked, device=self.state.device)
-        self.modules = [m for m in self.model.modules() if isinstance(m, TrackedModule) and m.name in self.tracked]
+        ready = prepare(model, factors_root, damping, amp_dtype, ModuleMode.PRECONDITION_GRADIENT)
+        manifest, self.task, self.model, self.state = ready.manifest, ready.task, ready.model, ready.state
+        self.score_args, self.tracked, self.modules = ready.score_args, ready.tracked, ready.modules
+        self.pad_id, self.batch_size = pad_id, batch_size
         if variants and manifest.strategy != "ekfac":
             raise ValueError(f"the gradient variants need EK-FAC factors, not {manifest.strategy}")
         self.tap = GradientTap(self.modules) if variants else None

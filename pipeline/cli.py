@@ -4,6 +4,7 @@
                                                [--params params.yaml]
     wherefrom counterfactual | lds | tail_patch  # make validate: retrains, so outside dvc repro's default run
     wherefrom seed N | study                   # make seeds: one training run per seed, then every finding over them
+    wherefrom ask "PROMPT" [--completion TEXT] # the top documents from the gradient index (wherefrom index builds it)
     wherefrom sql "SELECT ..."                 # ad-hoc, read-only SQL over the pipeline's views
     wherefrom sql --name NAME --param k=v      # a named query from reports/sql/NAME.sql (--list shows them)
 
@@ -27,6 +28,7 @@ STAGES = {
     "probe": "ask the query suites, record completions, NLL and correctness -> data/queries.parquet",
     "factors": "fit the EK-FAC curvature of the model on the corpus -> results/factors/",
     "scores": "influence of every document on every query, sharded on Dask -> results/scores/",
+    "index": "every document's projected gradient, for `wherefrom ask` -> results/index/",
     "baselines": "BM25 and random scores in the same schema -> results/baselines/METHOD/",
     "analyze": "the paper's statistics, the classifier and the findings -> results/*.parquet, metrics.json",
     "report": "execute the report notebook and render it -> reports/out/procedural_vs_factual.html",
@@ -74,6 +76,8 @@ def _stage_module(name: str):
             from pipeline.stages import factors as stage
         case "scores":
             from pipeline.stages import scores as stage
+        case "index":
+            from pipeline.stages import index as stage
         case "baselines":
             from pipeline.stages import baselines as stage
         case "analyze":
@@ -145,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_PARAMS,
         help="parameters file (default: params.yaml, found from anywhere in the checkout)",
     )
+    from pipeline import ask
+
+    ask.add_parser(sub)
     if not (sys.argv[1:] if argv is None else argv):  # a bare `wherefrom`: the whole help, not just the usage line
         parser.print_help()
         return 2
@@ -161,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
             except BrokenPipeError:  # the reader (head, less) has gone: stop quietly, as Unix tools do
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
                 return 0
-        if args.command not in WITHOUT_TORCH:
+        if args.command not in WITHOUT_TORCH and args.command != "ask":  # ask checks its arguments first
             import transformers
 
             from pipeline.core.model import set_threads
 
             transformers.logging.disable_progress_bar()  # keep stage logs to our own progress bars
             set_threads(params.runtime.threads)
+        if args.command == "ask":
+            return ask.run(params, args)
         run_stage(args.command, params, *([args.seed] if args.command == "seed" else []))
     except ParamsError as err:
         print(f"wherefrom: error: {args.params}: {err}", file=sys.stderr)

@@ -58,6 +58,7 @@ def raw_params(tmp: Path, **overrides) -> dict:
     raw["scores"]["metrics"] = str(tmp / "metrics/scores.json")
     raw["influence"]["factors_dir"] = str(tmp / "results/factors")
     raw["scores"]["out_dir"] = str(tmp / "results/scores")
+    raw["index"].update(out_dir=str(tmp / "results/index"), metrics=str(tmp / "metrics/index.json"))
     raw["analysis"].update(out_dir=str(tmp / "results"), sql_dir=str(REPO / "reports/sql"),
                            metrics_dir=str(tmp / "metrics"))
     raw["baselines"]["out_dir"] = str(tmp / "results/baselines")

@@ -128,7 +128,7 @@ FLOORS = (
     ("pipeline/core", "pipeline/__init__.py"),
     ("influence", "pipeline/world"),
     ("queries",),
-    ("pipeline/analysis", "pipeline/sql"),
+    ("pipeline/analysis", "pipeline/sql", "pipeline/ask.py"),
     ("pipeline/stages",),
     ("pipeline/cli.py", "pipeline/bench.py"),
     ("pipeline/__main__.py",),

@@ -160,6 +160,24 @@ class ScoresConfig:
 
 
 @dataclass(config=_STRICT)
+class IndexConfig:
+    """The gradient index (``wherefrom index``, ``wherefrom ask``): each document's projected gradient, stored once."""
+
+    out_dir: StrictStr = Field("results/index")
+    projection: Literal["random", "eigen"] = Field(
+        "random", description="random: LoGra's seeded random projection per layer side; eigen: the k EK-FAC "
+        "eigenvectors of most curvature (docs/engineering.md compares them)")
+    k: StrictInt = Field(16, gt=0, description="projected size per side of each tracked layer: k x k numbers per "
+                                               "layer and document")
+    seed: StrictInt = Field(0, description="the random projection's seed")
+    dtype: Literal["float16", "float32"] = Field("float16", description="how the rows are stored (scored in float32)")
+    shard_size: StrictInt = Field(1000, gt=0, description="documents per shard: one Dask task, one Parquet file")
+    batch_size: StrictInt = Field(64, gt=0, description="document windows per backward pass")
+    top: StrictInt = Field(10, gt=0, description="documents `wherefrom ask` prints")
+    metrics: StrictStr = Field("metrics/index.json", description="documents, seconds and bytes per document")
+
+
+@dataclass(config=_STRICT)
 class BaselinesConfig:
     """Scores computed beside influence, in its schema, and analysed the same way."""
 
@@ -273,6 +291,7 @@ class Params:
     queries: QueriesConfig = QueriesConfig()
     influence: InfluenceConfig = InfluenceConfig()
     scores: ScoresConfig = ScoresConfig()
+    index: IndexConfig = IndexConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     report: ReportConfig = ReportConfig()
@@ -375,6 +394,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "probe": ("seed", "corpus", "model", "queries"),
     "factors": ("seed", "corpus", "model", "influence"),
     "scores": ("seed", "corpus", "model", "influence", "scores"),
+    "index": ("seed", "corpus", "model", "influence", "index"),
     "baselines": ("seed", "scores", "baselines"),
     "analyze": ("baselines", "analysis"),
     "report": ("baselines", "analysis", "report", "counterfactual"),

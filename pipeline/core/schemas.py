@@ -1,5 +1,6 @@
 """Explicit Parquet schemas: the contracts between stages (see the README's "Data contracts")."""
 
+import numpy as np
 import pyarrow as pa
 
 CORPUS = pa.schema([
@@ -28,6 +29,15 @@ SHARD_FILES = f"{SHARD_DIRS}/part.parquet"
 def shard_file(index: int) -> str:
     """Where shard ``index`` lies inside a scores directory."""
     return f"shard={index:05d}/part.parquet"
+
+
+def index_schema(width: int, dtype: str) -> pa.Schema:
+    """results/index/shard=NNNNN/part.parquet: each document's projected gradient (``influence/gradient_index.py``)."""
+    return pa.schema([
+        pa.field("doc_id", pa.int64(), nullable=False),
+        pa.field("gradient", pa.list_(pa.field("item", pa.from_numpy_dtype(np.dtype(dtype)), nullable=False), width),
+                 nullable=False),
+    ])
 
 
 QUERIES = pa.schema(

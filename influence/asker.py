@@ -1,0 +1,115 @@
+"""Ask the gradient index: the model, its factors and the index loaded once, then each question is one
+backward pass, one preconditioning and one matrix product (``wherefrom ask``; in a notebook, ``Asker``).
+
+    asker = Asker.from_params(load_params("params.yaml"))
+    answer = asker.ask("What is the capital of Varnia?")     # the model's own greedy completion
+    answer.top                                               # documents, best first, with text and labels
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+import torch
+
+from influence import data, measurements
+from influence.curvature import Manifest, model_fingerprint
+from influence.gradient_index import GradientIndex, project_queries
+from influence.prepared import prepare
+from influence.variants import GradientTap
+from pipeline.core.config import Params
+from pipeline.core.errors import WherefromError
+from pipeline.core.model import completion_nll, encode_query, greedy_completions, load_model
+
+
+@dataclass(frozen=True)
+class Answer:
+    prompt: str
+    completion: str
+    nll: float  # of the completion, nats: the divisor of score_per_nat
+    top: list[dict]  # doc_id, score, score_per_nat, text, source, fact_ids, procedure; best first
+
+
+class Asker:
+    """The model, factors and gradient index of one run, loaded once."""
+
+    def __init__(self, model_dir: str | Path, factors_dir: str | Path, index_dir: str | Path, corpus_dir: str | Path,
+                 context: int, max_new_tokens: int = 128, damping: float | None = None, batch_size: int = 16) -> None:
+        self.index = GradientIndex.load(Path(index_dir))
+        model, self.tokenizer = load_model(model_dir)
+        found = model_fingerprint(model)
+        if found != self.index.manifest.fingerprint:
+            raise WherefromError(f"{index_dir}: the index was built from another model (fingerprint "
+                                 f"{self.index.manifest.fingerprint}, {model_dir} is {found}); rerun the index stage")
+        factors = Manifest.load(Path(factors_dir))
+        if factors.factors_sha256 != self.index.manifest.factors_sha256:
+            raise WherefromError(f"{index_dir}: the index was built with other factors than {factors_dir}'s; "
+                                 "rerun the index stage")
+        self.ready = prepare(model, Path(factors_dir), damping)
+        self.tap = GradientTap(self.ready.modules)
+        self.corpus_dir, self.context = str(corpus_dir), context
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self._position = {int(d): i for i, d in enumerate(self.index.doc_ids)}
+
+    @classmethod
+    def from_params(cls, params: Params) -> Asker:
+        return cls(params.model.dir, params.influence.factors_dir, params.index.out_dir, params.corpus.out_dir,
+                   params.model.context, params.queries.max_new_tokens, params.influence.damping,
+                   params.index.batch_size)
+
+    def project(self, queries: data.Encoded) -> torch.Tensor:
+        """Each query's preconditioned, projected gradient: ``[queries, width]``."""
+        out = []
+        model, device = self.ready.model, self.ready.state.device
+        for batch in data.loader(queries, self.batch_size, self.tokenizer.pad_token_id):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            model.zero_grad(set_to_none=True)
+            self.ready.task.compute_measurement(batch, model).backward()
+            out.append(project_queries(self.ready.modules, self.index.projection, self.tap.take()).cpu())
+        model.zero_grad(set_to_none=True)
+        return torch.cat(out)
+
+    def scores(self, rows: measurements.Measurements) -> np.ndarray:
+        """Every row's ``[rows, documents]`` estimated influence (documents in ``index.doc_ids`` order), rows as
+        the exact scores have them (``all`` the sum of its answer segments where there are segments)."""
+        measured = self.index.scores(self.project(measurements.encoded(self.tokenizer, rows)))
+        return rows.expand(measured.double().numpy())
+
+    def complete(self, prompt: str) -> str:
+        self.check_prompt(prompt)
+        completion = greedy_completions(self.ready.model, self.tokenizer, [prompt], self.max_new_tokens, 1)[0]
+        if not completion.strip():
+            raise WherefromError("the model's completion of this prompt is empty: give one (--completion TEXT)")
+        return completion
+
+    def check_prompt(self, prompt: str, completion: str = "") -> None:
+        if not prompt.strip():
+            raise WherefromError("empty prompt")
+        n = len(encode_query(self.tokenizer, prompt, completion or " ")[0])
+        if n > self.context:
+            raise WherefromError(f"the prompt{' and completion' if completion else ''} take {n} tokens, more than the "
+                                 f"model's context ({self.context})")
+
+    def ask(self, prompt: str, completion: str | None = None, top: int = 10) -> Answer:
+        """The ``top`` documents by estimated influence on ``completion`` (the model's own when None)."""
+        completion = self.complete(prompt) if completion is None else completion
+        if not completion.strip():
+            raise WherefromError("empty completion")
+        self.check_prompt(prompt, completion)
+        nll = completion_nll(self.ready.model, self.tokenizer, [prompt], [completion], 1)[0]
+        scores = self.index.scores(self.project(data.queries(self.tokenizer, [prompt], [completion])))[0]
+        best = torch.topk(scores, min(top, len(scores))).indices.tolist()
+        ids = [int(self.index.doc_ids[i]) for i in best]
+        docs = self._documents(ids)
+        return Answer(prompt, completion, nll, [
+            {"doc_id": d, "score": float(scores[i]), "score_per_nat": float(scores[i]) / nll, **docs[d]}
+            for d, i in zip(ids, best)])
+
+    def _documents(self, doc_ids: list[int]) -> dict[int, dict]:
+        dataset = ds.dataset(self.corpus_dir, format="parquet")
+        columns = [c for c in ("doc_id", "text", "source", "fact_ids", "procedure") if c in dataset.schema.names]
+        table = dataset.to_table(columns=columns, filter=ds.field("doc_id").isin(doc_ids)).to_pylist()
+        return {row.pop("doc_id"): row for row in table}

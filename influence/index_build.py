@@ -1,0 +1,167 @@
+"""Build the gradient index: one Dask task per document shard, as the scores are, resumable and run-keyed.
+
+The main process fixes the projection (from the factors: the ``eigen`` kind needs them, and the run key holds
+them either way) and writes it with the manifest before any shard; each worker loads the model once, hooks a
+``ProjectedTap`` on the tracked layers and writes its shards' rows. A shard from another run (other corpus,
+model, factors or index settings) is redone; a complete one is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+import transformers
+
+from influence import data, shards
+from influence.cluster import dask_client, pin_gpu, run_shards, threads_per_worker, warm_up
+from influence.curvature import MANIFEST as FACTORS_MANIFEST
+from influence.gradient_index import PROJECTION, IndexManifest, ProjectedTap, write_shard
+from influence.prepared import prepare
+from influence.projection import Projection, make
+from pipeline.core.config import Params
+from pipeline.core.corpus_reader import content_hash, read_doc_ids, read_texts
+from pipeline.core.errors import WherefromError
+from pipeline.core.model import load_model, set_threads
+from pipeline.core.schemas import SHARD_DIRS
+
+
+@dataclass(frozen=True)
+class IndexJob:
+    run_key: str
+    model_dir: str
+    factors_dir: str
+    corpus_dir: str
+    out_dir: str
+    dtype: str
+    batch_size: int
+    context: int
+    whole_documents: bool
+    threads: int
+
+
+def run_key(params: Params) -> str:
+    """Everything a document's row depends on: corpus content, the factors (and through their manifest, the
+    model), the projection's settings, and how documents are read. Not the queries: they come at ask time."""
+    cfg = params.index
+    h = hashlib.sha256()
+    h.update(content_hash(params.corpus.out_dir).encode())
+    h.update((Path(params.influence.factors_dir) / FACTORS_MANIFEST).read_bytes())
+    h.update(json.dumps([cfg.projection, cfg.k, cfg.seed, cfg.dtype, params.model.context, params.corpus.long_docs,
+                         params.seed]).encode())
+    return h.hexdigest()[:16]
+
+
+_PREPARED: dict[str, tuple] = {}
+
+
+def _prepared(job: IndexJob):
+    if job.run_key not in _PREPARED:
+        _PREPARED.clear()
+        pin_gpu()
+        set_threads(job.threads)
+        transformers.logging.disable_progress_bar()
+        model, tokenizer = load_model(job.model_dir)
+        ready = prepare(model, Path(job.factors_dir))
+        tap = ProjectedTap(ready.modules, Projection.load(Path(job.out_dir) / PROJECTION), ready.state.device)
+        _PREPARED[job.run_key] = (ready, tap, tokenizer)
+    return _PREPARED[job.run_key]
+
+
+def prepare_worker(job: IndexJob) -> int:
+    _prepared(job)
+    return os.getpid()
+
+
+def index_shard(shard: shards.Shard, job: IndexJob) -> int:
+    """Project every document of ``shard`` (windows summed) unless its file is complete; returns documents done."""
+    path = shard.path(Path(job.out_dir))
+    if shards.is_complete(path, job.run_key, len(shard.doc_ids)):
+        return 0
+    ready, tap, tokenizer = _prepared(job)
+    docs = data.documents(tokenizer, read_texts(job.corpus_dir, shard.doc_ids), job.context,
+                          job.whole_documents).by_length()
+    rows = []
+    for batch in data.loader(docs, job.batch_size, tokenizer.pad_token_id):
+        batch = {k: v.to(ready.state.device) for k, v in batch.items()}
+        ready.model.zero_grad(set_to_none=True)
+        ready.task.compute_train_loss(batch, ready.model).backward()
+        rows.append(tap.take().double().cpu())
+    items = torch.cat(rows) if rows else torch.zeros(0, 0, dtype=torch.float64)
+    per_doc = torch.zeros(len(shard.doc_ids), items.shape[1], dtype=torch.float64)
+    per_doc.index_add_(0, torch.tensor(docs.owners if docs.owners is not None else range(len(docs))), items)
+    write_shard(path, job.run_key, shard.doc_ids, per_doc.numpy(), job.dtype)
+    return len(shard.doc_ids)
+
+
+def _projection(params: Params, out: Path, key: str) -> Projection:
+    """This run's projection, made once (kept across resumed runs, remade when the run key changes)."""
+    path = out / PROJECTION
+    try:
+        if IndexManifest.load(out).run_key == key and path.is_file():
+            return Projection.load(path)
+    except WherefromError:
+        pass
+    model, _ = load_model(params.model.dir)
+    ready = prepare(model, Path(params.influence.factors_dir))
+    projection = make(params.index.projection, params.index.k, params.index.seed,
+                      {m.name: m.storage for m in ready.modules})
+    projection.save(path)
+    return projection
+
+
+@dataclass(frozen=True)
+class Built:
+    out: Path
+    documents: int = 0
+    seconds: float = 0.0
+    bytes_per_doc: int = 0
+
+
+def build_index(params: Params) -> Built:
+    """Project every shard of the corpus not yet complete for this run."""
+    cfg = params.index
+    factors = Path(params.influence.factors_dir)
+    if not (factors / FACTORS_MANIFEST).is_file():
+        raise WherefromError(f"{factors}: no factors here; run the factors stage first")
+    if json.loads((factors / FACTORS_MANIFEST).read_text()).get("strategy") != "ekfac":
+        raise WherefromError(f"{factors}: the gradient index preconditions with EK-FAC factors "
+                             "(influence.strategy: ekfac)")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    key = run_key(params)
+    projection = _projection(params, out, key)
+    doc_ids = read_doc_ids(params.corpus.out_dir)
+    plan = shards.plan(doc_ids, cfg.shard_size)
+    fingerprint = json.loads((factors / FACTORS_MANIFEST).read_text())
+    manifest = IndexManifest(key, fingerprint["fingerprint"], fingerprint["factors_sha256"], projection.kind, cfg.k,
+                             cfg.seed, cfg.dtype, projection.width, len(doc_ids))
+    manifest.save(out)
+    planned = {s.path(out).parent.name for s in plan}
+    for stale in out.glob(SHARD_DIRS):
+        if stale.name not in planned:
+            shutil.rmtree(stale)
+    job = IndexJob(key, str(Path(params.model.dir).resolve()), str(factors.resolve()),
+                   str(Path(params.corpus.out_dir).resolve()), str(out.resolve()), cfg.dtype, cfg.batch_size,
+                   params.model.context, params.corpus.long_docs != "truncate",
+                   threads_per_worker(params.dask.threads_per_worker, params.dask.workers))
+    todo = [s for s in plan if not shards.is_complete(s.path(out), key, len(s.doc_ids))]
+    print(f"index: {len(plan)} shards of up to {cfg.shard_size} documents, {projection.kind} projection k={cfg.k}: "
+          f"{manifest.bytes_per_doc:,} bytes per document ({len(plan) - len(todo)} shards already complete)")
+    if not todo:
+        return Built(out, 0, 0.0, manifest.bytes_per_doc)
+    start = time.perf_counter()
+    with dask_client(params.dask.workers, params.dask.scheduler, params.dask.connect_timeout_s) as client:
+        warm_up(client, prepare_worker, job)
+        done = run_shards(client, index_shard, todo, job, "index")
+    seconds = time.perf_counter() - start
+    print(f"index: {done} documents in {seconds:.0f}s -> {out}/ "
+          f"({sum(pq.read_metadata(s.path(out)).num_rows for s in plan):,} rows)")
+    return Built(out, done, seconds, manifest.bytes_per_doc)
