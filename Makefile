@@ -70,9 +70,12 @@ test: $(STAMP)
 	$(BIN)/ruff check .  # the lint rules and 120 columns: pyproject.toml's [tool.ruff]
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
-## make bench: docs/s of plain forward+backward, kronfluence and wherefrom, side by side (not a test)
+## make bench: docs/s of plain forward+backward, kronfluence and wherefrom, side by side (not a test); after
+## make demo, also the gradient index against exact scoring (fidelity, build time, a question's time)
 bench: $(STAMP)
 	$(BIN)/python -m pipeline.bench
+	@if [ -f results/factors/manifest.json ] && [ -f data/queries.parquet ]; then $(BIN)/python -m pipeline.bench_index; \
+	else echo "The gradient index's lines need a finished run: make demo, then make bench again"; fi
 
 ## make screenshot: the HTML report in headless Chromium, as reports/out/screenshot-NN.png (needs Debian's chromium)
 screenshot: $(STAMP)

@@ -17,7 +17,8 @@ import torch
 
 from influence import data, measurements
 from influence.curvature import Manifest, model_fingerprint
-from influence.gradient_index import GradientIndex, project_queries
+from influence.gradient_index import GradientIndex, project_query_gradients
+from influence.index_search import top_k
 from influence.prepared import prepare
 from influence.variants import GradientTap
 from pipeline.core.config import Params
@@ -37,8 +38,12 @@ class Asker:
     """The model, factors and gradient index of one run, loaded once."""
 
     def __init__(self, model_dir: str | Path, factors_dir: str | Path, index_dir: str | Path, corpus_dir: str | Path,
-                 context: int, max_new_tokens: int = 128, damping: float | None = None, batch_size: int = 16) -> None:
-        self.index = GradientIndex.load(Path(index_dir))
+                 context: int, max_new_tokens: int = 128, damping: float | None = None, batch_size: int = 16,
+                 client=None) -> None:
+        """``client``: a Dask client whose workers hold the index's shards and search them (a corpus too large for
+        this machine's memory); without one the whole index is loaded here."""
+        self.index_dir, self.client = Path(index_dir), client
+        self.index = GradientIndex.load(self.index_dir, with_rows=client is None)
         model, self.tokenizer = load_model(model_dir)
         found = model_fingerprint(model)
         if found != self.index.manifest.fingerprint:
@@ -52,29 +57,23 @@ class Asker:
         self.tap = GradientTap(self.ready.modules)
         self.corpus_dir, self.context = str(corpus_dir), context
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self._position = {int(d): i for i, d in enumerate(self.index.doc_ids)}
 
     @classmethod
-    def from_params(cls, params: Params) -> Asker:
+    def from_params(cls, params: Params, client=None) -> Asker:
         return cls(params.model.dir, params.influence.factors_dir, params.index.out_dir, params.corpus.out_dir,
                    params.model.context, params.queries.max_new_tokens, params.influence.damping,
-                   params.index.batch_size)
+                   params.index.batch_size, client)
 
     def project(self, queries: data.Encoded) -> torch.Tensor:
         """Each query's preconditioned, projected gradient: ``[queries, width]``."""
-        out = []
-        model, device = self.ready.model, self.ready.state.device
-        for batch in data.loader(queries, self.batch_size, self.tokenizer.pad_token_id):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            model.zero_grad(set_to_none=True)
-            self.ready.task.compute_measurement(batch, model).backward()
-            out.append(project_queries(self.ready.modules, self.index.projection, self.tap.take()).cpu())
-        model.zero_grad(set_to_none=True)
-        return torch.cat(out)
+        return project_query_gradients(self.ready, self.tap, self.index.projection, queries, self.batch_size,
+                                       self.tokenizer.pad_token_id)
 
     def scores(self, rows: measurements.Measurements) -> np.ndarray:
         """Every row's ``[rows, documents]`` estimated influence (documents in ``index.doc_ids`` order), rows as
         the exact scores have them (``all`` the sum of its answer segments where there are segments)."""
+        if self.client is not None:
+            raise ValueError("every row's score of every document needs the index here: an Asker without a client")
         measured = self.index.scores(self.project(measurements.encoded(self.tokenizer, rows)))
         return rows.expand(measured.double().numpy())
 
@@ -90,8 +89,8 @@ class Asker:
             raise WherefromError("empty prompt")
         n = len(encode_query(self.tokenizer, prompt, completion or " ")[0])
         if n > self.context:
-            raise WherefromError(f"the prompt{' and completion' if completion else ''} take {n} tokens, more than the "
-                                 f"model's context ({self.context})")
+            what = "the prompt and completion take" if completion else "the prompt takes"
+            raise WherefromError(f"{what} {n} tokens, more than the model's context ({self.context})")
 
     def ask(self, prompt: str, completion: str | None = None, top: int = 10) -> Answer:
         """The ``top`` documents by estimated influence on ``completion`` (the model's own when None)."""
@@ -100,13 +99,17 @@ class Asker:
             raise WherefromError("empty completion")
         self.check_prompt(prompt, completion)
         nll = completion_nll(self.ready.model, self.tokenizer, [prompt], [completion], 1)[0]
-        scores = self.index.scores(self.project(data.queries(self.tokenizer, [prompt], [completion])))[0]
-        best = torch.topk(scores, min(top, len(scores))).indices.tolist()
-        ids = [int(self.index.doc_ids[i]) for i in best]
+        projected = self.project(data.queries(self.tokenizer, [prompt], [completion]))
+        if self.client is None:
+            scores = self.index.scores(projected)[0]
+            best = torch.topk(scores, min(top, len(scores))).indices.tolist()
+            ids, values = [int(self.index.doc_ids[i]) for i in best], [float(scores[i]) for i in best]
+        else:
+            values, ids = (row.tolist() for row in top_k(self.client, self.index_dir, projected.numpy(), top))
+            values, ids = values[0], [int(d) for d in ids[0]]
         docs = self._documents(ids)
-        return Answer(prompt, completion, nll, [
-            {"doc_id": d, "score": float(scores[i]), "score_per_nat": float(scores[i]) / nll, **docs[d]}
-            for d, i in zip(ids, best)])
+        return Answer(prompt, completion, nll, [{"doc_id": d, "score": v, "score_per_nat": v / nll, **docs[d]}
+                                                for d, v in zip(ids, values)])
 
     def _documents(self, doc_ids: list[int]) -> dict[int, dict]:
         dataset = ds.dataset(self.corpus_dir, format="parquet")

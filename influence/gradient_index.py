@@ -20,8 +20,12 @@ import torch
 from kronfluence.module.tracked_module import TrackedModule
 from kronfluence.utils.constants import ACTIVATION_EIGENVECTORS_NAME, GRADIENT_EIGENVECTORS_NAME, LAMBDA_MATRIX_NAME
 
+from influence import data
+from influence.data import Encoded
+from influence.prepared import Prepared
 from influence.projection import Projection
 from influence.shards import RUN_KEY
+from influence.variants import GradientTap
 from pipeline.core.atomic import atomic_path, write_json
 from pipeline.core.errors import WherefromError
 from pipeline.core.schemas import SHARD_FILES, index_schema
@@ -91,20 +95,47 @@ class ProjectedTap:
         return torch.cat([parts[name] for name in self.order], dim=1)
 
 
+def project_documents(ready: Prepared, tap: ProjectedTap, docs: Encoded, batch_size: int, pad_id: int) -> np.ndarray:
+    """Every document's projected gradient, its windows summed (``Encoded.per_document``): ``[documents, width]``."""
+    rows = []
+    for batch in data.loader(docs, batch_size, pad_id):
+        batch = {k: v.to(ready.state.device) for k, v in batch.items()}
+        ready.model.zero_grad(set_to_none=True)
+        ready.task.compute_train_loss(batch, ready.model).backward()
+        rows.append(tap.take().double().cpu())
+    ready.model.zero_grad(set_to_none=True)
+    return docs.per_document(torch.cat(rows).T).T.double().numpy() if rows else np.zeros((docs.n_docs, 0))
+
+
 def project_queries(modules: list[TrackedModule], projection: Projection,
                     rotated: dict[str, torch.Tensor]) -> torch.Tensor:
     """Queries' gradients in the EK-FAC eigenbasis (``GradientTap``: ``R = Q_gᵀ G Q_a`` per layer), preconditioned
     with the full EK-FAC (``R / (Λ + damping)``, kronfluence's numbers), back in the weights' coordinates and
-    projected: ``[queries, width]``, whose dot product with a document's row estimates its exact score."""
+    projected (scaled first by ``query_scales``): ``[queries, width]``, whose dot product with a document's row
+    estimates its exact score."""
     parts = []
     by_name = {m.name: m for m in modules}
     for name, (p_out, p_in) in projection.layers.items():
         storage, r = by_name[name].storage, rotated[name]
         q_a, q_g, inverse = (storage[key].to(r.device, torch.float32) for key in (
             ACTIVATION_EIGENVECTORS_NAME, GRADIENT_EIGENVECTORS_NAME, LAMBDA_MATRIX_NAME))
-        left, right = p_out.to(r.device) @ q_g, p_in.to(r.device) @ q_a
+        u, v = (scale.to(r.device) for scale in projection.query_scales[name])
+        left, right = (p_out.to(r.device) @ q_g) * u, (p_in.to(r.device) @ q_a) * v
         parts.append(torch.einsum("ko,qoi,li->qkl", left, r * inverse, right).flatten(1))
     return torch.cat(parts, dim=1)
+
+
+def project_query_gradients(ready: Prepared, tap: GradientTap, projection: Projection, queries: Encoded,
+                            batch_size: int, pad_id: int) -> torch.Tensor:
+    """Each query's preconditioned, projected gradient (``project_queries``), batch by batch: ``[queries, width]``."""
+    out = []
+    for batch in data.loader(queries, batch_size, pad_id):
+        batch = {k: v.to(ready.state.device) for k, v in batch.items()}
+        ready.model.zero_grad(set_to_none=True)
+        ready.task.compute_measurement(batch, ready.model).backward()
+        out.append(project_queries(ready.modules, projection, tap.take()).cpu())
+    ready.model.zero_grad(set_to_none=True)
+    return torch.cat(out) if out else torch.zeros(0, projection.width)
 
 
 def write_shard(path: Path, run_key: str, doc_ids: tuple[int, ...], rows: np.ndarray, dtype: str) -> None:
@@ -129,21 +160,25 @@ class GradientIndex:
     rows: torch.Tensor
 
     @classmethod
-    def load(cls, root: Path) -> GradientIndex:
+    def load(cls, root: Path, with_rows: bool = True) -> GradientIndex:
+        """The index at ``root``, checked complete; ``with_rows=False`` reads no rows (a search on Dask reads them
+        in its workers: ``influence/index_search.py``)."""
         root = Path(root)
         manifest = IndexManifest.load(root)
         files = sorted(root.glob(SHARD_FILES))
-        tables = [pq.read_table(f) for f in files]
-        key = manifest.run_key.encode()
-        stale = [f for f, t in zip(files, tables) if (t.schema.metadata or {}).get(RUN_KEY) != key]
-        n = sum(t.num_rows for t in tables)
-        if stale or n != manifest.n_docs:
+        metadata = [pq.read_metadata(f) for f in files]
+        n = sum(m.num_rows for m in metadata if (m.metadata or {}).get(RUN_KEY) == manifest.run_key.encode())
+        if n != manifest.n_docs or sum(m.num_rows for m in metadata) != n:
             raise WherefromError(f"{root}: the index is incomplete ({n} of {manifest.n_docs} documents from this "
                                  "build); rerun the index stage")
+        projection = Projection.load(root / PROJECTION)
+        if not with_rows:
+            return cls(manifest, projection, np.zeros(0, np.int64), torch.zeros(0, manifest.width))
+        tables = [pq.read_table(f) for f in files]
         doc_ids = np.concatenate([t.column("doc_id").to_numpy() for t in tables]) if tables else np.zeros(0, np.int64)
         flat = [t.column("gradient").combine_chunks().values.to_numpy() for t in tables]
         rows = np.concatenate(flat).reshape(n, manifest.width) if flat else np.zeros((0, manifest.width))
-        return cls(manifest, Projection.load(root / PROJECTION), doc_ids, torch.from_numpy(rows.astype(np.float32)))
+        return cls(manifest, projection, doc_ids, torch.from_numpy(rows.astype(np.float32)))
 
     def scores(self, projected_queries: torch.Tensor) -> torch.Tensor:
         """``[queries, documents]`` estimated influence, documents in ``doc_ids`` order."""

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import torch
 import transformers
 
 from influence import data, shards
 from influence.cluster import dask_client, pin_gpu, run_shards, threads_per_worker, warm_up
 from influence.curvature import MANIFEST as FACTORS_MANIFEST
-from influence.gradient_index import PROJECTION, IndexManifest, ProjectedTap, write_shard
+from influence.gradient_index import PROJECTION, IndexManifest, ProjectedTap, project_documents, write_shard
 from influence.prepared import prepare
 from influence.projection import Projection, make
 from pipeline.core.config import Params
@@ -88,16 +87,8 @@ def index_shard(shard: shards.Shard, job: IndexJob) -> int:
     ready, tap, tokenizer = _prepared(job)
     docs = data.documents(tokenizer, read_texts(job.corpus_dir, shard.doc_ids), job.context,
                           job.whole_documents).by_length()
-    rows = []
-    for batch in data.loader(docs, job.batch_size, tokenizer.pad_token_id):
-        batch = {k: v.to(ready.state.device) for k, v in batch.items()}
-        ready.model.zero_grad(set_to_none=True)
-        ready.task.compute_train_loss(batch, ready.model).backward()
-        rows.append(tap.take().double().cpu())
-    items = torch.cat(rows) if rows else torch.zeros(0, 0, dtype=torch.float64)
-    per_doc = torch.zeros(len(shard.doc_ids), items.shape[1], dtype=torch.float64)
-    per_doc.index_add_(0, torch.tensor(docs.owners if docs.owners is not None else range(len(docs))), items)
-    write_shard(path, job.run_key, shard.doc_ids, per_doc.numpy(), job.dtype)
+    rows = project_documents(ready, tap, docs, job.batch_size, tokenizer.pad_token_id)
+    write_shard(path, job.run_key, shard.doc_ids, rows, job.dtype)
     return len(shard.doc_ids)
 
 

@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     ask.add_argument("--queries", metavar="FILE", help="a query file (.jsonl, .json or .parquet; the README's format) "
                                                        "instead of one prompt")
     ask.add_argument("--out", metavar="FILE.parquet", help="with --queries: where the scores go (the scores schema)")
+    ask.add_argument("--dask", action="store_true", help="search on Dask, each worker holding some of the index's "
+                                                         "shards (dask.scheduler, or a LocalCluster of dask.workers)")
     ask.add_argument("--params", default="params.yaml",
                      help="parameters file (default: params.yaml, found from anywhere in the checkout)")
 
@@ -49,6 +51,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise WherefromError('ask: give a prompt (wherefrom ask "QUESTION") or --queries FILE')
     if args.prompt is not None and not args.prompt.strip():
         raise WherefromError("ask: empty prompt")
+    if args.dask and args.queries:
+        raise WherefromError("ask: --dask finds one prompt's top documents; --queries scores every document here")
     if args.top is not None and args.top <= 0:
         raise WherefromError(f"ask: --top {args.top}: must be positive")
 
@@ -62,9 +66,16 @@ def run(params: Params, args: argparse.Namespace) -> int:
 
     transformers.logging.disable_progress_bar()
     set_threads(params.runtime.threads)
-    asker = Asker.from_params(params)
-    if args.queries:
-        return _suite(asker, args.queries, args.out)
+    if not args.dask:
+        asker = Asker.from_params(params)
+        return _suite(asker, args.queries, args.out) if args.queries else _show(asker, args, params)
+    from influence.cluster import dask_client
+
+    with dask_client(params.dask.workers, params.dask.scheduler, params.dask.connect_timeout_s) as client:
+        return _show(Asker.from_params(params, client), args, params)
+
+
+def _show(asker, args: argparse.Namespace, params: Params) -> int:
     answer = asker.ask(args.prompt, args.completion, args.top or params.index.top)
     print(f"prompt: {answer.prompt}\ncompletion: {answer.completion}\nNLL: {answer.nll:.2f} nats\n")
     print(f"{'rank':>4}  {'doc_id':>8}  {'score':>10}  {'per nat':>10}  {'source':<12}  labels / text")

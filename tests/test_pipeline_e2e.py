@@ -318,7 +318,8 @@ def test_experiments_record_numeric_metrics_and_plots(project, tmp_path):
 @pytest.mark.slow
 def test_repro_again_is_cached_and_a_param_reruns_only_its_stage(project):
     def reran(out):
-        return {s for s in ("corpus", "pretrain", "probe", "factors", "scores", "baselines", "analyze", "report")
+        return {s for s in ("corpus", "pretrain", "probe", "factors", "scores", "index", "baselines", "analyze",
+                            "report")
                 if f"Running stage '{s}'" in out}
 
     assert reran(_run([sys.executable, "-m", "dvc", "repro"], project)) == set()

@@ -164,9 +164,10 @@ class IndexConfig:
     """The gradient index (``wherefrom index``, ``wherefrom ask``): each document's projected gradient, stored once."""
 
     out_dir: StrictStr = Field("results/index")
-    projection: Literal["random", "eigen"] = Field(
+    projection: Literal["random", "eigen", "whitened"] = Field(
         "random", description="random: LoGra's seeded random projection per layer side; eigen: the k EK-FAC "
-        "eigenvectors of most curvature (docs/engineering.md compares them)")
+        "eigenvectors of most curvature; whitened: random rows on EK-FAC-whitened gradients (influence/projection.py; "
+        "docs/engineering.md compares them)")
     k: StrictInt = Field(16, gt=0, description="projected size per side of each tracked layer: k x k numbers per "
                                                "layer and document")
     seed: StrictInt = Field(0, description="the random projection's seed")
@@ -312,6 +313,7 @@ class Params:
 READ_BY_DVC = {
     "corpus": ("out_dir",), "model": ("dir",), "pretrain": ("metrics", "loss_curve"),
     "queries": ("out", "segments", "metrics"), "influence": ("factors_dir",), "scores": ("out_dir", "metrics"),
+    "index": ("out_dir", "metrics"),
     "baselines": ("out_dir",), "analysis": ("out_dir", "sql_dir", "metrics_dir"), "report": ("notebook", "out_dir"),
     "counterfactual": ("out", "arms_dir", "metrics"), "validation": ("out_dir", "metrics_dir"),
     "study": ("seeds", "runs_dir", "out_dir", "metrics"),
