@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from influence.shards import Shard
+from pipeline.core.config import DaskConfig
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import available_cores
 
@@ -56,24 +57,27 @@ TORCH_FRIENDLY_DASK = {
 
 
 @contextlib.contextmanager
-def dask_client(workers: int, scheduler: str | None, timeout_s: int = 10) -> Iterator:
-    """A client on the given scheduler, or on a LocalCluster of ``workers`` single-threaded processes
-    (torch threads inside each worker are set by the job, so processes never oversubscribe cores),
-    both under ``TORCH_FRIENDLY_DASK``."""
+def dask_client(cfg: DaskConfig) -> Iterator:
+    """A client on ``cfg.scheduler``, or on a LocalCluster of ``cfg.workers`` single-threaded processes (torch
+    threads inside each worker are set by the job, so processes never oversubscribe cores), both under
+    ``TORCH_FRIENDLY_DASK``. With ``cfg.processes`` false, one worker runs in this process instead: the same
+    scheduler and tasks, without a worker process to start. Several workers are always processes: a worker keeps
+    its prepared model in module state (``influence/jobs.py``), which threads of one process would share."""
     import dask
     from dask.distributed import Client, LocalCluster
 
     with dask.config.set(TORCH_FRIENDLY_DASK):
-        if scheduler:
+        if cfg.scheduler:
             try:
-                client = Client(scheduler, timeout=timeout_s)
+                client = Client(cfg.scheduler, timeout=cfg.connect_timeout_s)
             except OSError as err:
-                raise WherefromError(f"dask.scheduler: {scheduler}: cannot connect within {timeout_s}s "
+                raise WherefromError(f"dask.scheduler: {cfg.scheduler}: cannot connect within {cfg.connect_timeout_s}s "
                                      f"(dask.connect_timeout_s): {str(err).splitlines()[0]}") from None
             with client:
                 yield client
             return
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        processes = cfg.processes or cfg.workers > 1
+        with LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=processes, dashboard_address=None,
                           silence_logs=40) as cluster, Client(cluster) as client:
             yield client
 

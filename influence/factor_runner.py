@@ -115,7 +115,7 @@ def fit(params: Params, doc_ids: list[int], out: Path, seconds: dict[str, float]
     steps = [("covariance", covariance_shard)]
     if FactorConfig.CONFIGS[cfg.strategy].requires_lambda_matrices:
         steps.append(("lambda", lambda_shard))
-    with dask_client(params.dask.workers, params.dask.scheduler, params.dask.connect_timeout_s) as client:
+    with dask_client(params.dask) as client:
         for step, task_fn in steps:
             todo = [s for s in plan if not is_complete(shard_path(root, step, s.index), key)]
             print(f"factors: {step} pass over {len(plan)} shards of up to {cfg.shard_size} documents "

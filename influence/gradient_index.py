@@ -152,7 +152,7 @@ def write_shard(path: Path, run_key: str, doc_ids: tuple[int, ...], rows: np.nda
 
 @dataclass
 class GradientIndex:
-    """The whole index in memory: ``doc_ids[i]``'s projected gradient is ``rows[i]`` (float32)."""
+    """The whole index in memory: ``doc_ids[i]``'s projected gradient is ``rows[i]`` (in the stored dtype)."""
 
     manifest: IndexManifest
     projection: Projection
@@ -178,8 +178,11 @@ class GradientIndex:
         doc_ids = np.concatenate([t.column("doc_id").to_numpy() for t in tables]) if tables else np.zeros(0, np.int64)
         flat = [t.column("gradient").combine_chunks().values.to_numpy() for t in tables]
         rows = np.concatenate(flat).reshape(n, manifest.width) if flat else np.zeros((0, manifest.width))
-        return cls(manifest, projection, doc_ids, torch.from_numpy(rows.astype(np.float32)))
+        return cls(manifest, projection, doc_ids, torch.from_numpy(rows))
 
-    def scores(self, projected_queries: torch.Tensor) -> torch.Tensor:
-        """``[queries, documents]`` estimated influence, documents in ``doc_ids`` order."""
-        return projected_queries.float().cpu() @ self.rows.T
+    def scores(self, projected_queries: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
+        """``[queries, documents]`` estimated influence, documents in ``doc_ids`` order. The rows stay in their
+        stored dtype (memory = the index's size on disk) and are widened to float32 a chunk at a time."""
+        queries = projected_queries.float().cpu()
+        return torch.cat([queries @ self.rows[i:i + chunk].float().T for i in range(0, len(self.rows), chunk)], dim=1) \
+            if len(self.rows) else torch.zeros(len(queries), 0)

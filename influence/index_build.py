@@ -149,7 +149,7 @@ def build_index(params: Params) -> Built:
     if not todo:
         return Built(out, 0, 0.0, manifest.bytes_per_doc)
     start = time.perf_counter()
-    with dask_client(params.dask.workers, params.dask.scheduler, params.dask.connect_timeout_s) as client:
+    with dask_client(params.dask) as client:
         warm_up(client, prepare_worker, job)
         done = run_shards(client, index_shard, todo, job, "index")
     seconds = time.perf_counter() - start

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from influence.gradient_index import IndexManifest
 from pipeline.core.schemas import SHARD_FILES
 
-_OWNED: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # (shard file, run key) -> doc ids, float32 rows
+_OWNED: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # (shard file, run key) -> doc ids, stored rows
 
 
 def _owned(path: str, run_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -22,14 +22,14 @@ def _owned(path: str, run_key: str) -> tuple[np.ndarray, np.ndarray]:
         table = pq.read_table(path)
         width = table.schema.field("gradient").type.list_size
         rows = table.column("gradient").combine_chunks().values.to_numpy().reshape(table.num_rows, width)
-        _OWNED[path, run_key] = (table.column("doc_id").to_numpy(), rows.astype(np.float32))
+        _OWNED[path, run_key] = (table.column("doc_id").to_numpy(), rows)
     return _OWNED[path, run_key]
 
 
 def shard_top(path: str, run_key: str, projected: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """One shard's best ``k`` documents per query: ``(scores [queries, k'], doc ids [queries, k'])``, k' ≤ k."""
     doc_ids, rows = _owned(path, run_key)
-    scores = projected @ rows.T
+    scores = projected @ rows.astype(np.float32).T  # widened per question: memory stays the shard's size
     k = min(k, scores.shape[1])
     best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     return np.take_along_axis(scores, best, axis=1), doc_ids[best]

@@ -137,7 +137,7 @@ def score_corpus(params: Params) -> Scored:
 
 def _on_dask(params: Params, todo: list[shards.Shard], job: ScoreJob, out: Path) -> Scored:
     start = time.perf_counter()
-    with dask_client(params.dask.workers, params.dask.scheduler, params.dask.connect_timeout_s) as client:
+    with dask_client(params.dask) as client:
         workers = warm_up(client, prepare, job)
         ready = time.perf_counter()
         scored = run_shards(client, score_shard, todo, job, "scores")

@@ -71,7 +71,7 @@ def run(params: Params, args: argparse.Namespace) -> int:
         return _suite(asker, args.queries, args.out) if args.queries else _show(asker, args, params)
     from influence.cluster import dask_client
 
-    with dask_client(params.dask.workers, params.dask.scheduler, params.dask.connect_timeout_s) as client:
+    with dask_client(params.dask) as client:
         return _show(Asker.from_params(params, client), args, params)
 
 

@@ -310,8 +310,9 @@ def _worker_settings() -> dict:
 def test_local_workers_run_with_the_torch_friendly_dask_settings():
     """The settings reach the worker processes themselves (the nanny passes config and environment on)."""
     from influence.cluster import TORCH_FRIENDLY_DASK, dask_client
+    from pipeline.core.config import DaskConfig
 
-    with dask_client(2, None) as client:
+    with dask_client(DaskConfig(workers=2)) as client:
         settings = client.run(_worker_settings)
     assert len(settings) == 2
     for worker, seen in settings.items():

@@ -165,10 +165,10 @@ class IndexConfig:
 
     out_dir: StrictStr = Field("results/index")
     projection: Literal["random", "eigen", "whitened"] = Field(
-        "random", description="random: LoGra's seeded random projection per layer side; eigen: the k EK-FAC "
+        "whitened", description="random: LoGra's seeded random projection per layer side; eigen: the k EK-FAC "
         "eigenvectors of most curvature; whitened: random rows on EK-FAC-whitened gradients (influence/projection.py; "
         "docs/engineering.md compares them)")
-    k: StrictInt = Field(16, gt=0, description="projected size per side of each tracked layer: k x k numbers per "
+    k: StrictInt = Field(32, gt=0, description="projected size per side of each tracked layer: k x k numbers per "
                                                "layer and document")
     seed: StrictInt = Field(0, description="the random projection's seed")
     dtype: Literal["float16", "float32"] = Field("float16", description="how the rows are stored (scored in float32)")
@@ -279,6 +279,8 @@ class DaskConfig:
     workers: StrictInt = Field(1, gt=0, description="LocalCluster worker processes (without a scheduler)")
     threads_per_worker: StrictInt = Field(0, ge=0, description="torch threads per worker; 0 = cores / workers")
     connect_timeout_s: StrictInt = Field(10, gt=0, description="how long to try reaching dask.scheduler")
+    processes: StrictBool = Field(True, description="false: a one-worker LocalCluster runs inside this process, "
+                                  "sparing the worker's start (imports, ~8 s); several workers are always processes")
 
 
 @dataclass(config=_STRICT)

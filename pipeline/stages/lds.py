@@ -117,7 +117,7 @@ def run(params: Params) -> Path:
     arms = {(name, k): Retrain(len(retrains) + i, f"leave-{k}-{name}",
                                leave_k_sets(scores[name], doc_ids, query_ids, tasks, k, f"leave-{k}-out, {name}"))
             for i, (name, k) in enumerate((n, k) for k in cfg.leave_k for n in scores)}
-    with dask_client(own.dask.workers, own.dask.scheduler, own.dask.connect_timeout_s) as client:
+    with dask_client(own.dask) as client:
         measured = run_all(client, [*retrains, *arms.values()], job, "lds retrains")
     by_retrain = {name: measured.filter(pc.equal(measured["retrain"], name)) for name in
                   dict.fromkeys(measured["retrain"].to_pylist())}
