@@ -22,6 +22,7 @@ import transformers
 from influence import data, shards
 from influence.cluster import dask_client, pin_gpu, run_shards, threads_per_worker, warm_up
 from influence.curvature import MANIFEST as FACTORS_MANIFEST
+from influence.curvature import Manifest
 from influence.gradient_index import PROJECTION, IndexManifest, ProjectedTap, project_documents, write_shard
 from influence.prepared import prepare
 from influence.projection import Projection, make
@@ -110,6 +111,8 @@ def _projection(params: Params, out: Path, key: str) -> Projection:
 
 @dataclass(frozen=True)
 class Built:
+    """What an index run did: documents projected (0 when every shard was complete), its seconds, its size."""
+
     out: Path
     documents: int = 0
     seconds: float = 0.0
@@ -120,9 +123,8 @@ def build_index(params: Params) -> Built:
     """Project every shard of the corpus not yet complete for this run."""
     cfg = params.index
     factors = Path(params.influence.factors_dir)
-    if not (factors / FACTORS_MANIFEST).is_file():
-        raise WherefromError(f"{factors}: no factors here; run the factors stage first")
-    if json.loads((factors / FACTORS_MANIFEST).read_text()).get("strategy") != "ekfac":
+    fitted = Manifest.load(factors)
+    if fitted.strategy != "ekfac":
         raise WherefromError(f"{factors}: the gradient index preconditions with EK-FAC factors "
                              "(influence.strategy: ekfac)")
     out = Path(cfg.out_dir)
@@ -131,9 +133,8 @@ def build_index(params: Params) -> Built:
     projection = _projection(params, out, key)
     doc_ids = read_doc_ids(params.corpus.out_dir)
     plan = shards.plan(doc_ids, cfg.shard_size)
-    fingerprint = json.loads((factors / FACTORS_MANIFEST).read_text())
-    manifest = IndexManifest(key, fingerprint["fingerprint"], fingerprint["factors_sha256"], projection.kind, cfg.k,
-                             cfg.seed, cfg.dtype, projection.width, len(doc_ids))
+    manifest = IndexManifest(key, fitted.fingerprint, fitted.factors_sha256, projection.kind, cfg.k, cfg.seed,
+                             cfg.dtype, projection.width, len(doc_ids))
     manifest.save(out)
     planned = {s.path(out).parent.name for s in plan}
     for stale in out.glob(SHARD_DIRS):
