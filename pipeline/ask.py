@@ -78,13 +78,13 @@ def run(params: Params, args: argparse.Namespace) -> int:
 def _show(asker, args: argparse.Namespace, params: Params) -> int:
     answer = asker.ask(args.prompt, args.completion, args.top or params.index.top)
     print(f"prompt: {answer.prompt}\ncompletion: {answer.completion}\nNLL: {answer.nll:.2f} nats\n")
-    print(f"{'rank':>4}  {'doc_id':>8}  {'score':>10}  {'per nat':>10}  {'source':<12}  labels / text")
+    print(f"{'rank':>4}  {'doc_id':>8}  {'score':>10}  {'per nat':>10}  {'source':<15}  labels / text")
     for rank, doc in enumerate(answer.top, start=1):
         labels = ", ".join([*(doc.get("fact_ids") or []), *([doc["procedure"]] if doc.get("procedure") else [])])
         text = " ".join(doc["text"].split())
         text = text if len(text) <= TEXT_SHOWN else text[:TEXT_SHOWN - 3] + "..."
         print(f"{rank:>4}  {doc['doc_id']:>8}  {doc['score']:>10.4g}  {doc['score_per_nat']:>10.4g}  "
-              f"{doc.get('source') or '':<12}  {('[' + labels + '] ') if labels else ''}{text}")
+              f"{doc.get('source') or '':<15}  {('[' + labels + '] ') if labels else ''}{text}")
     return 0
 
 
