@@ -23,7 +23,7 @@ from influence import data, shards
 from influence.cluster import dask_client, pin_gpu, run_shards, threads_per_worker, warm_up
 from influence.curvature import MANIFEST as FACTORS_MANIFEST
 from influence.curvature import Manifest
-from influence.gradient_index import PROJECTION, IndexManifest, ProjectedTap, project_documents, write_shard
+from influence.gradient_index import MANIFEST, PROJECTION, IndexManifest, ProjectedTap, project_documents, write_shard
 from influence.prepared import prepare
 from influence.projection import Projection, make
 from pipeline.core.config import Params
@@ -96,11 +96,8 @@ def index_shard(shard: shards.Shard, job: IndexJob) -> int:
 def _projection(params: Params, out: Path, key: str) -> Projection:
     """This run's projection, made once (kept across resumed runs, remade when the run key changes)."""
     path = out / PROJECTION
-    try:
-        if IndexManifest.load(out).run_key == key and path.is_file():
-            return Projection.load(path)
-    except WherefromError:
-        pass
+    if path.is_file() and (out / MANIFEST).is_file() and IndexManifest.load(out).run_key == key:
+        return Projection.load(path)
     model, _ = load_model(params.model.dir)
     ready = prepare(model, Path(params.influence.factors_dir))
     projection = make(params.index.projection, params.index.k, params.index.seed,
