@@ -5,24 +5,26 @@ Each shard of ``scores.shard_size`` documents is one Dask task and one Parquet f
 run resumes where it stopped; shards from another run (other queries, factors or method) are redone.
 The ``scores`` stage runs it for influence, whose pass also writes the methods derived from it
 (``scores.variants``), each in its own directory; the ``baselines`` stage runs it once per corpus method,
-in this process (``influence/methods``).
+and the ``index`` stage once per index method, in this process (``influence/methods``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from influence import measurements, methods, shards
+from influence.asker import Asker
 from influence.cluster import dask_client, run_shards, threads_per_worker, warm_up
 from influence.curvature import MANIFEST
+from influence.gradient_index import MANIFEST as INDEX_MANIFEST
 from influence.jobs import ScoreJob, prepare, score_shard, shard_paths
 from pipeline.core.config import Params
 from pipeline.core.corpus_reader import content_hash, read_doc_ids
@@ -51,17 +53,21 @@ def run_key(params: Params) -> str:
     if params.scores.method == methods.PAPER:
         h.update((Path(params.influence.factors_dir) / MANIFEST).read_bytes())
         h.update(json.dumps(methods.variants(params)).encode())
+    elif methods.stage(params.scores.method) == "index":  # its manifest names the model, factors and projection
+        h.update((Path(params.index.out_dir) / INDEX_MANIFEST).read_bytes())
     h.update(json.dumps([params.scores.method, params.scores.segments, params.scores.dtype, params.influence.damping,
                          params.model.context, params.corpus.long_docs, params.seed]).encode())
     return h.hexdigest()[:16]
 
 
-def _corpus_method(params: Params, rows: measurements.Measurements, todo: list[shards.Shard], key: str,
-                   out: Path) -> None:
-    """A corpus method's shards, in this process: it reads no model (BM25's IDF is corpus-wide anyway)."""
+def _in_process(params: Params, rows: measurements.Measurements, todo: list[shards.Shard], key: str,
+                out: Path) -> None:
+    """A corpus or index method's shards, in this process: each scores the whole corpus at once (BM25's IDF is
+    corpus-wide; the index is one matrix product per query)."""
     name = params.scores.method
-    score = methods.get(name, "scores.method").from_corpus(
-        methods.CorpusInputs(params.corpus.out_dir, rows, params.seed))
+    method = methods.get(name, "scores.method")
+    score = method.from_index(methods.IndexInputs(Asker.from_params(params), rows)) if method.from_index else \
+        method.from_corpus(methods.CorpusInputs(params.corpus.out_dir, rows, params.seed))
     for shard in tqdm(todo, desc=f"scores ({name})", unit="shard", mininterval=1.0):
         shards.write(shard.path(out), key, rows.keys, rows.nll, shard.doc_ids, score(shard))
 
@@ -70,7 +76,7 @@ def _absolute(path: str | Path) -> str:
     return str(Path(path).resolve())
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Scored:
     """What a scores run did: documents scored, seconds until every worker held its prepared scorer
     (model, factors, preconditioned queries), and seconds from then until the last shard was written."""
@@ -79,6 +85,12 @@ class Scored:
     documents: int = 0
     ready_s: float = 0.0
     scoring_s: float = 0.0
+
+
+def score_method(params: Params, name: str) -> Scored:
+    """Score method ``name`` (a corpus or index method) into its own directory (``methods.scores_dir``)."""
+    cfg = dataclasses.replace(params.scores, method=name, out_dir=str(methods.scores_dir(params, name)))
+    return score_corpus(dataclasses.replace(params, scores=cfg))
 
 
 def score_corpus(params: Params) -> Scored:
@@ -90,7 +102,7 @@ def score_corpus(params: Params) -> Scored:
     paper = cfg.method == methods.PAPER
     if paper and not (Path(params.influence.factors_dir) / MANIFEST).is_file():
         raise WherefromError(f"{params.influence.factors_dir}: no factors here; run the factors stage first")
-    if not paper and methods.get(cfg.method, "scores.method").from_corpus is None:
+    if not paper and methods.stage(cfg.method) == "scores":
         raise WherefromError(f"scores.method: {cfg.method!r} is derived from influence's pass, not scored alone")
     doc_ids = read_doc_ids(params.corpus.out_dir)
     plan = shards.plan(doc_ids, cfg.shard_size)
@@ -129,7 +141,7 @@ def score_corpus(params: Params) -> Scored:
           + (f"; with {', '.join(n for n, _ in variants)} from the same pass" if variants else "")
           + f" ({len(plan) - len(todo)} already complete)")
     if todo and not paper:
-        _corpus_method(params, rows, todo, key, out)
+        _in_process(params, rows, todo, key, out)
     elif todo:
         return _on_dask(params, todo, job, out)
     return Scored(out)

@@ -19,13 +19,13 @@
 # finds that influence on factual answers is narrow (a few documents, which often contain the answer),
 # and that influence on reasoning is broad and procedural. Every number below is read through the same
 # DuckDB views and named queries as `wherefrom sql`. Every other method of the run (influence's variants,
-# BM25 and random scores) is analysed the same way beside it.
+# BM25, random scores and the gradient index's estimate) is analysed the same way beside it.
 
 # %% tags=["parameters"]
 params_file = "params.yaml"  # the pipeline's parameters: where the results are (when run by hand)
 resolved = None  # the same, already resolved: what the report stage passes
 method = "influence"  # the attribution shown in the figures
-baselines = ["identity", "ekfac_cosine", "relatif", "bm25", "random"]  # the other methods, shown beside it
+baselines = ["identity", "ekfac_cosine", "relatif", "bm25", "random", "index"]  # the other methods, beside it
 docs_shown = 5  # top documents shown per example query
 segment_query = None  # the reasoning query decomposed in section 12; None: the rule stated there
 example_queries = None  # query ids shown in section 10; None: per task, the rule stated there

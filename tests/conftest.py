@@ -58,7 +58,9 @@ def raw_params(tmp: Path, **overrides) -> dict:
     raw["scores"]["metrics"] = str(tmp / "metrics/scores.json")
     raw["influence"]["factors_dir"] = str(tmp / "results/factors")
     raw["scores"]["out_dir"] = str(tmp / "results/scores")
-    raw["index"].update(out_dir=str(tmp / "results/index"), metrics=str(tmp / "metrics/index.json"))
+    # no index method unless a test builds an index (test_gradient_index); the end-to-end test runs the default
+    raw["index"].update(out_dir=str(tmp / "results/index"), metrics=str(tmp / "metrics/index.json"),
+                        score_queries=False)
     raw["analysis"].update(out_dir=str(tmp / "results"), sql_dir=str(REPO / "reports/sql"),
                            metrics_dir=str(tmp / "metrics"))
     raw["baselines"]["out_dir"] = str(tmp / "results/baselines")

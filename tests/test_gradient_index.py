@@ -21,7 +21,7 @@ import torch
 import yaml
 from conftest import REPO, make_params, write_params
 
-from influence import data, index_build, measurements, projection
+from influence import data, index_build, measurements, methods, projection
 from influence.asker import Asker
 from influence.gradient_index import GradientIndex, ProjectedTap, project_documents, project_query_gradients
 from influence.prepared import prepare
@@ -31,6 +31,7 @@ from pipeline.core import schemas
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import build_model, load_model
+from pipeline.core.seeds import for_seed
 from pipeline.stages import factors, index, probe
 
 
@@ -45,7 +46,7 @@ def staged(trained):
 def with_index(staged, tmp_path, **index_cfg):
     return make_params(Path(staged.corpus.out_dir).parents[1], dask={"workers": 1, "threads_per_worker": 1},
                        index={"out_dir": str(tmp_path / "index"), "metrics": str(tmp_path / "index.json"),
-                              "shard_size": 20, **index_cfg})
+                              "shard_size": 20, "score_queries": True, **index_cfg})
 
 
 @pytest.mark.parametrize("kind", projection.KINDS)
@@ -70,7 +71,7 @@ def test_at_full_dimension_the_index_scores_are_the_exact_scores(staged, kind):
 
 @pytest.fixture(scope="module")
 def indexed(staged, tmp_path_factory):
-    """The default index (random projection, k = 16, float16) of the staged run, and its asker."""
+    """The default index (whitened, k = 32, float16) of the staged run, its queries scored from it, and its asker."""
     params = with_index(staged, tmp_path_factory.mktemp("indexed"))
     index.run(params)
     return params, Asker.from_params(params)
@@ -103,6 +104,26 @@ def test_where_the_exact_top_document_is_clear_the_default_index_ranks_it_first(
         assert got.top[0]["text"] == planted
         assert got.top[0]["score_per_nat"] == pytest.approx(got.top[0]["score"] / got.nll)
     assert asker.index.manifest.bytes_per_doc == asker.index.manifest.width * 2  # float16
+
+
+def test_the_index_stage_scores_the_runs_queries_as_method_index_beside_the_exact_ones(indexed):
+    """index.score_queries: every row of the run (whole completions and answer segments) scored from the index,
+    in the scores schema, where the analysis and the SQL views read each method's scores."""
+    params, asker = indexed
+    assert methods.selected(params)[-1] == "index" and methods.stage("index") == "index"
+    files = sorted(methods.scores_dir(params, "index").glob(schemas.SHARD_FILES))
+    table = pa.concat_tables(pq.read_table(f) for f in files)
+    assert table.schema.remove_metadata() == schemas.SCORES
+    rows = measurements.read(params.queries.out, params.queries.segments)
+    expected = asker.scores(rows)
+    assert table.num_rows == expected.size
+    column = {int(d): i for i, d in enumerate(asker.index.doc_ids)}
+    at = {key: i for i, key in enumerate(rows.keys)}
+    got = np.zeros_like(expected)
+    for q, s, d, v in zip(*(table.column(c).to_pylist() for c in ("query_id", "segment", "doc_id", "score"))):
+        got[at[q, s], column[d]] = v
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert "index" not in methods.selected(for_seed(params, 1))  # a seed's run builds no index
 
 
 # A Dask worker preload: the worker writes two index shards, then its next write blocks until the test kills the run.

@@ -105,7 +105,7 @@ def test_repro_produces_the_contracted_outputs(project):
     findings = pq.read_table(project / "results/findings.parquet")
     n_scored = con.execute(f"SELECT count(DISTINCT segment) FROM {segments}").fetchone()[0]
     # the paper's, then one decomposition row per segment scored, for each method
-    every_method = {"influence", "identity", "ekfac_cosine", "relatif", "bm25", "random"}  # the registry's
+    every_method = {"influence", "identity", "ekfac_cosine", "relatif", "bm25", "random", "index"}  # the registry's
     assert findings.num_rows == len(every_method) * (10 + n_scored)
     assert set(findings.column("method").to_pylist()) == every_method
     assert all(r["reason"] for r in findings.to_pylist() if r["verdict"] == "not testable")
@@ -150,7 +150,7 @@ def test_repro_renders_the_report(project):
     assert "-0.000" not in page
     methods = re.search(r"The methods \(<code>influence/methods/</code>\): (.*?)\.</p>", page).group(1)
     assert re.findall(r"<code>(\w+)</code>, ", methods) == ["influence", "identity", "ekfac_cosine", "relatif", "bm25",
-                                                           "random"]  # section 11 names every method, with its line
+                                                           "random", "index"]  # section 11 names every method
 
 
 @pytest.mark.slow

@@ -2,15 +2,17 @@
 and report section reads the list from here: adding a method is a module and a line (or ``register``).
 
 ``influence`` (the paper's EK-FAC) and the methods derived from its pass (``from_gradients``) are computed
-by the scores stage in one pass over the corpus; corpus methods by the baselines stage.
+by the scores stage in one pass over the corpus; corpus methods by the baselines stage; the index's
+(``from_index``) by the index stage, when ``index.score_queries`` asks for them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from influence.methods import bm25, chance, ekfac, ekfac_cosine, identity, relatif
+from influence.methods import bm25, chance, ekfac, ekfac_cosine, identity, indexed, relatif
 from influence.methods.base import CorpusInputs as CorpusInputs  # for callers: methods.CorpusInputs
+from influence.methods.base import IndexInputs as IndexInputs
 from influence.methods.base import Method
 from pipeline.core.errors import WherefromError
 
@@ -27,7 +29,7 @@ def register(method: Method) -> Method:
     return method
 
 
-for _module in (ekfac, identity, ekfac_cosine, relatif, bm25, chance):
+for _module in (ekfac, identity, ekfac_cosine, relatif, bm25, chance, indexed):
     register(_module.METHOD)
 
 
@@ -67,14 +69,31 @@ def baselines(params) -> list[str]:
     return names
 
 
+def index_methods() -> list[str]:
+    return [m.name for m in REGISTRY.values() if m.from_index is not None]
+
+
+def indexed(params) -> list[str]:
+    """The index methods this run scores: every registered one when ``index.score_queries``, else none."""
+    return index_methods() if params.index.score_queries else []
+
+
 def selected(params) -> list[str]:
     """Every method of this run, the paper's first."""
-    return [PAPER, *variants(params), *baselines(params)]
+    return [PAPER, *variants(params), *baselines(params), *indexed(params)]
+
+
+def stage(name: str) -> str:
+    """The stage that writes method ``name``'s scores."""
+    method = get(name, "method")
+    return "scores" if method.from_gradients else "index" if method.from_index else "baselines"
 
 
 def scores_dir(params, name: str) -> Path:
     """Where method ``name``'s score shards lie: the paper's in ``scores.out_dir``, each variant in a folder of
-    its own there (written by the same pass), each corpus method under ``baselines.out_dir``."""
+    its own there (written by the same pass), each corpus method under ``baselines.out_dir``, each index method
+    under ``index.out_dir``/scores."""
     if name == PAPER:
         return Path(params.scores.out_dir)
-    return Path(params.scores.out_dir if get(name, "method").from_gradients else params.baselines.out_dir) / name
+    return {"scores": Path(params.scores.out_dir), "baselines": Path(params.baselines.out_dir),
+            "index": Path(params.index.out_dir) / "scores"}[stage(name)] / name

@@ -1,8 +1,10 @@
 """What an attribution method is: a name, one line on what it measures, and how its scores are made.
 
-A method is either derived from the scoring pass's gradients (``from_gradients``: EK-FAC scores, gradient
-dot products and self-influence, ``influence/variants.py``), so that it costs no second pass over the
-corpus, or scored from the corpus and the query texts alone (``from_corpus``: BM25, chance).
+A method is one of three kinds:
+- derived from the scoring pass's gradients (``from_gradients``: EK-FAC scores, gradient dot products and
+  self-influence, ``influence/variants.py``), so that it costs no second pass over the corpus;
+- scored from the corpus and the query texts alone (``from_corpus``: BM25, chance);
+- read from the gradient index (``from_index``: ``influence/gradient_index.py``), by the index stage.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # the registry is read by the analysis and `wherefrom sql`, which need no torch
+    from influence.asker import Asker
     from influence.measurements import Measurements
     from influence.shards import Shard
     from influence.variants import GradientScores
@@ -29,17 +32,30 @@ class CorpusInputs:
 
 
 @dataclass(frozen=True)
+class IndexInputs:
+    """What an index method sees: the run's model, factors and index, loaded, and the score rows."""
+
+    asker: Asker
+    rows: Measurements
+
+
+ShardScores = Callable[["Shard"], np.ndarray]
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     about: str  # what it measures, in one line
     # [rows, docs] scores of one shard from its gradient quantities (rows already expanded to every segment)
     from_gradients: Callable[[GradientScores], np.ndarray] | None = None
     # given the run's inputs once, a function from a shard to its [rows, docs] scores
-    from_corpus: Callable[[CorpusInputs], Callable[[Shard], np.ndarray]] | None = None
+    from_corpus: Callable[[CorpusInputs], ShardScores] | None = None
+    # the same, from the gradient index
+    from_index: Callable[[IndexInputs], ShardScores] | None = None
 
     def __post_init__(self) -> None:
-        if (self.from_gradients is None) == (self.from_corpus is None):
-            raise ValueError(f"method {self.name!r}: give exactly one of from_gradients and from_corpus")
+        if [self.from_gradients, self.from_corpus, self.from_index].count(None) != 2:
+            raise ValueError(f"method {self.name!r}: give exactly one of from_gradients, from_corpus and from_index")
 
 
 def per_self_influence(scores: np.ndarray, norms: np.ndarray) -> np.ndarray:

@@ -141,8 +141,8 @@ class InfluenceConfig:
 class ScoresConfig:
     out_dir: StrictStr = Field("results/scores")
     method: StrictStr = Field(
-        "influence", description="influence (the paper's EK-FAC, with its variants), or a corpus method of "
-        "influence/methods in the same schema (the baselines stage sets it)")
+        "influence", description="influence (the paper's EK-FAC, with its variants), or a corpus or index method of "
+        "influence/methods in the same schema (the baselines and index stages set it)")
     variants: tuple[StrictStr, ...] | None = Field(
         None, description="methods derived from the same pass (influence/methods: identity, ekfac_cosine, relatif), "
         "each in its own directory under out_dir; null = every registered one, [] = none")
@@ -175,6 +175,9 @@ class IndexConfig:
     shard_size: StrictInt = Field(1000, gt=0, description="documents per shard: one Dask task, one Parquet file")
     batch_size: StrictInt = Field(64, gt=0, description="document windows per backward pass")
     top: StrictInt = Field(10, gt=0, description="documents `wherefrom ask` prints")
+    score_queries: StrictBool = Field(
+        True, description="the index stage also scores the run's queries from the index, as method `index` beside "
+        "the exact ones in the analysis, report and SQL views")
     metrics: StrictStr = Field("metrics/index.json", description="documents, seconds and bytes per document")
 
 
@@ -400,12 +403,12 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "scores": ("seed", "corpus", "model", "influence", "scores"),
     "index": ("seed", "corpus", "model", "influence", "index"),
     "baselines": ("seed", "scores", "baselines"),
-    "analyze": ("baselines", "analysis"),
-    "report": ("baselines", "analysis", "report", "counterfactual"),
+    "analyze": ("baselines", "index", "analysis"),
+    "report": ("baselines", "index", "analysis", "report", "counterfactual"),
     "counterfactual": ("seed", "corpus", "model", "pretrain", "queries", "analysis", "counterfactual"),
     # make validate's retraining tests: a run of their own (validation.profile's overrides on every section)
     "lds": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines", "validation"),
-    "tail_patch": ("seed", "corpus", "model", "queries", "scores", "baselines", "validation"),
+    "tail_patch": ("seed", "corpus", "model", "queries", "scores", "baselines", "index", "validation"),
     # make seeds: one seed's run (its own paths and pretrain.seed are set per seed), then the study's analysis
     "seed": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines"),
     "study": ("seed", "corpus", "queries", "baselines", "analysis", "study"),

@@ -34,7 +34,7 @@ def for_seed(params: Params, seed: int) -> Params:
 
 def relocated(params: Params, run: Path, analysis: Path) -> Params:
     """``params`` with every output of the training run under ``run`` and the analysis's under ``analysis``;
-    the corpus stays where it is."""
+    the corpus stays where it is. Such a run builds no gradient index, so no index method is among its methods."""
     replace = dataclasses.replace
     return replace(
         params,
@@ -46,5 +46,7 @@ def relocated(params: Params, run: Path, analysis: Path) -> Params:
         influence=replace(params.influence, factors_dir=str(run / "factors")),
         scores=replace(params.scores, out_dir=str(run / "scores"), metrics=str(run / "metrics/scores.json")),
         baselines=replace(params.baselines, out_dir=str(run / "baselines")),
+        index=replace(params.index, out_dir=str(run / "index"), metrics=str(run / "metrics/index.json"),
+                      score_queries=False),
         analysis=replace(params.analysis, out_dir=str(analysis), metrics_dir=str(analysis / "metrics")),
     )

@@ -38,8 +38,7 @@ def methods(params: Params) -> list[Method]:
     for name in registry.selected(params):
         path = registry.scores_dir(params, name)
         if name != registry.PAPER and not any(path.glob(schemas.SHARD_FILES)):
-            stage = "scores" if registry.get(name, "method").from_gradients else "baselines"
-            raise WherefromError(f"{path}: no scores for method {name!r}; run the {stage} stage first")
+            raise WherefromError(f"{path}: no scores for method {name!r}; run the {registry.stage(name)} stage first")
         out.append(Method(name, path))
     return out
 

@@ -10,11 +10,10 @@ random scores (what chance gives). Same schema, same shards, same resume rules a
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from influence import methods
-from influence.runner import score_corpus
+from influence.runner import score_method
 from pipeline.core.config import Params
 
 
@@ -22,6 +21,5 @@ def run(params: Params) -> Path:
     out = Path(params.baselines.out_dir)
     out.mkdir(parents=True, exist_ok=True)  # the stage's output, even with no baselines
     for method in methods.baselines(params):
-        cfg = dataclasses.replace(params.scores, method=method, out_dir=str(methods.scores_dir(params, method)))
-        score_corpus(dataclasses.replace(params, scores=cfg))
+        score_method(params, method)
     return out

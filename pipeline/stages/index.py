@@ -3,14 +3,18 @@
     wherefrom index             # reads the model, factors and corpus; writes results/index/
 
 The build (shards, resuming, the Dask cluster) is ``influence/index_build.py``; it records the run's documents,
-seconds and bytes per document in ``index.metrics`` (a DVC metrics file).
+seconds and bytes per document in ``index.metrics`` (a DVC metrics file). With ``index.score_queries`` the
+stage then scores the run's queries from the index, as method ``index`` (results/index/scores/index/, the
+scores schema), so that the analysis sets the compressed estimate beside the exact one.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from influence import methods
 from influence.index_build import Built, build_index
+from influence.runner import score_method
 from pipeline.core.atomic import write_json
 from pipeline.core.config import Params
 
@@ -22,4 +26,6 @@ def run(params: Params) -> Built:
         write_json({"documents": built.documents, "seconds": round(built.seconds, 1),
                     "bytes_per_doc": built.bytes_per_doc, "projection": params.index.projection,
                     "k": params.index.k}, metrics)
+    for name in methods.indexed(params):
+        score_method(params, name)
     return built
