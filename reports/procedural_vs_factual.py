@@ -823,3 +823,12 @@ else:
         lines.append("The last table gives what each leave-k-out arm removed: a method that picks long documents "
                      "removes more of the training signal for the same k.")
     note(" ".join(lines))
+    held = retraining.verdicts(tested, params.seed)
+    if held:
+        draws = max(v["draws"] for v in held)
+        note("Each expectation the README declared before the first run, checked in every training draw of its test "
+             f"({draws} at most here" + ("; one draw decides nothing: `validation.seeds` repeats LDS and leave-k-out "
+                                         "under each training seed" if draws == 1 else "") + "):")
+        display(HTML(pd.DataFrame([{"test": TESTS.get(v["test"], v["test"]), "setting": v["setting"],
+                                    "declared": v["statement"], "held in": f"{v['held']} of {v['draws']} draws"}
+                                   for v in held]).to_html(index=False)))

@@ -214,6 +214,8 @@ def test_validate_and_a_seed_study_add_their_report_sections(project):
     assert re.findall(r"<th>([a-z_0-9]+)</th>\s*<td>", table) == methods.selected(load_params(project / "params.yaml"))
     best = patched.to_pandas().query("test == 'tail_patch_sgd' and setting == 'top=1'").groupby("method").value.mean()
     assert re.search(rf"tail-patch, SGD \(top=1\): highest <strong>[a-z_ ]*{best.idxmax()}", retraining)
+    # each declared expectation, checked in this one draw
+    assert len(re.findall(r"<td>identity highest</td>\s*<td>[01] of 1 draws</td>", retraining)) == 2  # top 1, 10
 
     findings_section = re.search(r"<h2[^>]*>2\. (.*?)<h2", page, re.DOTALL).group(1)
     assert "<b>The seed study: 3 training runs</b>" in findings_section

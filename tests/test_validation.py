@@ -3,7 +3,9 @@ Dask tasks, killed (kill -9) during the retrains and resumed; a method registere
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,13 +13,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
+from conftest import REPO, make_params
+from safetensors.torch import load_file
+from test_config import _documented_messages
 from test_pipeline_e2e import _run, new_project, run_env
 
+from pipeline.analysis import validation
 from pipeline.core import schemas
 from pipeline.core.config import load_params
+from pipeline.core.errors import ParamsError
 from pipeline.stages import lds
 from pipeline.stages.lds import leave_k_sets
 
@@ -95,3 +105,65 @@ def test_leave_k_takes_k_documents_per_group_by_each_querys_ranking():
     # factual round-robin: f1's 10, f2's 11, then f1's 11 (taken) -> f2's 12 is third; slope: 13, 14
     assert leave_k_sets(scores, doc_ids, ["f1", "f2", "s1"], tasks, 2, "x") == (10, 11, 13, 14)
     assert leave_k_sets(scores, doc_ids, ["f1", "f2", "s1"], tasks, 3, "x") == (10, 11, 12, 13, 14, 15)
+
+
+def _draw(seed: int, means: dict[str, float]) -> list[dict]:
+    """One draw's LDS rows: each method's value on four queries, spread about ``means`` by ±0.1."""
+    queries, tasks = [f"factual-{i}" for i in range(4)], {f"factual-{i}": "factual" for i in range(4)}
+    return [r for m, mean in means.items()
+            for r in validation.rows(m, "lds", "M=2", queries, tasks, mean + np.array([-0.1, 0, 0, 0.1]), seed)]
+
+
+def test_each_declared_expectation_is_reported_as_held_in_k_of_n_draws(tmp_path):
+    """Three planted draws: influence above identity in two; bm25 absent from the third, so 'bm25 below
+    influence' is judged on two draws only; random's interval covers 0 in one."""
+    table = pa.Table.from_pylist(
+        _draw(0, {"influence": 0.3, "identity": 0.1, "bm25": 0.2, "random": 0.0})
+        + _draw(1, {"influence": 0.1, "identity": 0.2, "bm25": 0.3, "random": 0.5})
+        + _draw(2, {"influence": 0.4, "identity": 0.2, "random": 0.6}), schema=schemas.VALIDATION)
+    held = {v["statement"]: (v["held"], v["draws"]) for v in validation.verdicts(table, 0)}
+    assert held == {"influence above identity": (2, 3), "bm25 below influence": (1, 2),
+                    "random's interval covers 0": (1, 3)}
+    validation.write(table.to_pylist(), str(tmp_path), str(tmp_path), "lds", 0)
+    metrics = json.loads((tmp_path / "validation_lds.json").read_text())
+    assert metrics["declared"]["lds"]["M=2"]["influence above identity"] == {"held": 2, "draws": 3}
+    assert metrics["lds"]["M=2"]["influence"]["queries"] == 12  # each draw's queries count once
+
+
+def test_training_draws_of_the_tests_need_a_run_of_their_own_to_retrain(tmp_path):
+    documented = _documented_messages("docs/bad-input.md")["training draws of the tests with no run to retrain"]
+    params = make_params(tmp_path, validation={"profile": None, "seeds": [0, 1]})
+    with pytest.raises(ParamsError, match=re.escape(documented)):
+        lds.draws(params)
+
+
+@pytest.mark.slow
+def test_the_tests_repeat_under_each_training_seed_on_one_world(tmp_path, monkeypatch):
+    """validation.seeds [0, 1]: two runs of their own models on one world, retrained apart; rows of both draws.
+    Trained for the test profile's full steps: at STEPS, seed 1's model completes a query with nothing."""
+    root = new_project(tmp_path / "project", _edit)
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["profiles"]["test"]["pretrain"]["steps"] = yaml.safe_load((REPO / "params.yaml").read_text())[
+        "profiles"]["test"]["pretrain"]["steps"]
+    monkeypatch.chdir(root)
+    raw["validation"]["seeds"] = [0, 1]
+    Path("params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = load_params("params.yaml")
+    lds.run(params)
+    run = Path("results/validation/lds_run")
+    assert sorted(p.name for p in run.glob("seed=*")) == ["seed=0", "seed=1"] and (run / "corpus").is_dir()
+    assert not list(run.glob("seed=*/corpus"))  # one world
+    weights = [load_file(run / f"seed={s}/model/model.safetensors") for s in (0, 1)]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # two training draws
+    assert [len(list(Path(f"results/validation/retrains/seed={s}").glob("*.parquet"))) for s in (0, 1)] \
+        == [SUBSETS + 2 * len(KS)] * 2
+    table = pq.read_table("results/validation/lds.parquet")
+    assert table.schema == schemas.VALIDATION
+    for s in (0, 1):
+        drawn = table.filter(pc.equal(table["seed"], s))
+        queries = pq.read_table(run / f"seed={s}/queries.parquet").to_pylist()
+        scored = [q["query_id"] for q in queries if not q["task"].endswith("control")]
+        assert [r["query_id"] for r in drawn.to_pylist() if r["method"] == "influence" and r["test"] == "lds"] \
+            == scored
+    declared = json.loads(Path("metrics/validation_lds.json").read_text())["declared"]
+    assert declared["lds"][f"M={SUBSETS}, fraction=0.5"]["bm25 below influence"]["draws"] == 2

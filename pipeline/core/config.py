@@ -253,6 +253,11 @@ class ValidationConfig:
         (1, 10), description="tail-patch: each method's top documents per query, each stepped on alone")
     sgd_lr: StrictFloat = Field(1e-5, gt=0, description="tail-patch's SGD step: small enough to be first order "
                                 "(tests/test_tail_patch.py: 0.76% second-order at 1e-5 on the test model)")
+    seeds: tuple[StrictInt, ...] | None = Field(
+        None, min_length=1, description="LDS and leave-k-out under each of these training seeds (pretrain.seed of "
+        "validation.profile's run: initialisation and batch order), each draw a run of its own in "
+        "out_dir/lds_run/seed=N/ with its world shared; every declared verdict is then held in k of n draws. "
+        "null = one draw, the profile's own seed, in out_dir/lds_run/")
     out_dir: StrictStr = Field("results/validation", description="one Parquet file per test stage (the validation "
                                "view); lds_run/ and retrains/, kept so a killed run resumes")
     metrics_dir: StrictStr = Field("metrics", description="validation_STAGE.json: each method's mean per test and "
@@ -407,7 +412,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "report": ("baselines", "index", "analysis", "report", "counterfactual"),
     "counterfactual": ("seed", "corpus", "model", "pretrain", "queries", "analysis", "counterfactual"),
     # make validate's retraining tests: a run of their own (validation.profile's overrides on every section)
-    "lds": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines", "validation"),
+    "lds": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines", "index",
+            "validation"),
     "tail_patch": ("seed", "corpus", "model", "queries", "scores", "baselines", "index", "validation"),
     # make seeds: one seed's run (its own paths and pretrain.seed are set per seed), then the study's analysis
     "seed": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines"),

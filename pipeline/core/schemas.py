@@ -259,6 +259,7 @@ VALIDATION = pa.schema([
     pa.field("value", pa.float64()),  # null where the test has no number for this query (a constant column)
     pa.field("docs_removed", pa.int64()),  # leave-k-out: the documents the arm went without (every group's)
     pa.field("tokens_removed", pa.int64()),  # and their tokens: long documents remove more training signal
+    pa.field("seed", pa.int64(), nullable=False),  # the training draw: its run's training seed (pretrain.seed)
 ])
 
 COUNTERFACTUAL = pa.schema([

@@ -63,10 +63,10 @@ def view_sources(params: Params) -> dict[str, str]:
                   for p in sorted(Path(params.validation.out_dir).glob("*.parquet"))]
     if "counterfactual" in views:  # the demo's leave-500-out, in the same columns
         validation.append("SELECT method, 'leave_k_out' AS test, 'k=' || group_docs_removed || ', demo' AS setting, "
-                          "query_id, task, delta_nll AS value, docs_removed, tokens_removed FROM counterfactual "
-                          "WHERE removal_group IS NOT NULL")
-    if validation:
-        views["validation"] = " UNION ALL ".join(validation)
+                          "query_id, task, delta_nll AS value, docs_removed, tokens_removed, "
+                          f"{params.training_seed}::BIGINT AS seed FROM counterfactual WHERE removal_group IS NOT NULL")
+    if validation:  # by name: a file written before a column was added reads it as NULL
+        views["validation"] = " UNION ALL BY NAME ".join(validation)
     corpus = Path(params.corpus.out_dir)
     if any(corpus.glob("*.parquet")):
         views["corpus"] = f"SELECT * FROM read_parquet({_literal(corpus)} || '/*.parquet')"

@@ -2,7 +2,7 @@
 
     wherefrom lds               # writes results/validation/lds.parquet and metrics/validation_lds.json
 
-Two tests of every registered method, on retrains of one training run (``influence/retrains.py``):
+Two tests of every registered method, on retrains of a training run (``influence/retrains.py``):
 
 - **LDS** (Park et al. 2023): ``validation.subsets`` retrains, each keeping a random ``validation.fraction``
   of the documents; per query, the Spearman r across retrains between the sum of the method's scores over
@@ -17,6 +17,11 @@ A retrain of the demo's model takes 12 minutes on 2 cores, so the tests run on a
 built step by step as a seed of the study is (``pipeline/core/steps.py``). An empty profile tests this
 run's own model and scores instead, for a GPU or a cluster. Retrains are Dask tasks kept in
 ``out_dir/retrains/``: an interrupted run redoes none that finished.
+
+One training run is one draw. ``validation.seeds`` repeats both tests under each training seed (the run's
+initialisation and batch order; the world and the LDS subsets fixed), each draw in ``lds_run/seed=N/`` with
+its retrains in ``retrains/seed=N/``, and every expectation the README declared is reported as held in k of
+n draws (``pipeline/analysis/validation.py``).
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ def run_params(params: Params) -> Params:
     return dataclasses.replace(own, corpus=dataclasses.replace(own.corpus, out_dir=str(run / "corpus")))
 
 
-def _job(params: Params) -> RetrainJob:
+def _job(params: Params, retrains_dir: Path) -> RetrainJob:
     h = hashlib.sha256(content_hash(params.corpus.out_dir).encode() + Path(params.queries.out).read_bytes())
     for path in (*sorted(Path(params.model.dir).glob("tokenizer*")), Path(training.__file__)):
         h.update(path.read_bytes())
@@ -79,7 +84,7 @@ def _job(params: Params) -> RetrainJob:
     return RetrainJob(
         run_key=h.hexdigest()[:16], model_dir=str(Path(params.model.dir).resolve()),
         corpus_dir=str(Path(params.corpus.out_dir).resolve()), queries_path=str(Path(params.queries.out).resolve()),
-        out_dir=str((Path(params.validation.out_dir) / "retrains").resolve()), model=params.model,
+        out_dir=str(retrains_dir.resolve()), model=params.model,
         pretrain=params.pretrain, seed=params.training_seed, query_batch_size=params.queries.batch_size,
         checkpoint_every=params.runtime.checkpoint_every,
         threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers))
@@ -99,26 +104,71 @@ def leave_k_sets(scores: np.ndarray, doc_ids: np.ndarray, query_ids: list[str], 
     return tuple(sorted(removed))
 
 
+def draws(params: Params) -> list[tuple[Params, Path]]:
+    """The runs the tests retrain, each with the folder of its retrains: the one run (``validation.seeds`` null), or
+    one per training seed in ``lds_run/seed=N/``, the world shared in ``lds_run/corpus``."""
+    cfg, own = params.validation, run_params(params)
+    if cfg.seeds is None:
+        return [(own, Path(cfg.out_dir) / "retrains")]
+    if not cfg.profile:
+        raise ParamsError("validation.seeds: each draw retrains validation.profile's run, and the profile is empty "
+                          "(this run's own model: one draw)")
+    if len(set(cfg.seeds)) < len(cfg.seeds):
+        raise ParamsError(f"validation.seeds: {list(cfg.seeds)} names a seed twice")
+    run = Path(cfg.out_dir) / "lds_run"
+    out = []
+    for seed in cfg.seeds:
+        seeded = dataclasses.replace(own, pretrain=dataclasses.replace(own.pretrain, seed=seed))
+        out.append((relocated(seeded, run / f"seed={seed}", run / f"seed={seed}" / "analysis"),
+                    Path(cfg.out_dir) / "retrains" / f"seed={seed}"))
+    return out
+
+
+def _build(params: Params, runs: list[Params]) -> None:
+    """Each draw's run, step by step (its world too is its own; over several draws, built once and shared)."""
+    cfg, start = params.validation, time.perf_counter()
+    run_dir, code = Path(cfg.out_dir) / "lds_run", code_hash(CODE)
+    if cfg.seeds is None:
+        ran = run_steps(runs[0], STEPS, run_dir, code, "lds run")
+    else:
+        ran = run_steps(runs[0], STEPS[:1], run_dir, code, "lds run")
+        for own in runs:
+            ran += run_steps(own, STEPS[1:], run_dir / f"seed={own.training_seed}",
+                             content_hash(own.corpus.out_dir) + code, f"lds run, seed {own.training_seed}")
+    print(f"lds run: {', '.join(ran) or 'nothing left'} run in {time.perf_counter() - start:.0f}s -> {run_dir}/")
+
+
 def run(params: Params) -> Path:
     cfg = params.validation
     start = time.perf_counter()
-    own = run_params(params)
+    runs = draws(params)
     if cfg.profile:
-        run_dir = Path(cfg.out_dir) / "lds_run"
-        ran = run_steps(own, STEPS, run_dir, code_hash(CODE), "lds run")  # its world too is its own
-        print(f"lds run: {', '.join(ran) or 'nothing left'} run in {time.perf_counter() - start:.0f}s -> {run_dir}/")
+        _build(params, [own for own, _ in runs])
+    found, n_retrains = [], 0
+    with dask_client(runs[0][0].dask) as client:
+        for own, retrains_dir in runs:
+            label = "lds retrains" if cfg.seeds is None else f"lds retrains, seed {own.training_seed}"
+            draw, n = _tests(own, client, retrains_dir, label)
+            found, n_retrains = found + draw, n_retrains + n
+    out = validation.write(found, cfg.out_dir, cfg.metrics_dir, "lds", params.seed)
+    print(f"lds: {n_retrains} retrains, {len(runs)} training draw(s), in {time.perf_counter() - start:.0f}s -> {out}")
+    return out
+
+
+def _tests(own: Params, client, retrains_dir: Path, label: str) -> tuple[list[dict], int]:
+    """LDS and leave-k-out on one draw's run: its rows of ``schemas.VALIDATION``, and how many retrains they took."""
+    cfg = own.validation
     queries = pq.read_table(own.queries.out, columns=["query_id", "task"]).to_pylist()
     query_ids, tasks = [q["query_id"] for q in queries], {q["query_id"]: q["task"] for q in queries}
     doc_ids, scores = in_memory({m: methods.scores_dir(own, m) for m in methods.selected(own)}, query_ids)
-    job = _job(own)
+    job = _job(own, retrains_dir)
 
     subsets = lds.random_subsets(len(doc_ids), cfg.subsets, cfg.fraction, own.seed)
     retrains = [Retrain(i, f"lds-{i:05d}", tuple(doc_ids[~keep].tolist())) for i, keep in enumerate(subsets)]
     arms = {(name, k): Retrain(len(retrains) + i, f"leave-{k}-{name}",
                                leave_k_sets(scores[name], doc_ids, query_ids, tasks, k, f"leave-{k}-out, {name}"))
             for i, (name, k) in enumerate((n, k) for k in cfg.leave_k for n in scores)}
-    with dask_client(own.dask) as client:
-        measured = run_all(client, [*retrains, *arms.values()], job, "lds retrains")
+    measured = run_all(client, [*retrains, *arms.values()], job, label)
     by_retrain = {name: measured.filter(pc.equal(measured["retrain"], name)) for name in
                   dict.fromkeys(measured["retrain"].to_pylist())}
 
@@ -126,13 +176,12 @@ def run(params: Params) -> Path:
     before = np.asarray(measure(model, tokenizer, pq.read_table(own.queries.out).to_pylist(), own.queries.batch_size))
     log_p = -np.stack([by_retrain[r.name]["nll"].to_numpy() for r in retrains])  # [subsets, queries]
     found = []
-    setting = f"M={cfg.subsets}, fraction={cfg.fraction}"
+    setting, seed = f"M={cfg.subsets}, fraction={cfg.fraction}", own.training_seed
     for name, matrix in scores.items():
-        found += rows(name, "lds", setting, query_ids, tasks, lds.per_query(lds.predicted(matrix, subsets), log_p))
+        found += rows(name, "lds", setting, query_ids, tasks, lds.per_query(lds.predicted(matrix, subsets), log_p),
+                      seed)
     for (name, k), arm in arms.items():
         table = by_retrain[arm.name]
-        found += rows(name, "leave_k_out", f"k={k}", query_ids, tasks, table["nll"].to_numpy() - before,
+        found += rows(name, "leave_k_out", f"k={k}", query_ids, tasks, table["nll"].to_numpy() - before, seed,
                       len(arm.removed), int(table["tokens_removed"][0].as_py()))
-    out = validation.write(found, cfg.out_dir, cfg.metrics_dir, "lds", own.seed)
-    print(f"lds: {len(retrains) + len(arms)} retrains in {time.perf_counter() - start:.0f}s -> {out}")
-    return out
+    return found, len(retrains) + len(arms)

@@ -128,7 +128,8 @@ def run(params: Params) -> Path:
             for k in cfg.tail_patch_top:
                 values = np.array([np.mean([rise[(d, q)][optimizer_name] for d in docs[:k].tolist()])
                                    for q, docs in zip(query_ids, listed)])
-                found += rows(name, f"tail_patch_{optimizer_name}", f"top={k}", query_ids, tasks, values)
+                found += rows(name, f"tail_patch_{optimizer_name}", f"top={k}", query_ids, tasks, values,
+                              params.training_seed)
     out = validation.write(found, cfg.out_dir, cfg.metrics_dir, "tail_patch", params.seed)
     print(f"tail_patch: {len(ordered)} documents in {time.perf_counter() - start:.0f}s -> {out}")
     return out
