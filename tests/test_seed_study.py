@@ -4,6 +4,7 @@ during the second seed's run, then resumed."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -79,3 +80,18 @@ def test_seed_study_resumes_after_kill_9_and_varies_only_the_training_run(tmp_pa
     assert shown[0] == "finding,paper,n_runs,mean,sd,ci_low,ci_high,holds_in"
     assert len(shown) == 1 + len(findings.FINDINGS)
     assert "Running stage 'seeds" not in _run([sys.executable, "-m", "dvc", "repro", "seeds/dvc.yaml"], root)
+
+    # make validate's tail-patch over the study's draws: each seed's own model and scores, one row set per draw
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["validation"]["seeds"] = SEEDS
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    _run(["wherefrom", "tail_patch"], root)
+    patched = pq.read_table(root / "results/validation/tail_patch.parquet")
+    grouped = [q["query_id"] for q in pq.read_table(runs / "seed=0/queries.parquet").to_pylist()
+               if q["task"] in ("factual", "arithmetic", "slope", "linear")]
+    assert patched.schema == schemas.VALIDATION
+    assert sorted(patched["seed"].to_pylist()) == sorted(SEEDS * (2 * 2 * 2 * len(grouped)))  # methods x tests x top
+    assert [len(list((root / f"results/validation/tail_patch_parts/seed={s}").glob("*.parquet"))) > 0 for s in SEEDS] \
+        == [True] * len(SEEDS)
+    declared = json.loads((root / "metrics/validation_tail_patch.json").read_text())["declared"]
+    assert declared["tail_patch_adamw"]["top=1"]["bm25 below influence"]["draws"] == len(SEEDS)

@@ -27,8 +27,8 @@ from test_pipeline_e2e import _run, new_project, run_env
 from pipeline.analysis import validation
 from pipeline.core import schemas
 from pipeline.core.config import load_params
-from pipeline.core.errors import ParamsError
-from pipeline.stages import lds
+from pipeline.core.errors import ParamsError, WherefromError
+from pipeline.stages import lds, tail_patch
 from pipeline.stages.lds import leave_k_sets
 
 SUBSETS, KS = 3, [2]
@@ -135,6 +135,14 @@ def test_training_draws_of_the_tests_need_a_run_of_their_own_to_retrain(tmp_path
     params = make_params(tmp_path, validation={"profile": None, "seeds": [0, 1]})
     with pytest.raises(ParamsError, match=re.escape(documented)):
         lds.draws(params)
+
+
+def test_tail_patch_over_a_draw_the_seed_study_has_not_run_says_so(tmp_path):
+    documented = _documented_messages("docs/bad-input.md")["tail-patch over a training draw the seed study has not run"]
+    params = make_params(tmp_path, validation={"seeds": [7]})
+    with pytest.raises(WherefromError) as err:
+        tail_patch.draws(params)
+    assert str(err.value) == documented.replace("results/seeds", params.study.runs_dir)
 
 
 @pytest.mark.slow

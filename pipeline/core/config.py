@@ -254,10 +254,11 @@ class ValidationConfig:
     sgd_lr: StrictFloat = Field(1e-5, gt=0, description="tail-patch's SGD step: small enough to be first order "
                                 "(tests/test_tail_patch.py: 0.76% second-order at 1e-5 on the test model)")
     seeds: tuple[StrictInt, ...] | None = Field(
-        None, min_length=1, description="LDS and leave-k-out under each of these training seeds (pretrain.seed of "
-        "validation.profile's run: initialisation and batch order), each draw a run of its own in "
-        "out_dir/lds_run/seed=N/ with its world shared; every declared verdict is then held in k of n draws. "
-        "null = one draw, the profile's own seed, in out_dir/lds_run/")
+        None, min_length=1, description="training draws of the tests: LDS and leave-k-out under each of these "
+        "seeds (pretrain.seed of validation.profile's run: initialisation and batch order), each draw a run of its "
+        "own in out_dir/lds_run/seed=N/ with its world shared, and tail-patch on the seed study's run of each seed "
+        "(make seeds); every declared verdict is then held in k of n draws. null = one draw: the profile's own "
+        "seed in out_dir/lds_run/, and this run for tail-patch")
     out_dir: StrictStr = Field("results/validation", description="one Parquet file per test stage (the validation "
                                "view); lds_run/ and retrains/, kept so a killed run resumes")
     metrics_dir: StrictStr = Field("metrics", description="validation_STAGE.json: each method's mean per test and "

@@ -20,6 +20,9 @@ answer different questions:
 The value for top k is the mean rise over the k documents. A document's step does not depend on the query,
 so each document in any method's list is stepped on once and every query that lists it is measured; the
 documents go in parts of ``PART`` that are kept, so an interrupted run resumes with the next part.
+
+One run is one draw: with ``validation.seeds`` the test runs on the seed study's run of each training seed
+(``make seeds``: the same world, its own model and scores), each draw's parts apart.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from pipeline.core.atomic import write_parquet
 from pipeline.core.config import Params, resolved
 from pipeline.core.errors import ParamsError, WherefromError
 from pipeline.core.model import load_model, set_threads
+from pipeline.core.seeds import for_seed, run_dir
+from pipeline.core.steps import MARKERS
 from pipeline.core.training import FINAL_OPTIMIZER, adamw_after_training
 
 PART = 100  # documents per kept part
@@ -63,12 +68,40 @@ def _key(params: Params, optimizer: Path, doc_ids: list[int], asked: dict[int, l
     return h.hexdigest()[:16]
 
 
+def draws(params: Params) -> list[tuple[Params, Path]]:
+    """The runs tail-patched, each with the folder of its kept parts: this one (``validation.seeds`` null), or the
+    seed study's run of each training seed."""
+    parts = Path(params.validation.out_dir) / "tail_patch_parts"
+    if params.validation.seeds is None:
+        return [(params, parts)]
+    out = []
+    for seed in params.validation.seeds:
+        if not (run_dir(params, seed) / MARKERS / "baselines").is_file():
+            raise WherefromError(f"{run_dir(params, seed)}: validation.seeds names seed {seed}, and the seed study has "
+                                 f"no finished run of it; make seeds (dvc repro seeds/dvc.yaml:seed@{seed}) first")
+        out.append((for_seed(params, seed), parts / f"seed={seed}"))
+    return out
+
+
 def run(params: Params) -> Path:
     cfg = params.validation
     start = time.perf_counter()
     if params.model.name_or_path:
         raise ParamsError(f"validation: tail-patch steps as the pretraining did, and model.name_or_path is set "
                           f"({params.model.name_or_path}): its optimizer state is not here")
+    found, documents, runs = [], 0, draws(params)
+    for own, parts_dir in runs:
+        draw, n = _patch(own, parts_dir)
+        found, documents = found + draw, documents + n
+    out = validation.write(found, cfg.out_dir, cfg.metrics_dir, "tail_patch", params.seed)
+    print(f"tail_patch: {documents} documents, {len(runs)} training draw(s), in {time.perf_counter() - start:.0f}s "
+          f"-> {out}")
+    return out
+
+
+def _patch(params: Params, parts_dir: Path) -> tuple[list[dict], int]:
+    """One draw's rows of ``schemas.VALIDATION``, and how many documents were stepped on."""
+    cfg = params.validation
     optimizer = Path(params.model.dir) / FINAL_OPTIMIZER
     if not optimizer.is_file():
         raise WherefromError(f"{optimizer}: not found; the pretrain stage saves AdamW's final state there: run it "
@@ -97,11 +130,10 @@ def run(params: Params) -> Path:
     encoded = dict(zip(query_ids, data.queries(tokenizer, [q["prompt"] for q in queries],
                                                 [q["completion"] for q in queries]).items))
     whole = params.corpus.long_docs != "truncate"
-    parts_dir = Path(cfg.out_dir) / "tail_patch_parts"
     ordered = sorted(asked_ids)
     parts = [ordered[i:i + PART] for i in range(0, len(ordered), PART)]
     print(f"tail_patch: {len(ordered)} documents in the top {depth} of {len(scores)} methods for {len(queries)} "
-          f"queries, each stepped on twice (AdamW, SGD at {cfg.sgd_lr:g})")
+          f"queries, each stepped on twice (AdamW, SGD at {cfg.sgd_lr:g}); training seed {params.training_seed}")
     tables = []
     for index, part in enumerate(tqdm(parts, desc="tail_patch", unit="part", mininterval=1.0)):
         path, key = parts_dir / f"part-{index:05d}.parquet", _key(params, optimizer, part, asked_ids)
@@ -130,6 +162,4 @@ def run(params: Params) -> Path:
                                    for q, docs in zip(query_ids, listed)])
                 found += rows(name, f"tail_patch_{optimizer_name}", f"top={k}", query_ids, tasks, values,
                               params.training_seed)
-    out = validation.write(found, cfg.out_dir, cfg.metrics_dir, "tail_patch", params.seed)
-    print(f"tail_patch: {len(ordered)} documents in {time.perf_counter() - start:.0f}s -> {out}")
-    return out
+    return found, len(ordered)
