@@ -681,6 +681,7 @@ else:
                      "Random removes as many documents: what any removal of that size does. In the scatter plots, a "
                      "query above the dashed line lost more without influence's documents than without the other's."))
     cf = sql("SELECT * FROM counterfactual")
+    cf = cf.assign(seed=cf.get("seed", params.training_seed))  # a file from before training draws: this run's
     numbers = json.loads(Path(params.counterfactual.metrics).read_text())
     cf_methods = list(dict.fromkeys(cf.method))
     cf_tasks = [t for t in tasks_present if t in set(cf.task)]
@@ -698,8 +699,8 @@ else:
     axes[0].set_ylim(top=axes[0].get_ylim()[1] * 1.3)  # room for the legend above the bars
     axes[0].legend(frameon=False, fontsize=7, ncol=len(cf_methods), loc="upper left")
     targeted = cf[cf.removal_group.notna()]  # the controls have no removal set: they show only the retrain's drift
-    pairs = targeted.pivot(index="query_id", columns="method", values="delta_nll").join(
-        targeted.groupby("query_id").task.first())
+    pairs = targeted.pivot(index=["seed", "query_id"], columns="method", values="delta_nll").join(
+        targeted.groupby(["seed", "query_id"]).task.first())  # a query of each training draw
     for ax, other in zip(axes[1:], [m for m in cf_methods if m != "influence"]):
         for task in [t for t in cf_tasks if t in set(pairs.task)]:
             part = pairs[pairs.task == task]
@@ -723,8 +724,11 @@ else:
             else "–"
         )
 
-    lines = [f"Mean ΔNLL was largest without the documents of {hurt_most(('factual',))} for factual queries, and of "
-             f"{hurt_most(('arithmetic', 'slope', 'linear'))} for reasoning queries."]
+    drawn = sorted(set(cf.seed))
+    lines = ([f"Over {len(drawn)} training draws (seeds {', '.join(map(str, drawn))}: `validation.seeds`), each "
+              "draw's query counts once."] if len(drawn) > 1 else [])
+    lines.append(f"Mean ΔNLL was largest without the documents of {hurt_most(('factual',))} for factual queries, and "
+                 f"of {hurt_most(('arithmetic', 'slope', 'linear'))} for reasoning queries.")
     for other in (m for m in cf_methods if m != "influence"):
         for kind, result in numbers.get(f"influence_vs_{other}", {}).items():
             if result["n"]:
@@ -827,8 +831,8 @@ else:
     if held:
         draws = max(v["draws"] for v in held)
         note("Each expectation the README declared before the first run, checked in every training draw of its test "
-             f"({draws} at most here" + ("; one draw decides nothing: `validation.seeds` repeats LDS and leave-k-out "
-                                         "under each training seed" if draws == 1 else "") + "):")
+             f"({draws} at most here" + ("; one draw decides nothing: `validation.seeds` repeats the tests under each "
+                                         "training seed" if draws == 1 else "") + "):")
         display(HTML(pd.DataFrame([{"test": TESTS.get(v["test"], v["test"]), "setting": v["setting"],
                                     "declared": v["statement"], "held in": f"{v['held']} of {v['draws']} draws"}
                                    for v in held]).to_html(index=False)))

@@ -138,6 +138,7 @@ def test_the_readmes_bad_input_rows_are_the_full_lists_own():
     ("unknown key", "corpus", "n_entitys", 3),
     ("wrong type", "pretrain", "steps", "100"),
     ("zero or negative count", "corpus", "n_entities", -1),
+    ("a training seed named twice", "validation", "seeds", [1, 1]),
 ])
 def test_the_documented_bad_params_examples_say_what_the_docs_show(tmp_path, row, section, key, value):
     """On the repository's own params.yaml, every profile present: the error names the key, not a profile."""

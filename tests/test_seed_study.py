@@ -95,3 +95,18 @@ def test_seed_study_resumes_after_kill_9_and_varies_only_the_training_run(tmp_pa
         == [True] * len(SEEDS)
     declared = json.loads((root / "metrics/validation_tail_patch.json").read_text())["declared"]
     assert declared["tail_patch_adamw"]["top=1"]["bm25 below influence"]["draws"] == len(SEEDS)
+
+    # and the leave-k-out check on the demo (counterfactual) over the same draws, each draw's arms apart
+    raw["counterfactual"]["methods"] = ["influence", "bm25"]  # the methods this project scores
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    _run(["wherefrom", "counterfactual"], root)
+    checked = pq.read_table(root / "results/counterfactual.parquet")
+    assert checked.schema == schemas.COUNTERFACTUAL
+    methods = raw["counterfactual"]["methods"]
+    assert sorted(checked["seed"].to_pylist()) == sorted(SEEDS * len(methods) * len(prompts[0]))
+    for s in SEEDS:
+        assert sorted(p.stem for p in (root / f"results/counterfactual/seed={s}").glob("*.parquet")) \
+            == sorted(methods)
+    shown = _run(["wherefrom", "sql", "SELECT seed, count(*) AS n FROM validation WHERE setting LIKE '%demo' "
+                  "GROUP BY ALL ORDER BY ALL", "--format", "csv"], root).splitlines()
+    assert [line.split(",")[0] for line in shown[1:]] == [str(s) for s in SEEDS]

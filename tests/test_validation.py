@@ -26,9 +26,9 @@ from test_pipeline_e2e import _run, new_project, run_env
 
 from pipeline.analysis import validation
 from pipeline.core import schemas
-from pipeline.core.config import load_params
+from pipeline.core.config import load_params, of_one_draw, resolved
 from pipeline.core.errors import ParamsError, WherefromError
-from pipeline.stages import lds, tail_patch
+from pipeline.stages import counterfactual, lds, tail_patch
 from pipeline.stages.lds import leave_k_sets
 
 SUBSETS, KS = 3, [2]
@@ -137,11 +137,13 @@ def test_training_draws_of_the_tests_need_a_run_of_their_own_to_retrain(tmp_path
         lds.draws(params)
 
 
-def test_tail_patch_over_a_draw_the_seed_study_has_not_run_says_so(tmp_path):
-    documented = _documented_messages("docs/bad-input.md")["tail-patch over a training draw the seed study has not run"]
+@pytest.mark.parametrize("stage", [tail_patch, counterfactual])
+def test_a_test_over_a_draw_the_seed_study_has_not_finished_says_so(tmp_path, stage):
+    row = "a test over a training draw the seed study has not finished"
+    documented = _documented_messages("docs/bad-input.md")[row]
     params = make_params(tmp_path, validation={"seeds": [7]})
     with pytest.raises(WherefromError) as err:
-        tail_patch.draws(params)
+        stage.draws(params)
     assert str(err.value) == documented.replace("results/seeds", params.study.runs_dir)
 
 
@@ -175,3 +177,10 @@ def test_the_tests_repeat_under_each_training_seed_on_one_world(tmp_path, monkey
             == scored
     declared = json.loads(Path("metrics/validation_lds.json").read_text())["declared"]
     assert declared["lds"][f"M={SUBSETS}, fraction=0.5"]["bm25 below influence"]["draws"] == 2
+
+
+@pytest.mark.parametrize("stage", ["counterfactual", "tail_patch"])
+def test_naming_another_training_draw_keeps_the_finished_draws_keys(tmp_path, stage):
+    """DVC reruns the stage when validation.seeds changes; the kept arms and parts of a draw stay valid."""
+    one, two = (resolved(make_params(tmp_path, validation={"seeds": seeds}), stage) for seeds in ([0], [0, 1]))
+    assert one != two and of_one_draw(one) == of_one_draw(two)

@@ -86,25 +86,26 @@ def _share(correct: list[bool | None]) -> float | None:
 
 def summary(table: pa.Table) -> dict:
     """The headline numbers: mean ΔNLL and accuracy after, per method and task; influence against each other
-    method, paired per query, for the factual and the reasoning queries."""
+    method, paired per query, for the factual and the reasoning queries. Over several training draws (``seed``),
+    each draw's query is one pair, and ``docs_removed`` is the mean over the draws."""
     rows = table.to_pylist()
     methods = list(dict.fromkeys(r["method"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     out: dict = {"mean_delta_nll": {}, "accuracy_after": {}, "docs_removed": {}, "accuracy_before": {}}
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        out["docs_removed"][method] = mine[0]["docs_removed"]
+        out["docs_removed"][method] = _number(np.mean([r["docs_removed"] for r in mine]))
         out["mean_delta_nll"][method] = {t: _number(np.mean([r["delta_nll"] for r in mine if r["task"] == t]))
                                          for t in tasks}
         out["accuracy_after"][method] = {t: _share([r["correct_after"] for r in mine if r["task"] == t]) for t in tasks}
     first = [r for r in rows if r["method"] == methods[0]]
     out["accuracy_before"] = {t: _share([r["correct_before"] for r in first if r["task"] == t]) for t in tasks}
     if "influence" in methods:
-        delta = {(r["method"], r["query_id"]): r["delta_nll"] for r in rows}
+        delta = {(r["method"], r["seed"], r["query_id"]): r["delta_nll"] for r in rows}
         for other in (m for m in methods if m != "influence"):
             out[f"influence_vs_{other}"] = {
-                kind: paired(np.array([delta["influence", r["query_id"]] for r in first if r["task"] in group]),
-                             np.array([delta[other, r["query_id"]] for r in first if r["task"] in group]))
+                kind: paired(*(np.array([delta[m, r["seed"], r["query_id"]] for r in first if r["task"] in group])
+                               for m in ("influence", other)))
                 for kind, group in KINDS.items()}
     return out
 

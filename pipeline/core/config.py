@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic.dataclasses import dataclass
 
 from pipeline.core.errors import WherefromError
@@ -237,6 +247,15 @@ class CounterfactualConfig:
                                                                           "shares and Wilcoxon p-values (DVC metrics)")
 
 
+def _distinct(seeds: tuple[int, ...]) -> tuple[int, ...]:
+    if len(set(seeds)) < len(seeds):
+        raise ValueError("a seed named twice")
+    return seeds
+
+
+Seeds = Annotated[tuple[StrictInt, ...], AfterValidator(_distinct)]  # training seeds: each one draw
+
+
 @dataclass(config=_STRICT)
 class ValidationConfig:
     """``make validate``'s retraining tests of every method: LDS and leave-k-out on a small run of their own."""
@@ -253,12 +272,12 @@ class ValidationConfig:
         (1, 10), description="tail-patch: each method's top documents per query, each stepped on alone")
     sgd_lr: StrictFloat = Field(1e-5, gt=0, description="tail-patch's SGD step: small enough to be first order "
                                 "(tests/test_tail_patch.py: 0.76% second-order at 1e-5 on the test model)")
-    seeds: tuple[StrictInt, ...] | None = Field(
+    seeds: Seeds | None = Field(
         None, min_length=1, description="training draws of the tests: LDS and leave-k-out under each of these "
         "seeds (pretrain.seed of validation.profile's run: initialisation and batch order), each draw a run of its "
-        "own in out_dir/lds_run/seed=N/ with its world shared, and tail-patch on the seed study's run of each seed "
-        "(make seeds); every declared verdict is then held in k of n draws. null = one draw: the profile's own "
-        "seed in out_dir/lds_run/, and this run for tail-patch")
+        "own in out_dir/lds_run/seed=N/ with its world shared; tail-patch and the counterfactual on the seed study's "
+        "run of each seed (make seeds). Every declared verdict is then held in k of n draws. null = one draw: the "
+        "profile's own seed in out_dir/lds_run/, and this run for the demo's tests")
     out_dir: StrictStr = Field("results/validation", description="one Parquet file per test stage (the validation "
                                "view); lds_run/ and retrains/, kept so a killed run resumes")
     metrics_dir: StrictStr = Field("metrics", description="validation_STAGE.json: each method's mean per test and "
@@ -269,7 +288,7 @@ class ValidationConfig:
 class StudyConfig:
     """``make seeds``: the training run repeated under several seeds, the world fixed, every finding over the runs."""
 
-    seeds: tuple[StrictInt, ...] = Field((0, 1, 2, 3, 4), min_length=1, description="one full training run per "
+    seeds: Seeds = Field((0, 1, 2, 3, 4), min_length=1, description="one full training run per "
                                          "seed (pretrain.seed); seeds/dvc.yaml reads this list, so it is set here, "
                                          "never in a profile")
     runs_dir: StrictStr = Field(
@@ -411,16 +430,26 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "baselines": ("seed", "scores", "baselines"),
     "analyze": ("baselines", "index", "analysis"),
     "report": ("baselines", "index", "analysis", "report", "counterfactual"),
-    "counterfactual": ("seed", "corpus", "model", "pretrain", "queries", "analysis", "counterfactual"),
+    "counterfactual": ("seed", "corpus", "model", "pretrain", "queries", "analysis", "counterfactual", "validation",
+                       "study"),
     # make validate's retraining tests: a run of their own (validation.profile's overrides on every section)
     "lds": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines", "index",
             "validation"),
-    "tail_patch": ("seed", "corpus", "model", "queries", "scores", "baselines", "index", "validation"),
+    "tail_patch": ("seed", "corpus", "model", "queries", "scores", "baselines", "index", "validation", "study"),
     # make seeds: one seed's run (its own paths and pretrain.seed are set per seed), then the study's analysis
     "seed": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines"),
     "study": ("seed", "corpus", "queries", "baselines", "analysis", "study"),
 }
 RESOLVED_DIR = Path("data/params")
+
+
+def of_one_draw(settings: dict[str, Any]) -> dict[str, Any]:
+    """A stage's resolved settings less the list of training draws (``validation.seeds``, the ``study`` section): what
+    one draw's result depends on, so that naming another draw redoes none already done."""
+    out = {k: v for k, v in settings.items() if k != "study"}
+    if "validation" in out:
+        out["validation"] = {k: v for k, v in out["validation"].items() if k != "seeds"}
+    return out
 
 
 def resolved(params: Params, stage: str) -> dict[str, Any]:

@@ -276,4 +276,5 @@ COUNTERFACTUAL = pa.schema([
     pa.field("correct_before", pa.bool_()),  # null: no answer to check
     pa.field("correct_after", pa.bool_()),  # the retrained model's greedy completion is right
     pa.field("completion_after", pa.string(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False),  # the training draw: its run's training seed (pretrain.seed)
 ])

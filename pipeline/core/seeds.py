@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from pipeline.core.config import Params
-from pipeline.core.errors import ParamsError
+from pipeline.core.errors import ParamsError, WherefromError
 
 
 def run_dir(params: Params, seed: int) -> Path:
@@ -50,3 +50,16 @@ def relocated(params: Params, run: Path, analysis: Path) -> Params:
                       score_queries=False),
         analysis=replace(params.analysis, out_dir=str(analysis), metrics_dir=str(analysis / "metrics")),
     )
+
+
+def study_draws(params: Params) -> list[Params]:
+    """The seed study's run of each seed in ``validation.seeds``, for a test repeated over training draws on the
+    demo's world; each must be finished, its analysis included (``make seeds``)."""
+    out = []
+    for seed in params.validation.seeds or ():
+        run = for_seed(params, seed)
+        if not (Path(run.analysis.out_dir) / "top_docs.parquet").is_file():
+            raise WherefromError(f"{run_dir(params, seed)}: validation.seeds names seed {seed}, and the seed study has "
+                                 "not finished it; make seeds first")
+        out.append(run)
+    return out

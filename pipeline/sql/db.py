@@ -23,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from influence import methods
 from pipeline.core.config import Params
@@ -61,10 +62,11 @@ def view_sources(params: Params) -> dict[str, str]:
             views[name] = f"SELECT * FROM read_parquet({_literal(path)})"
     validation = [f"SELECT * FROM read_parquet({_literal(p)})"  # one file per validation stage, in one schema
                   for p in sorted(Path(params.validation.out_dir).glob("*.parquet"))]
-    if "counterfactual" in views:  # the demo's leave-500-out, in the same columns
+    if "counterfactual" in views:  # the demo's leave-500-out, in the same columns (a file from before draws: NULL)
+        seed = "seed" if "seed" in pq.read_schema(params.counterfactual.out).names else "NULL::BIGINT AS seed"
         validation.append("SELECT method, 'leave_k_out' AS test, 'k=' || group_docs_removed || ', demo' AS setting, "
-                          "query_id, task, delta_nll AS value, docs_removed, tokens_removed, "
-                          f"{params.training_seed}::BIGINT AS seed FROM counterfactual WHERE removal_group IS NOT NULL")
+                          f"query_id, task, delta_nll AS value, docs_removed, tokens_removed, {seed} "
+                          "FROM counterfactual WHERE removal_group IS NOT NULL")
     if validation:  # by name: a file written before a column was added reads it as NULL
         views["validation"] = " UNION ALL BY NAME ".join(validation)
     corpus = Path(params.corpus.out_dir)

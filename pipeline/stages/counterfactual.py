@@ -14,6 +14,9 @@ Removing nothing reproduces the original model exactly, so ΔNLL is what the rem
 
 Each method's retrain is one arm; a finished arm is kept in ``counterfactual.arms_dir`` under a key of
 everything it depends on, so an interrupted run resumes with the next arm.
+
+One run is one draw: with ``validation.seeds`` the check runs on the seed study's run of each training seed
+(``make seeds``: the same world, its own model and top documents), each draw's arms in ``arms_dir/seed=N/``.
 """
 
 from __future__ import annotations
@@ -31,18 +34,19 @@ from influence import shards
 from pipeline.analysis.counterfactual import removal_sets, summary
 from pipeline.core import schemas, training
 from pipeline.core.atomic import write_json, write_parquet
-from pipeline.core.config import Params, resolved
+from pipeline.core.config import Params, of_one_draw, resolved
 from pipeline.core.corpus_reader import content_hash
 from pipeline.core.errors import ParamsError, WherefromError
 from pipeline.core.model import completion_nll, greedy_completions, load_model
+from pipeline.core.seeds import study_draws
 from pipeline.core.training import Checkpoint, kept_tokens, pretrain, token_stream
 from queries.answers import is_correct
 
 
 def _arm_key(params: Params, method: str, removed: list[int]) -> str:
-    h = hashlib.sha256(json.dumps(resolved(params, "counterfactual"), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(of_one_draw(resolved(params, "counterfactual")), sort_keys=True).encode())
     h.update(method.encode() + json.dumps(sorted(removed)).encode())
-    h.update(content_hash(params.corpus.out_dir).encode())
+    h.update(content_hash(params.corpus.out_dir).encode() + str(schemas.COUNTERFACTUAL).encode())
     # the queries, the tokenizer, and how a retrain trains (a change there changes every number)
     for path in (Path(params.queries.out), *sorted(Path(params.model.dir).glob("tokenizer*")), Path(training.__file__)):
         h.update(path.read_bytes())
@@ -50,7 +54,7 @@ def _arm_key(params: Params, method: str, removed: list[int]) -> str:
 
 
 def _rows(method: str, queries: list[dict], sets: dict[str, list[int]], n_removed: int, tokens: int,
-          before: list[float], after: list[float], answers: list[str]) -> pa.Table:
+          before: list[float], after: list[float], answers: list[str], seed: int) -> pa.Table:
     """One arm's rows: each query with its removal group, its NLL before and after, and the new answer."""
     group_of = {q["query_id"]: q["task"] for q in queries if q["task"] in sets}
     return pa.Table.from_pylist([{
@@ -59,7 +63,16 @@ def _rows(method: str, queries: list[dict], sets: dict[str, list[int]], n_remove
         "tokens_removed": tokens,
         "nll_before": b, "nll_after": a, "delta_nll": a - b, "correct_before": q["correct"],
         "correct_after": is_correct(q["kind"], text, q["answer"]) if q["answer"] else None, "completion_after": text,
+        "seed": seed,
     } for q, b, a, text in zip(queries, before, after, answers)], schema=schemas.COUNTERFACTUAL)
+
+
+def draws(params: Params) -> list[tuple[Params, Path]]:
+    """The runs retrained, each with the folder of its arms: this one, or (``validation.seeds``) the seed study's."""
+    arms = Path(params.counterfactual.arms_dir)
+    if params.validation.seeds is None:
+        return [(params, arms)]
+    return [(run, arms / f"seed={run.training_seed}") for run in study_draws(params)]
 
 
 def run(params: Params) -> Path:
@@ -67,6 +80,19 @@ def run(params: Params) -> Path:
     if params.model.name_or_path:
         raise ParamsError("counterfactual: retraining needs a model pretrained here; model.name_or_path is set "
                           f"({params.model.name_or_path})")
+    table = pa.concat_tables([_arms(own, arms_dir) for own, arms_dir in draws(params)])
+    write_parquet(table, cfg.out, schemas.COUNTERFACTUAL)
+    numbers = summary(table)
+    write_json(numbers, cfg.metrics)
+    for method, by_task in numbers["mean_delta_nll"].items():
+        print(f"counterfactual: mean dNLL, {method}: " + ", ".join(f"{t} {v:+.3f}" for t, v in by_task.items()
+                                                                    if v is not None))
+    return Path(cfg.out)
+
+
+def _arms(params: Params, arms_dir: Path) -> pa.Table:
+    """One draw's arms, each retrained unless it is already kept in ``arms_dir``."""
+    cfg = params.counterfactual
     top_docs_path = Path(params.analysis.out_dir) / "top_docs.parquet"
     if not top_docs_path.is_file():
         raise WherefromError(f"{top_docs_path}: not found; run the pipeline first (make demo, or dvc repro)")
@@ -87,19 +113,20 @@ def run(params: Params) -> Path:
         sets = removal_sets(top_docs, method, tasks, cfg.docs_per_group, str(top_docs_path))
         removed = sorted(set().union(*sets.values()))
         key = _arm_key(params, method, removed)
-        path = Path(cfg.arms_dir) / f"{method}.parquet"
+        path = arms_dir / f"{method}.parquet"
         if not shards.is_complete(path, key, len(queries)):  # a finished arm is a shard of this run
             start = time.perf_counter()
             gone = set(removed)
             keep = kept_tokens(tokenizer, texts, [d not in gone for d in doc_ids])
-            resume = Checkpoint(Path(cfg.arms_dir) / f"{method}.checkpoint", params.runtime.checkpoint_every)
+            resume = Checkpoint(arms_dir / f"{method}.checkpoint", params.runtime.checkpoint_every)
             retrained, _ = pretrain(tokenizer, stream, params.model, params.pretrain, params.training_seed, keep=keep,
                                     checkpoint=resume,
                                     desc=f"counterfactual: retrain without {method}'s {len(removed)} documents")
             after = completion_nll(retrained, tokenizer, prompts, completions, params.queries.batch_size)
             answers = greedy_completions(retrained, tokenizer, prompts, params.queries.max_new_tokens,
                                          params.queries.batch_size)
-            arm = _rows(method, queries, sets, len(removed), int((~keep).sum()), nll_before, after, answers)
+            arm = _rows(method, queries, sets, len(removed), int((~keep).sum()), nll_before, after, answers,
+                        params.training_seed)
             write_parquet(arm, path, schemas.COUNTERFACTUAL.with_metadata({shards.RUN_KEY: key.encode()}))
             print(f"counterfactual: {method}: {len(removed)} documents removed, retrained in "
                   f"{time.perf_counter() - start:.0f}s")
@@ -107,11 +134,4 @@ def run(params: Params) -> Path:
             arm = pq.read_table(path)
             print(f"counterfactual: {method}: already retrained ({path})")
         arms.append(arm.cast(schemas.COUNTERFACTUAL))
-    table = pa.concat_tables(arms)
-    write_parquet(table, cfg.out, schemas.COUNTERFACTUAL)
-    numbers = summary(table)
-    write_json(numbers, cfg.metrics)
-    for method, by_task in numbers["mean_delta_nll"].items():
-        print(f"counterfactual: mean dNLL, {method}: " + ", ".join(f"{t} {v:+.3f}" for t, v in by_task.items()
-                                                                    if v is not None))
-    return Path(cfg.out)
+    return pa.concat_tables(arms)

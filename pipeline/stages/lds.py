@@ -113,8 +113,6 @@ def draws(params: Params) -> list[tuple[Params, Path]]:
     if not cfg.profile:
         raise ParamsError("validation.seeds: each draw retrains validation.profile's run, and the profile is empty "
                           "(this run's own model: one draw)")
-    if len(set(cfg.seeds)) < len(cfg.seeds):
-        raise ParamsError(f"validation.seeds: {list(cfg.seeds)} names a seed twice")
     run = Path(cfg.out_dir) / "lds_run"
     out = []
     for seed in cfg.seeds:

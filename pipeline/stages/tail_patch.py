@@ -45,11 +45,10 @@ from pipeline.analysis.counterfactual import GROUPS
 from pipeline.analysis.score_matrix import in_memory
 from pipeline.analysis.validation import rows
 from pipeline.core.atomic import write_parquet
-from pipeline.core.config import Params, resolved
+from pipeline.core.config import Params, of_one_draw, resolved
 from pipeline.core.errors import ParamsError, WherefromError
 from pipeline.core.model import load_model, set_threads
-from pipeline.core.seeds import for_seed, run_dir
-from pipeline.core.steps import MARKERS
+from pipeline.core.seeds import study_draws
 from pipeline.core.training import FINAL_OPTIMIZER, adamw_after_training
 
 PART = 100  # documents per kept part
@@ -62,7 +61,8 @@ RISES = pa.schema([
 
 
 def _key(params: Params, optimizer: Path, doc_ids: list[int], asked: dict[int, list[str]]) -> str:
-    h = hashlib.sha256(json.dumps([resolved(params, "tail_patch"), doc_ids, [asked[d] for d in doc_ids]]).encode())
+    settings = of_one_draw(resolved(params, "tail_patch"))
+    h = hashlib.sha256(json.dumps([settings, doc_ids, [asked[d] for d in doc_ids]]).encode())
     for path in (optimizer.parent / "model.safetensors", optimizer, Path(params.queries.out)):
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
@@ -74,13 +74,7 @@ def draws(params: Params) -> list[tuple[Params, Path]]:
     parts = Path(params.validation.out_dir) / "tail_patch_parts"
     if params.validation.seeds is None:
         return [(params, parts)]
-    out = []
-    for seed in params.validation.seeds:
-        if not (run_dir(params, seed) / MARKERS / "baselines").is_file():
-            raise WherefromError(f"{run_dir(params, seed)}: validation.seeds names seed {seed}, and the seed study has "
-                                 f"no finished run of it; make seeds (dvc repro seeds/dvc.yaml:seed@{seed}) first")
-        out.append((for_seed(params, seed), parts / f"seed={seed}"))
-    return out
+    return [(run, parts / f"seed={run.training_seed}") for run in study_draws(params)]
 
 
 def run(params: Params) -> Path:
