@@ -25,10 +25,10 @@ from test_config import _documented_messages
 from test_pipeline_e2e import _run, new_project, run_env
 
 from pipeline.analysis import validation
-from pipeline.core import schemas
+from pipeline.core import schemas, seeds
 from pipeline.core.config import load_params, of_one_draw, resolved
 from pipeline.core.errors import ParamsError, WherefromError
-from pipeline.stages import counterfactual, lds, tail_patch
+from pipeline.stages import lds
 from pipeline.stages.lds import leave_k_sets
 
 SUBSETS, KS = 3, [2]
@@ -137,13 +137,13 @@ def test_training_draws_of_the_tests_need_a_run_of_their_own_to_retrain(tmp_path
         lds.draws(params)
 
 
-@pytest.mark.parametrize("stage", [tail_patch, counterfactual])
-def test_a_test_over_a_draw_the_seed_study_has_not_finished_says_so(tmp_path, stage):
+def test_a_test_over_a_draw_the_seed_study_has_not_finished_says_so(tmp_path):
+    """tail_patch and counterfactual: the demo's tests, over the seed study's runs."""
     row = "a test over a training draw the seed study has not finished"
     documented = _documented_messages("docs/bad-input.md")[row]
     params = make_params(tmp_path, validation={"seeds": [7]})
     with pytest.raises(WherefromError) as err:
-        stage.draws(params)
+        seeds.draws(params, tmp_path / "kept")
     assert str(err.value) == documented.replace("results/seeds", params.study.runs_dir)
 
 

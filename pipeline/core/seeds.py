@@ -52,14 +52,17 @@ def relocated(params: Params, run: Path, analysis: Path) -> Params:
     )
 
 
-def study_draws(params: Params) -> list[Params]:
-    """The seed study's run of each seed in ``validation.seeds``, for a test repeated over training draws on the
-    demo's world; each must be finished, its analysis included (``make seeds``)."""
+def draws(params: Params, folder: Path) -> list[tuple[Params, Path]]:
+    """The runs a test of the demo's model repeats over, each with a folder for what it keeps: this run in
+    ``folder`` (``validation.seeds`` null), or the seed study's run of each seed in ``folder/seed=N`` (the same
+    world; each run must be finished, its analysis included: ``make seeds``)."""
+    if params.validation.seeds is None:
+        return [(params, folder)]
     out = []
-    for seed in params.validation.seeds or ():
+    for seed in params.validation.seeds:
         run = for_seed(params, seed)
         if not (Path(run.analysis.out_dir) / "top_docs.parquet").is_file():
             raise WherefromError(f"{run_dir(params, seed)}: validation.seeds names seed {seed}, and the seed study has "
                                  "not finished it; make seeds first")
-        out.append(run)
+        out.append((run, folder / f"seed={seed}"))
     return out

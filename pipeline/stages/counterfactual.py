@@ -38,7 +38,7 @@ from pipeline.core.config import Params, of_one_draw, resolved
 from pipeline.core.corpus_reader import content_hash
 from pipeline.core.errors import ParamsError, WherefromError
 from pipeline.core.model import completion_nll, greedy_completions, load_model
-from pipeline.core.seeds import study_draws
+from pipeline.core.seeds import draws
 from pipeline.core.training import Checkpoint, kept_tokens, pretrain, token_stream
 from queries.answers import is_correct
 
@@ -67,20 +67,12 @@ def _rows(method: str, queries: list[dict], sets: dict[str, list[int]], n_remove
     } for q, b, a, text in zip(queries, before, after, answers)], schema=schemas.COUNTERFACTUAL)
 
 
-def draws(params: Params) -> list[tuple[Params, Path]]:
-    """The runs retrained, each with the folder of its arms: this one, or (``validation.seeds``) the seed study's."""
-    arms = Path(params.counterfactual.arms_dir)
-    if params.validation.seeds is None:
-        return [(params, arms)]
-    return [(run, arms / f"seed={run.training_seed}") for run in study_draws(params)]
-
-
 def run(params: Params) -> Path:
     cfg = params.counterfactual
     if params.model.name_or_path:
         raise ParamsError("counterfactual: retraining needs a model pretrained here; model.name_or_path is set "
                           f"({params.model.name_or_path})")
-    table = pa.concat_tables([_arms(own, arms_dir) for own, arms_dir in draws(params)])
+    table = pa.concat_tables([_arms(own, arms) for own, arms in draws(params, Path(cfg.arms_dir))])
     write_parquet(table, cfg.out, schemas.COUNTERFACTUAL)
     numbers = summary(table)
     write_json(numbers, cfg.metrics)

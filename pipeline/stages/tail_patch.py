@@ -48,7 +48,7 @@ from pipeline.core.atomic import write_parquet
 from pipeline.core.config import Params, of_one_draw, resolved
 from pipeline.core.errors import ParamsError, WherefromError
 from pipeline.core.model import load_model, set_threads
-from pipeline.core.seeds import study_draws
+from pipeline.core.seeds import draws
 from pipeline.core.training import FINAL_OPTIMIZER, adamw_after_training
 
 PART = 100  # documents per kept part
@@ -68,22 +68,13 @@ def _key(params: Params, optimizer: Path, doc_ids: list[int], asked: dict[int, l
     return h.hexdigest()[:16]
 
 
-def draws(params: Params) -> list[tuple[Params, Path]]:
-    """The runs tail-patched, each with the folder of its kept parts: this one (``validation.seeds`` null), or the
-    seed study's run of each training seed."""
-    parts = Path(params.validation.out_dir) / "tail_patch_parts"
-    if params.validation.seeds is None:
-        return [(params, parts)]
-    return [(run, parts / f"seed={run.training_seed}") for run in study_draws(params)]
-
-
 def run(params: Params) -> Path:
     cfg = params.validation
     start = time.perf_counter()
     if params.model.name_or_path:
         raise ParamsError(f"validation: tail-patch steps as the pretraining did, and model.name_or_path is set "
                           f"({params.model.name_or_path}): its optimizer state is not here")
-    found, documents, runs = [], 0, draws(params)
+    found, documents, runs = [], 0, draws(params, Path(cfg.out_dir) / "tail_patch_parts")
     for own, parts_dir in runs:
         draw, n = _patch(own, parts_dir)
         found, documents = found + draw, documents + n
