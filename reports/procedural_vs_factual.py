@@ -681,7 +681,6 @@ else:
                      "Random removes as many documents: what any removal of that size does. In the scatter plots, a "
                      "query above the dashed line lost more without influence's documents than without the other's."))
     cf = sql("SELECT * FROM counterfactual")
-    cf = cf.assign(seed=cf.get("seed", params.training_seed))  # a file from before training draws: this run's
     numbers = json.loads(Path(params.counterfactual.metrics).read_text())
     cf_methods = list(dict.fromkeys(cf.method))
     cf_tasks = [t for t in tasks_present if t in set(cf.task)]

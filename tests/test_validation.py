@@ -28,6 +28,7 @@ from pipeline.analysis import validation
 from pipeline.core import schemas, seeds
 from pipeline.core.config import load_params, of_one_draw, resolved
 from pipeline.core.errors import ParamsError, WherefromError
+from pipeline.sql import db
 from pipeline.stages import lds
 from pipeline.stages.lds import leave_k_sets
 
@@ -184,3 +185,15 @@ def test_naming_another_training_draw_keeps_the_finished_draws_keys(tmp_path, st
     """DVC reruns the stage when validation.seeds changes; the kept arms and parts of a draw stay valid."""
     one, two = (resolved(make_params(tmp_path, validation={"seeds": seeds}), stage) for seeds in ([0], [0, 1]))
     assert one != two and of_one_draw(one) == of_one_draw(two)
+
+
+def test_a_validation_file_from_before_training_draws_reads_with_a_null_seed(tmp_path):
+    """The report and `wherefrom sql` read a test's file written before the seed column, as one draw."""
+    params = make_params(tmp_path)
+    old = pa.Table.from_pylist(_draw(0, {"influence": 0.3, "identity": 0.1}), schema=schemas.VALIDATION).drop(["seed"])
+    (Path(params.validation.out_dir)).mkdir(parents=True)
+    pq.write_table(old, Path(params.validation.out_dir) / "tail_patch.parquet")
+    table = db.query(db.connect(params), "SELECT * FROM validation")
+    assert table["seed"].null_count == table.num_rows == old.num_rows
+    assert {v["statement"]: (v["held"], v["draws"]) for v in validation.verdicts(table, 0)} == {
+        "influence above identity": (1, 1)}

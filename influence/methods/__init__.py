@@ -73,14 +73,14 @@ def index_methods() -> list[str]:
     return [m.name for m in REGISTRY.values() if m.from_index is not None]
 
 
-def indexed(params) -> list[str]:
+def from_index(params) -> list[str]:
     """The index methods this run scores: every registered one when ``index.score_queries``, else none."""
     return index_methods() if params.index.score_queries else []
 
 
 def selected(params) -> list[str]:
     """Every method of this run, the paper's first."""
-    return [PAPER, *variants(params), *baselines(params), *indexed(params)]
+    return [PAPER, *variants(params), *baselines(params), *from_index(params)]
 
 
 def stage(name: str) -> str:

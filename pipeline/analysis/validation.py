@@ -102,8 +102,9 @@ DECLARED = (
 def verdicts(table: pa.Table, seed: int) -> list[dict]:
     """Each declared statement per setting: in how many of the table's training draws it held (``held`` of
     ``draws``, the draws that have every method it names)."""
-    by_draw = {s: summary(table.filter(pc.equal(table["seed"], s)), seed)
-               for s in sorted(set(table["seed"].to_pylist()))}
+    column = table["seed"]  # null: a file written before draws were recorded, one draw
+    by_draw = {s: summary(table.filter(pc.is_null(column) if s is None else pc.equal(column, s)), seed)
+               for s in dict.fromkeys(column.to_pylist())}
     out = []
     for d in DECLARED:
         settings = dict.fromkeys(s for numbers in by_draw.values() for s in numbers.get(d.test, {}) if d.settings(s))

@@ -44,6 +44,12 @@ def _literal(path: Path) -> str:
     return "'" + str(path.resolve()).replace("'", "''") + "'"
 
 
+def _seeded(path: Path, missing: str) -> str:
+    """All of a test's file, with ``missing`` as its ``seed`` column when it was written before it had one."""
+    seed = "" if "seed" in pq.read_schema(path).names else f", {missing} AS seed"
+    return f"SELECT *{seed} FROM read_parquet({_literal(path)})"
+
+
 def view_sources(params: Params) -> dict[str, str]:
     """View name -> the SELECT behind it, for every input that exists on disk now."""
     views: dict[str, str] = {}
@@ -56,19 +62,21 @@ def view_sources(params: Params) -> dict[str, str]:
         views["baseline_scores"] = " UNION ALL ".join(
             f"SELECT '{m}' AS method, * FROM read_parquet({_literal(path)} || '/{SHARD_FILES}', "
             "hive_partitioning=false)" for m, path in others.items())
-    for name, path in (("queries", Path(params.queries.out)), ("segments", Path(params.queries.segments)),
-                       ("counterfactual", Path(params.counterfactual.out))):
+    for name, path in (("queries", Path(params.queries.out)), ("segments", Path(params.queries.segments))):
         if path.is_file():
             views[name] = f"SELECT * FROM read_parquet({_literal(path)})"
-    validation = [f"SELECT * FROM read_parquet({_literal(p)})"  # one file per validation stage, in one schema
-                  for p in sorted(Path(params.validation.out_dir).glob("*.parquet"))]
-    if "counterfactual" in views:  # the demo's leave-500-out, in the same columns (a file from before draws: NULL)
-        seed = "seed" if "seed" in pq.read_schema(params.counterfactual.out).names else "NULL::BIGINT AS seed"
+    # each file a test stage wrote, in one schema; one written before training draws were recorded has no seed:
+    # the counterfactual's was this run's own draw, a validation file's is not known here
+    counterfactual = Path(params.counterfactual.out)
+    if counterfactual.is_file():
+        views["counterfactual"] = _seeded(counterfactual, f"{params.training_seed}::BIGINT")
+    validation = [_seeded(p, "NULL::BIGINT") for p in sorted(Path(params.validation.out_dir).glob("*.parquet"))]
+    if "counterfactual" in views:  # the demo's leave-500-out, in the same columns
         validation.append("SELECT method, 'leave_k_out' AS test, 'k=' || group_docs_removed || ', demo' AS setting, "
-                          f"query_id, task, delta_nll AS value, docs_removed, tokens_removed, {seed} "
-                          "FROM counterfactual WHERE removal_group IS NOT NULL")
-    if validation:  # by name: a file written before a column was added reads it as NULL
-        views["validation"] = " UNION ALL BY NAME ".join(validation)
+                          "query_id, task, delta_nll AS value, docs_removed, tokens_removed, seed FROM counterfactual "
+                          "WHERE removal_group IS NOT NULL")
+    if validation:
+        views["validation"] = " UNION ALL ".join(validation)
     corpus = Path(params.corpus.out_dir)
     if any(corpus.glob("*.parquet")):
         views["corpus"] = f"SELECT * FROM read_parquet({_literal(corpus)} || '/*.parquet')"

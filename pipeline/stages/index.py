@@ -26,6 +26,6 @@ def run(params: Params) -> Built:
         write_json({"documents": built.documents, "seconds": round(built.seconds, 1),
                     "bytes_per_doc": built.bytes_per_doc, "projection": params.index.projection,
                     "k": params.index.k}, metrics)
-    for name in methods.indexed(params):
+    for name in methods.from_index(params):
         score_method(params, name)
     return built
