@@ -3,7 +3,9 @@ during the second seed's run, then resumed."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import signal
@@ -12,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -95,6 +98,21 @@ def test_seed_study_resumes_after_kill_9_and_varies_only_the_training_run(tmp_pa
         == [True] * len(SEEDS)
     declared = json.loads((root / "metrics/validation_tail_patch.json").read_text())["declared"]
     assert declared["tail_patch_adamw"]["top=1"]["bm25 below influence"]["draws"] == len(SEEDS)
+    # the named query over draws: each method's mean in each draw, then their mean, lowest and highest
+    by_draw = list(csv.DictReader(io.StringIO(_run(["wherefrom", "sql", "--name", "validation_by_draw", "--format",
+                                                    "csv"], root))))
+    assert len(by_draw) == 2 * 2  # top 1 and 10 x influence and bm25
+    adamw = [r for r in patched.to_pylist() if r["test"] == "tail_patch_adamw" and r["value"] is not None]
+    for shown in by_draw:
+        means = [np.mean([r["value"] for r in adamw if (r["seed"], r["setting"], r["method"])
+                          == (s, shown["setting"], shown["method"])]) for s in SEEDS]
+        assert int(shown["draws"]) == len(SEEDS)
+        assert [float(shown[c]) for c in ("mean", "lowest", "highest")] \
+            == pytest.approx([np.mean(means), min(means), max(means)], abs=6e-5)  # shown to 4 decimals
+    failed = subprocess.run(["wherefrom", "sql", "--name", "validation_by_draw", "--param", "test=lds"], cwd=root,
+                            env=run_env(), capture_output=True, text=True)  # lds has not run here
+    assert failed.returncode == 2 and failed.stderr.strip().endswith(
+        "reports/sql/validation_by_draw.sql: test 'lds' does not exist (known: tail_patch_adamw, tail_patch_sgd)")
 
     # and the leave-k-out check on the demo (counterfactual) over the same draws, each draw's arms apart
     raw["counterfactual"]["methods"] = ["influence", "bm25"]  # the methods this project scores

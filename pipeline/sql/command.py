@@ -74,6 +74,7 @@ KNOWN_VALUES = {
     "query_id": "SELECT DISTINCT query_id FROM queries",
     "method": "SELECT DISTINCT method FROM query_stats",
     "segment": "SELECT DISTINCT segment FROM query_stats",
+    "test": "SELECT DISTINCT test FROM validation",
 }
 
 
