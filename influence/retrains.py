@@ -2,15 +2,17 @@
 
 A retrain is the original training run (``pipeline/core/training.py``: its initialisation, seed, batches and
 steps) with the removed documents' tokens masked out, then every query's completion measured on it (NLL in
-nats, float64, prompt masked). The LDS subsets and the leave-k-out arms are all retrains of one run: each
-is one Dask task and one small Parquet file, keyed as score shards are, so on a cluster they run side by
-side, and a rerun (after a kill -9) skips the finished ones and resumes an interrupted one from its last
-checkpoint (``runtime.checkpoint_every``).
+nats, float64, prompt masked; the greedy answer too when the job asks). The LDS subsets, the leave-k-out
+arms and the counterfactual check's arms are all retrains of one run: each is one Dask task and one small
+Parquet file, keyed as score shards are, so on a cluster they run side by side, and a rerun (after a kill -9)
+skips the finished ones and resumes an interrupted one from its last checkpoint (``runtime.checkpoint_every``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +23,12 @@ import pyarrow.parquet as pq
 import torch
 
 from influence import shards
-from influence.cluster import pin_gpu, run_shards
+from influence.cluster import pin_gpu, run_shards, threads_per_worker
+from pipeline.core import training
 from pipeline.core.atomic import write_parquet
-from pipeline.core.config import ModelConfig, PretrainConfig
-from pipeline.core.model import completion_nll, load_model, set_threads
+from pipeline.core.config import ModelConfig, Params, PretrainConfig
+from pipeline.core.corpus_reader import content_hash
+from pipeline.core.model import completion_nll, greedy_completions, load_model, set_threads
 from pipeline.core.schemas import RETRAIN
 from pipeline.core.training import Checkpoint, kept_tokens, pretrain, token_stream
 
@@ -54,9 +58,12 @@ class RetrainJob:
     query_batch_size: int
     checkpoint_every: int
     threads: int
+    answer_tokens: int = 0  # > 0: each query's greedy answer too, up to this many tokens (the counterfactual check)
 
     def key(self, retrain: Retrain) -> str:
-        return hashlib.sha256((self.run_key + ",".join(map(str, sorted(retrain.removed)))).encode()).hexdigest()[:16]
+        answers = f";answers={self.answer_tokens}" if self.answer_tokens else ""
+        return hashlib.sha256((self.run_key + ",".join(map(str, sorted(retrain.removed))) + answers).encode()
+                              ).hexdigest()[:16]
 
     def path(self, retrain: Retrain) -> Path:
         return Path(self.out_dir) / f"{retrain.name}.parquet"
@@ -66,6 +73,22 @@ class RetrainJob:
 
     def is_done(self, retrain: Retrain) -> bool:
         return shards.is_complete(self.path(retrain), self.key(retrain), self.n_queries())
+
+
+def job_for(params: Params, out_dir: Path, answer_tokens: int = 0) -> RetrainJob:
+    """The job of retraining ``params``' run, its retrains kept in ``out_dir``."""
+    h = hashlib.sha256(content_hash(params.corpus.out_dir).encode() + Path(params.queries.out).read_bytes())
+    for path in (*sorted(Path(params.model.dir).glob("tokenizer*")), Path(training.__file__)):
+        h.update(path.read_bytes())
+    h.update(json.dumps([dataclasses.asdict(params.model), dataclasses.asdict(params.pretrain),
+                         params.training_seed], sort_keys=True).encode())
+    return RetrainJob(
+        run_key=h.hexdigest()[:16], model_dir=str(Path(params.model.dir).resolve()),
+        corpus_dir=str(Path(params.corpus.out_dir).resolve()), queries_path=str(Path(params.queries.out).resolve()),
+        out_dir=str(out_dir.resolve()), model=params.model,
+        pretrain=params.pretrain, seed=params.training_seed, query_batch_size=params.queries.batch_size,
+        checkpoint_every=params.runtime.checkpoint_every,
+        threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers), answer_tokens=answer_tokens)
 
 
 _CORPUS: dict[str, tuple] = {}
@@ -102,9 +125,12 @@ def retrain(item: Retrain, job: RetrainJob) -> int:
         model, _ = pretrain(tokenizer, stream, job.model, job.pretrain, job.seed, keep=keep, checkpoint=checkpoint,
                             desc=f"retrain {item.name}", progress=False)  # the run's bar counts retrains
     nll = measure(model, tokenizer, queries, job.query_batch_size)
+    answers = (greedy_completions(model, tokenizer, [q["prompt"] for q in queries], job.answer_tokens,
+                                  job.query_batch_size) if job.answer_tokens else [None] * len(queries))
     table = pa.table({
         "retrain": [item.name] * len(queries), "query_id": [q["query_id"] for q in queries], "nll": nll,
         "docs_removed": [len(item.removed)] * len(queries), "tokens_removed": [int((~keep).sum())] * len(queries),
+        "completion": answers,
     }, schema=RETRAIN)
     write_parquet(table, job.path(item), RETRAIN.with_metadata({shards.RUN_KEY: job.key(item).encode()}))
     return job.pretrain.steps

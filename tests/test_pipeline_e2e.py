@@ -181,8 +181,8 @@ def test_validate_and_a_seed_study_add_their_report_sections(project):
 
     (project / "results/counterfactual/random.parquet").unlink()
     out = _run(["wherefrom", "counterfactual"], project)
-    assert "influence: already retrained" in out and "bm25: already retrained" in out
-    assert re.search(r"random: \d+ documents removed, retrained in", out)
+    assert "3 retrains of" in out and "(2 already done)" in out  # only random's arm is retrained
+    assert re.search(r"random: \d+ documents \([\d,]+ tokens\) removed", out)
     assert pq.read_table(project / "results/counterfactual.parquet").to_pylist() == rows  # deterministic
 
     patched = pq.read_table(project / "results/validation/tail_patch.parquet")

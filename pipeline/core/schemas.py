@@ -241,11 +241,12 @@ STUDY = {"findings_by_seed": FINDINGS_BY_SEED, "finding_spread": FINDING_SPREAD}
 # one method's removal sets; one row per (method, query)
 # One retrain (influence/retrains.py: an LDS subset or a leave-k-out arm) measured on every query.
 RETRAIN = pa.schema([
-    pa.field("retrain", pa.string(), nullable=False),  # its name: lds-NNNNN, or leave-K-METHOD
+    pa.field("retrain", pa.string(), nullable=False),  # its name: lds-NNNNN, leave-K-METHOD, or a counterfactual METHOD
     pa.field("query_id", pa.string(), nullable=False),
     pa.field("nll", pa.float64(), nullable=False),  # nats, float64: the query's completion on the retrained model
     pa.field("docs_removed", pa.int64(), nullable=False),
     pa.field("tokens_removed", pa.int64(), nullable=False),  # the removed documents' tokens, as training masked them
+    pa.field("completion", pa.string()),  # the greedy answer on the retrained model (counterfactual arms; else null)
 ])
 
 # make validate: one row per (method, test, setting, query). `value` is the test's per-query number: LDS the

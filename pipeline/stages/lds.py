@@ -27,7 +27,6 @@ n draws (``pipeline/analysis/validation.py``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -37,13 +36,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from influence import methods
-from influence.cluster import dask_client, threads_per_worker
-from influence.retrains import Retrain, RetrainJob, measure, run_all
+from influence.cluster import dask_client
+from influence.retrains import Retrain, job_for, measure, run_all
 from pipeline.analysis import lds, validation
 from pipeline.analysis.counterfactual import GROUPS, removal_set
 from pipeline.analysis.score_matrix import in_memory
 from pipeline.analysis.validation import rows
-from pipeline.core import training
 from pipeline.core.config import Params, parse_params
 from pipeline.core.corpus_reader import content_hash
 from pipeline.core.errors import ParamsError
@@ -73,21 +71,6 @@ def run_params(params: Params) -> Params:
     run = Path(cfg.out_dir) / "lds_run"
     own = relocated(own, run, run / "analysis")
     return dataclasses.replace(own, corpus=dataclasses.replace(own.corpus, out_dir=str(run / "corpus")))
-
-
-def _job(params: Params, retrains_dir: Path) -> RetrainJob:
-    h = hashlib.sha256(content_hash(params.corpus.out_dir).encode() + Path(params.queries.out).read_bytes())
-    for path in (*sorted(Path(params.model.dir).glob("tokenizer*")), Path(training.__file__)):
-        h.update(path.read_bytes())
-    h.update(json.dumps([dataclasses.asdict(params.model), dataclasses.asdict(params.pretrain),
-                         params.training_seed], sort_keys=True).encode())
-    return RetrainJob(
-        run_key=h.hexdigest()[:16], model_dir=str(Path(params.model.dir).resolve()),
-        corpus_dir=str(Path(params.corpus.out_dir).resolve()), queries_path=str(Path(params.queries.out).resolve()),
-        out_dir=str(retrains_dir.resolve()), model=params.model,
-        pretrain=params.pretrain, seed=params.training_seed, query_batch_size=params.queries.batch_size,
-        checkpoint_every=params.runtime.checkpoint_every,
-        threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers))
 
 
 def leave_k_sets(scores: np.ndarray, doc_ids: np.ndarray, query_ids: list[str], tasks: dict[str, str], k: int,
@@ -159,7 +142,7 @@ def _tests(own: Params, client, retrains_dir: Path, label: str) -> tuple[list[di
     queries = pq.read_table(own.queries.out, columns=["query_id", "task"]).to_pylist()
     query_ids, tasks = [q["query_id"] for q in queries], {q["query_id"]: q["task"] for q in queries}
     doc_ids, scores = in_memory({m: methods.scores_dir(own, m) for m in methods.selected(own)}, query_ids)
-    job = _job(own, retrains_dir)
+    job = job_for(own, retrains_dir)
 
     subsets = lds.random_subsets(len(doc_ids), cfg.subsets, cfg.fraction, own.seed)
     retrains = [Retrain(i, f"lds-{i:05d}", tuple(doc_ids[~keep].tolist())) for i, keep in enumerate(subsets)]
