@@ -237,9 +237,8 @@ ANALYSIS = {"query_stats": QUERY_STATS, "top_mass": TOP_MASS, "top_docs": TOP_DO
 RESULTS = {**ANALYSIS, "findings": FINDINGS}
 STUDY = {"findings_by_seed": FINDINGS_BY_SEED, "finding_spread": FINDING_SPREAD}
 
-# results/counterfactual.parquet (`make validate`): each query's completion on a model retrained without
-# one method's removal sets; one row per (method, query)
-# One retrain (influence/retrains.py: an LDS subset or a leave-k-out arm) measured on every query.
+# One retrain (influence/retrains.py: an LDS subset, a leave-k-out arm or a counterfactual arm) measured on every
+# query.
 RETRAIN = pa.schema([
     pa.field("retrain", pa.string(), nullable=False),  # its name: lds-NNNNN, leave-K-METHOD, or a counterfactual METHOD
     pa.field("query_id", pa.string(), nullable=False),
@@ -263,6 +262,8 @@ VALIDATION = pa.schema([
     pa.field("seed", pa.int64(), nullable=False),  # the training draw: its run's training seed (pretrain.seed)
 ])
 
+# results/counterfactual.parquet (`make validate`): each query's completion on a model retrained without
+# one method's removal sets; one row per (method, query)
 COUNTERFACTUAL = pa.schema([
     _METHOD,
     pa.field("query_id", pa.string(), nullable=False),
