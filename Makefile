@@ -74,7 +74,7 @@ test: $(STAMP)
 ## make demo, also the gradient index against exact scoring (fidelity, build time, a question's time)
 bench: $(STAMP)
 	$(BIN)/python -m pipeline.bench
-	@if [ -f results/factors/manifest.json ] && [ -f data/queries.parquet ]; then $(BIN)/python -m pipeline.bench_index; \
+	@if [ -f results/factors/manifest.json ] && [ -f data/queries.parquet ]; then $(BIN)/python -m pipeline.bench.index; \
 	else echo "The gradient index's lines need a finished run: make demo, then make bench again"; fi
 
 ## make screenshot: the HTML report in headless Chromium, as reports/out/screenshot-NN.png (needs Debian's chromium)

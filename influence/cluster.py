@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from influence.settings import Cluster
 from influence.shards import Shard
-from pipeline.core.config import DaskConfig
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import available_cores
 
@@ -57,12 +57,12 @@ TORCH_FRIENDLY_DASK = {
 
 
 @contextlib.contextmanager
-def dask_client(cfg: DaskConfig) -> Iterator:
+def dask_client(cfg: Cluster) -> Iterator:
     """A client on ``cfg.scheduler``, or on a LocalCluster of ``cfg.workers`` single-threaded processes (torch
     threads inside each worker are set by the job, so processes never oversubscribe cores), both under
     ``TORCH_FRIENDLY_DASK``. With ``cfg.processes`` false, one worker runs in this process instead: the same
     scheduler and tasks, without a worker process to start. Several workers are always processes: a worker keeps
-    its prepared model in module state (``influence/jobs.py``), which threads of one process would share."""
+    its prepared model in module state (``influence/scoring/jobs.py``), which threads of one process would share."""
     import dask
     from dask.distributed import Client, LocalCluster
 

@@ -61,18 +61,18 @@ def run(params: Params, args: argparse.Namespace) -> int:
     _check_args(args)
     import transformers  # torch, transformers and kronfluence: after the arguments are checked
 
-    from influence.asker import Asker
     from pipeline.core.model import set_threads
+    from pipeline.runs import asking, settings
 
     transformers.logging.disable_progress_bar()
     set_threads(params.runtime.threads)
     if not args.dask:
-        asker = Asker.from_params(params)
+        asker = asking.asker(params)
         return _suite(asker, args.queries, args.out) if args.queries else _show(asker, args, params)
     from influence.cluster import dask_client
 
-    with dask_client(params.dask) as client:
-        return _show(Asker.from_params(params, client), args, params)
+    with dask_client(settings.cluster(params)) as client:
+        return _show(asking.asker(params, client), args, params)
 
 
 def _show(asker, args: argparse.Namespace, params: Params) -> int:

@@ -20,83 +20,21 @@ from pathlib import Path
 
 from pipeline.core.config import Params, load_params
 from pipeline.core.errors import ParamsError, WherefromError
-
-STAGES = {
-    "params": "resolve the selected profile into each stage's settings -> data/params/",
-    "corpus": "generate the world's documents with ground truth -> data/corpus/",
-    "pretrain": "train a tokenizer and a small causal LM on the corpus (or adopt model.name_or_path) -> models/lm/",
-    "probe": "ask the query suites, record completions, NLL and correctness -> data/queries.parquet",
-    "factors": "fit the EK-FAC curvature of the model on the corpus -> results/factors/",
-    "scores": "influence of every document on every query, sharded on Dask -> results/scores/",
-    "index": "every document's projected gradient, for `wherefrom ask` -> results/index/",
-    "baselines": "BM25 and random scores in the same schema -> results/baselines/METHOD/",
-    "analyze": "the paper's statistics, the classifier and the findings -> results/*.parquet, metrics.json",
-    "report": "execute the report notebook and render it -> reports/out/procedural_vs_factual.html",
-    "counterfactual": "retrain without each method's top documents, measure the queries (make validate) "
-                      "-> results/counterfactual.parquet",
-    "lds": "LDS and leave-k-out of every method, on retrains of a small run of their own (make validate) "
-           "-> results/validation/lds.parquet",
-    "tail_patch": "one more training step on each method's top documents: the completion's rise (make validate) "
-                  "-> results/validation/tail_patch.parquet",
-    "seed": "one run of the seed study: pretrain.seed = SEED, then probe, factors, scores, baselines (make seeds) "
-            "-> results/seeds/seed=SEED/",
-    "study": "analyse every seed's run, each finding over the seeds (make seeds) -> results/seed_study/",
-}
-
-
-# Stages that load no model: importing torch and transformers to pin their threads would cost seconds per run.
-WITHOUT_TORCH = frozenset({"params", "corpus", "analyze", "report", "study"})
+from pipeline.core.stages import STAGES
 
 KRONFLUENCE_MISSING = ("kronfluence is not installed: pip install --no-deps kronfluence==1.0.1 (without --no-deps "
                        "it swaps the CPU torch for a CUDA build; `make install` does this)")
 
 
 def run_stage(name: str, params: Params, *args) -> None:
+    from pipeline.stages import run_stage as run
+
     try:
-        stage = _stage_module(name)
+        run(name, params, *args)
     except ModuleNotFoundError as err:
         if (err.name or "").split(".")[0] == "kronfluence":
             raise WherefromError(KRONFLUENCE_MISSING) from None
         raise
-    stage.run(params, *args)
-
-
-def _stage_module(name: str):
-    # One stage imported per run: together they import torch, Dask, kronfluence and papermill (seconds).
-    match name:
-        case "params":
-            from pipeline.stages import params as stage
-        case "corpus":
-            from pipeline.stages import corpus as stage
-        case "pretrain":
-            from pipeline.stages import pretrain as stage
-        case "probe":
-            from pipeline.stages import probe as stage
-        case "factors":
-            from pipeline.stages import factors as stage
-        case "scores":
-            from pipeline.stages import scores as stage
-        case "index":
-            from pipeline.stages import index as stage
-        case "baselines":
-            from pipeline.stages import baselines as stage
-        case "analyze":
-            from pipeline.stages import analyze as stage
-        case "report":
-            from pipeline.stages import report as stage
-        case "counterfactual":
-            from pipeline.stages import counterfactual as stage
-        case "lds":
-            from pipeline.stages import lds as stage
-        case "tail_patch":
-            from pipeline.stages import tail_patch as stage
-        case "seed":
-            from pipeline.stages import seed as stage
-        case "study":
-            from pipeline.stages import study as stage
-        case _:
-            raise WherefromError(f"no stage {name!r} (stages: {', '.join(STAGES)})")
-    return stage
 
 
 DEFAULT_PARAMS = "params.yaml"
@@ -124,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "DVC stage (dvc repro runs them all); `wherefrom sql` queries the results.")
     parser.add_argument("--version", action="version", version=f"wherefrom {installed}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
-    for name, help_text in STAGES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name, stage in STAGES.items():
+        p = sub.add_parser(name, help=stage.about, description=stage.about)
         p.add_argument(
             "--params",
             default=DEFAULT_PARAMS,
@@ -168,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             except BrokenPipeError:  # the reader (head, less) has gone: stop quietly, as Unix tools do
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
                 return 0
-        if args.command not in WITHOUT_TORCH and args.command != "ask":  # ask checks its arguments first
+        if args.command in STAGES and STAGES[args.command].torch:  # not ask: it checks its arguments first
             import transformers
 
             from pipeline.core.model import set_threads

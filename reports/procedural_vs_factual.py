@@ -24,8 +24,8 @@
 # %% tags=["parameters"]
 params_file = "params.yaml"  # the pipeline's parameters: where the results are (when run by hand)
 resolved = None  # the same, already resolved: what the report stage passes
-method = "influence"  # the attribution shown in the figures
-baselines = ["identity", "ekfac_cosine", "relatif", "bm25", "random", "index"]  # the other methods, beside it
+method = None  # the attribution shown in the figures; None: the paper's (influence/methods)
+baselines = None  # the other methods, beside it; None: every other registered method
 docs_shown = 5  # top documents shown per example query
 segment_query = None  # the reasoning query decomposed in section 12; None: the rule stated there
 example_queries = None  # query ids shown in section 10; None: per task, the rule stated there
@@ -50,10 +50,13 @@ from pipeline.sql import db
 from pipeline.world.tasks import TASKS
 
 params = from_resolved(resolved) if resolved else load_params(params_file)
+method = method or registry.PAPER
+baselines = [m for m in registry.REGISTRY if m != method] if baselines is None else baselines
+LEXICAL = registry.LEXICAL  # the lexical baseline: what word overlap alone gives
 con = db.connect(params)
 COLOURS = {"factual": "#1f77b4", "arithmetic": "#d62728", "slope": "#ff7f0e", "linear": "#9467bd",
-           "factual_control": "#7fb2d9", "reasoning_control": "#e6a3a3", "influence": "#2ca02c", "bm25": "#8c564b",
-           "random": "#7f7f7f"}
+           "factual_control": "#7fb2d9", "reasoning_control": "#e6a3a3",
+           **{m.name: m.colour for m in registry.REGISTRY.values() if m.colour}}
 # figures at most WIDTH inches: 1,265 px at 110 dpi, so that no page clips them at 1,280 px
 WIDTH = 11.5
 plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False, "font.size": 9})
@@ -116,9 +119,9 @@ if provenance:
 # ## 1. Setup
 
 # %%
-sources = sql("SELECT source, count(*) AS n FROM corpus GROUP BY source ORDER BY n DESC")
+sources = named("sources")
 # accuracy over the queries with an answer to check (avg skips the nulls)
-accuracy = sql("SELECT task, count(*) AS n, avg(correct::INT) AS accuracy FROM queries GROUP BY task")
+accuracy = named("accuracy")
 accuracy = accuracy.set_index("task").reindex(tasks_present)
 pretrain = json.loads(Path(params.pretrain.metrics).read_text()) if Path(params.pretrain.metrics).is_file() else {}
 loss_curve = Path(params.pretrain.loss_curve)
@@ -208,7 +211,7 @@ def correlation_matrix(m: str, segment: str = "all", column: str = "pearson"):
     return matrix, order.task.to_numpy()
 
 
-shown = [method, *[b for b in baselines if b == "bm25"]]
+shown = [method, *[b for b in baselines if b == LEXICAL]]
 fig, axes = plt.subplots(1, len(shown), figsize=(min(WIDTH, 4.2 * len(shown)), 4.2))
 for ax, m in zip(np.atleast_1d(axes), shown):
     matrix, tasks = correlation_matrix(m)
@@ -228,8 +231,7 @@ for ax, m in zip(np.atleast_1d(axes), shown):
 fig.suptitle("Query x query Pearson r of document influence")
 fig.tight_layout()
 plt.show()
-groups = sql("""SELECT "group", n_pairs, mean_pearson, p_value FROM correlation_groups
-                 WHERE method = $m AND segment = 'all'""", m=method)
+groups = named("correlation_groups", method=method).query("segment == 'all'")
 g = groups.set_index("group").mean_pearson
 same = [f"{t} {g.get('within ' + t, float('nan')):.3f}" for t in ("arithmetic", "slope", "linear")]
 note(f"Mean r within a task: {', '.join(same)}; among factual queries {g.get('within factual', float('nan')):.3f}; "
@@ -240,10 +242,7 @@ note(f"Mean r within a task: {', '.join(same)}; among factual queries {g.get('wi
 # ## 4. How concentrated is positive influence? Top-p% cumulative sums
 
 # %%
-mass = sql("""SELECT q.task, m.percent, avg(m.top_sum) AS top_sum, avg(m.top_share) AS top_share
-              FROM top_mass m JOIN queries q USING (query_id) WHERE m.method = $m AND m.segment = 'all'
-              GROUP BY ALL ORDER BY percent""",
-           m=method)
+mass = named("influence_mass", method=method)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 for task in tasks_present:
     part = mass[mass.task == task]
@@ -269,7 +268,7 @@ tail = sql("""SELECT t.query_id, q.task, t.rank, t.score_per_nat FROM top_docs t
               WHERE t.method = $m AND t.segment = 'all' AND t."end" = 'top'
               AND t.rank <= (SELECT max(tail_points) FROM query_stats)
               AND t.score_per_nat > 0""", m=method)
-alphas = sql("SELECT task, kind, alpha FROM query_stats WHERE method = $m AND segment = 'all'", m=method)
+alphas = named("power_law", method=method)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for task in tasks_present:
     first = tail[tail.task == task].query_id.min()
@@ -360,8 +359,7 @@ note(f"Over-representation of StackExchange and code for reasoning {verdict('rea
 # ## 8. Procedure share of influence (ground truth of the generated world)
 
 # %%
-share = sql("""SELECT method, task, category, avg(share) AS share FROM procedure_share
-               WHERE segment = 'all' GROUP BY ALL""")
+share = named("procedure_share")
 if ground_truth:
     def share_pivot(m: str) -> pd.DataFrame:
         part = share[share.method == m]
@@ -381,7 +379,7 @@ if ground_truth:
     ax.legend(fontsize=7, frameon=False, ncol=5, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
     plt.show()
-    bm25 = share_pivot("bm25") if "bm25" in set(share.method) else None
+    lexical = share_pivot(LEXICAL) if LEXICAL in set(share.method) else None
     # a control is answered by reading its prompt: its own procedure is the `reading` documents' (labels.py)
     own_of = {"factual": "own_fact", "arithmetic": "own_procedure", "slope": "own_procedure",
               "linear": "own_procedure", "factual_control": "own_procedure", "reasoning_control": "own_procedure"}
@@ -392,8 +390,8 @@ if ground_truth:
         row = pivot.loc[task, [c for c in categories if c in pivot.columns]]
         largest = "the largest category" if row.idxmax() == own else f"below {row.idxmax()} ({row.max():.0%})"
         line = f"{task}: {own} {row[own]:.0%}, {largest}"
-        if bm25 is not None and task in bm25.index and own in bm25.columns:
-            b = bm25.loc[task, own]
+        if lexical is not None and task in lexical.index and own in lexical.columns:
+            b = lexical.loc[task, own]
             line += f"; BM25 {b:.0%}" + (" (BM25 higher)" if b > row[own] + 0.005 else "")
         lines.append(line)
     note("Share of the top-k positive influence that falls on the query's own procedure (reasoning) or on the "
@@ -408,8 +406,7 @@ else:
 # ## 9. Classifying queries from their influence alone
 
 # %%
-confusion = sql("""SELECT expected, truth, predicted FROM query_stats WHERE method = $m AND segment = 'all'""",
-                m=method)
+confusion = named("classifier", method=method)
 classes = ["procedural", "document_specific"]
 # a panel per reference the queries have: the kind (not for the controls), the ground truth (not on a user's corpus)
 references = [r for r in ("expected", "truth") if confusion[r].notna().any()]
@@ -546,13 +543,13 @@ fig.tight_layout()
 plt.show()
 note("The methods (`influence/methods/`): " + "; ".join(
     f"`{m}`, {registry.REGISTRY[m].about}" for m in methods if m in registry.REGISTRY) + ".")
-if "bm25" in values:
+if LEXICAL in values:
     # factual-pair r is better low (factual queries should not share documents); every other measure high
     lower_is_better = {"factual-pair r"}
-    beats = [n for n, a, b in zip(names, values[method], values["bm25"])
+    beats = [n for n, a, b in zip(names, values[method], values[LEXICAL])
              if np.isfinite(a) and np.isfinite(b) and ((b < a) if n in lower_is_better else (b > a))]
-    ties = [n for n, a, b in zip(names, values[method], values["bm25"]) if np.isfinite(a) and abs(a - b) < 0.005]
-    ahead = [n for n, a, b in zip(names, values[method], values["bm25"])
+    ties = [n for n, a, b in zip(names, values[method], values[LEXICAL]) if np.isfinite(a) and abs(a - b) < 0.005]
+    ahead = [n for n, a, b in zip(names, values[method], values[LEXICAL])
              if np.isfinite(a) and np.isfinite(b) and n not in beats and n not in ties]
     note(f"Better means higher, except for factual-pair r, where lower is better (factual queries should not share "
          f"their documents). BM25 does better than {method} on {len(beats)} of {len(names)} of these statistics"
@@ -575,8 +572,7 @@ segment_names = [s for s in ("answer", "computed", "copied", "scaffold")
                  if s in set(sql("SELECT DISTINCT segment FROM correlation_groups").segment)]
 if segment_names:
     nll = named("segment_nll").pivot(index="task", columns="segment", values="mean_nll_share").reindex(tasks_present)
-    groups = sql("""SELECT segment, "group", mean_pearson, mean_pearson_cells, mean_pearson_same_choice,
-                           mean_pearson_other_choice FROM correlation_groups WHERE method = $m""", m=method)
+    groups = named("correlation_groups", method=method)
     fig, axes = plt.subplots(1, len(segment_names) + 1, figsize=(min(WIDTH, 2.6 * (len(segment_names) + 1)), 3.0))
     for ax, segment in zip(axes, ["all", *segment_names]):
         matrix, tasks = correlation_matrix(method, segment)
@@ -613,8 +609,8 @@ if segment_names:
     reasoning = [t for t in ("arithmetic", "slope", "linear") if t in nll.index]
     computed = nll.loc[reasoning, "computed"].mean() if "computed" in nll and reasoning else float("nan")
     best = max(segment_names, key=lambda seg: -np.inf if np.isnan(within(seg)) else within(seg))
-    bm25_best = (
-        findings.loc[f"same_task_reasoning_r_{best}", "bm25"]
+    lexical_best = (
+        findings.loc[f"same_task_reasoning_r_{best}", LEXICAL]
         if f"same_task_reasoning_r_{best}" in findings.index
         else float("nan")
     )
@@ -626,7 +622,7 @@ if segment_names:
         f"the largest single token {nll.loc[reasoning, '(largest token)'].mean():.0%}. Same-task reasoning r is "
         f"{within('all'):.3f} on the whole completion and {within(best):.3f} on the {best} tokens, the highest "
         f"of the segments (factual r on that segment: {factual(best):.3f}; BM25 of the same tokens' text: "
-        f"{bm25_best:.3f}{', as high or higher' if bm25_best >= within(best) else ', lower'}). The "
+        f"{lexical_best:.3f}{', as high or higher' if lexical_best >= within(best) else ', lower'}). The "
         f"{int(pairs.same)} of {int(pairs.n)} same-task pairs whose largest-NLL token and its runner-up are the same "
         f"correlate at {within('all', 'mean_pearson_same_choice'):.3f} on the whole completion, the others at "
         f"{within('all', 'mean_pearson_other_choice'):.3f}. Summed over (document category x source) cells, same-task "
@@ -684,7 +680,7 @@ else:
     numbers = json.loads(Path(params.counterfactual.metrics).read_text())
     cf_methods = list(dict.fromkeys(cf.method))
     cf_tasks = [t for t in tasks_present if t in set(cf.task)]
-    fig, axes = plt.subplots(1, 1 + sum(m != "influence" for m in cf_methods) if "influence" in cf_methods else 1,
+    fig, axes = plt.subplots(1, 1 + sum(m != registry.PAPER for m in cf_methods) if registry.PAPER in cf_methods else 1,
                              figsize=(WIDTH, 3.6), squeeze=False)
     axes = axes[0]
     means = cf.groupby(["task", "method"]).delta_nll.mean().unstack().reindex(index=cf_tasks, columns=cf_methods)
@@ -700,11 +696,11 @@ else:
     targeted = cf[cf.removal_group.notna()]  # the controls have no removal set: they show only the retrain's drift
     pairs = targeted.pivot(index=["seed", "query_id"], columns="method", values="delta_nll").join(
         targeted.groupby(["seed", "query_id"]).task.first())  # a query of each training draw
-    for ax, other in zip(axes[1:], [m for m in cf_methods if m != "influence"]):
+    for ax, other in zip(axes[1:], [m for m in cf_methods if m != registry.PAPER]):
         for task in [t for t in cf_tasks if t in set(pairs.task)]:
             part = pairs[pairs.task == task]
-            ax.scatter(part[other], part["influence"], s=12, color=COLOURS[task], label=task)
-        lo, hi = np.nanmin(pairs[[other, "influence"]].values), np.nanmax(pairs[[other, "influence"]].values)
+            ax.scatter(part[other], part[registry.PAPER], s=12, color=COLOURS[task], label=task)
+        lo, hi = np.nanmin(pairs[[other, registry.PAPER]].values), np.nanmax(pairs[[other, registry.PAPER]].values)
         ax.plot([lo, hi], [lo, hi], color="k", lw=0.6, ls="--")
         ax.set(xlabel=f"ΔNLL without {other}'s documents", ylabel="ΔNLL without influence's",
                title=f"Per query: influence against {other}")
@@ -728,7 +724,7 @@ else:
               "draw's query counts once."] if len(drawn) > 1 else [])
     lines.append(f"Mean ΔNLL was largest without the documents of {hurt_most(('factual',))} for factual queries, and "
                  f"of {hurt_most(('arithmetic', 'slope', 'linear'))} for reasoning queries.")
-    for other in (m for m in cf_methods if m != "influence"):
+    for other in (m for m in cf_methods if m != registry.PAPER):
         for kind, result in numbers.get(f"influence_vs_{other}", {}).items():
             if result["n"]:
                 p = result["wilcoxon_p"]
@@ -812,14 +808,13 @@ else:
             continue
         lines.append(f"{TESTS[t]} ({s}): highest **{first}** ({best:.3g}), then {runner} ({second:.3g}); their "
                      f"intervals {'do not overlap' if apart else 'overlap'}.")
-    if "bm25" in present:
-        beats = pd.DataFrame([[cell(t, s, m, "beats_bm25") for t, s in columns] for m in present if m != "bm25"],
-                             index=[m for m in present if m != "bm25"], columns=header)
-        beats.index.name = "above bm25 on"
+    if LEXICAL in present:
+        beats = pd.DataFrame([[cell(t, s, m, f"beats_{LEXICAL}") for t, s in columns] for m in present if m != LEXICAL],
+                             index=[m for m in present if m != LEXICAL], columns=header)
+        beats.index.name = f"above {LEXICAL} on"
         display(HTML(beats.to_html()))
         lines.append("The second table gives the share of queries on which each method's value is above BM25's.")
-    removed = sql("""SELECT method, setting, any_value(docs_removed) AS documents, any_value(tokens_removed) AS tokens
-                     FROM validation WHERE test = 'leave_k_out' GROUP BY ALL ORDER BY setting, method""")
+    removed = named("removal_sizes")
     if len(removed):
         display(HTML(removed.pivot(index="method", columns="setting", values=["documents", "tokens"])
                      .reindex([m for m in present if m in set(removed.method)]).to_html()))

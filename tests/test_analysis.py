@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_params
 
-from influence import methods, shards
+from influence import shards
 from pipeline import cli
 from pipeline.analysis import classify, stats
 from pipeline.analysis.labels import SHOWS_PROCEDURE, STATES_ANSWER, shows_working, text_label
@@ -20,6 +20,7 @@ from pipeline.analysis.score_matrix import open_matrix
 from pipeline.core import schemas
 from pipeline.core.atomic import write_parquet
 from pipeline.core.config import load_params
+from pipeline.runs import methods as run_methods
 from pipeline.sql import db
 from pipeline.stages import analyze, baselines
 from queries.answers import answers_question, key_terms
@@ -211,13 +212,13 @@ def test_labels_use_truth_where_the_corpus_has_it(planted):
 
 def test_a_registered_method_is_scored_analysed_and_queried_with_no_other_edit(planted, toy_method, tmp_path):
     """One ``register`` call: the baselines stage scores it (baselines.methods null = every corpus method), the
-    analysis gives its findings and tables, and its scores are in the baseline_scores view."""
+    analysis gives its findings and tables, and its scores are in the method_scores view."""
     source = planted[0]
     params = dataclasses.replace(source, baselines=dataclasses.replace(
         source.baselines, methods=None, out_dir=str(tmp_path / "baselines")),
         analysis=dataclasses.replace(source.analysis, out_dir=str(tmp_path / "results"),
                                      metrics_dir=str(tmp_path / "metrics")))
-    assert methods.baselines(params) == ["bm25", "random", "toy"]
+    assert run_methods.baselines(params) == ["bm25", "random", "toy"]
     baselines.run(params)
     analyze.run(params)
     findings = pq.read_table(tmp_path / "results/findings.parquet").to_pylist()
@@ -226,7 +227,7 @@ def test_a_registered_method_is_scored_analysed_and_queried_with_no_other_edit(p
     assert by_method["toy"] == by_method["influence"] == [f.finding for f in analyze.findings.FINDINGS]
     stats = pq.read_table(tmp_path / "results/query_stats.parquet").to_pylist()
     assert {r["query_id"] for r in stats if r["method"] == "toy"} == {q[0] for q in QUERIES}
-    shown = db.query(db.connect(params), "SELECT doc_id, min(score), max(score) FROM baseline_scores "
+    shown = db.query(db.connect(params), "SELECT doc_id, min(score), max(score) FROM method_scores "
                      "WHERE method = 'toy' GROUP BY doc_id ORDER BY doc_id").to_pylist()
     assert [(r["doc_id"], r["min(score)"], r["max(score)"]) for r in shown] == [
         (d, float(d % 2 == 0), float(d % 2 == 0)) for d in range(N_DOCS)]
@@ -361,7 +362,8 @@ def test_named_queries_run_with_their_parameters(planted, capsys):
                         "--param", "k=3", "--format", "json")
     rows = json.loads(out)
     assert code == 0 and [r["doc_id"] for r in rows] == [2, 5, 6] and rows[0]["label"] == STATES_ANSWER
-    for name in ("task_correlations", "answer_in_topk", "source_enrichment", "findings"):
+    for name in ("task_correlations", "answer_in_topk", "source_enrichment", "findings", "methods", "accuracy",
+                 "sources", "correlation_groups", "influence_mass", "power_law", "procedure_share", "classifier"):
         code, out, err = _sql(planted, capsys, "--name", name, "--format", "csv")
         assert code == 0 and out.count("\n") > 1, (name, err)
     code, out, _ = _sql(planted, capsys, "--list")
@@ -370,7 +372,8 @@ def test_named_queries_run_with_their_parameters(planted, capsys):
            "evidence), and of their summed scores per (document category x source) cell" in out  # not cut mid-sentence
     code, out, _ = _sql(planted, capsys, "--views")
     views = dict(line.split(": ", 1) for line in out.splitlines())
-    assert code == 0 and set(views) == {"scores", "queries", "segments", "corpus", *schemas.ANALYSIS, "findings"}
+    assert code == 0 and set(views) == {"scores", "method_scores", "queries", "segments", "corpus", *schemas.ANALYSIS,
+                                     "findings"}
     assert views["scores"] == "query_id varchar, segment varchar, doc_id bigint, score float, score_per_nat float"
 
 

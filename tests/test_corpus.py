@@ -185,7 +185,7 @@ def test_held_out_split_is_a_stable_tenth():
 
 
 def test_bench_packs_world_documents_in_order_to_fill_a_context(world_docs):
-    from pipeline.bench import packed
+    from pipeline.bench.common import packed
     from pipeline.core.model import train_tokenizer
 
     docs = world_docs[2]

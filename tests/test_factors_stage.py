@@ -1,6 +1,6 @@
 """The factors stage on Dask: shards on 1 or 2 workers, a resumed kill -9, an external cluster, all the same factors.
 
-The reference is ``curvature.fit`` in one process (tests/test_fisher.py holds it to kronfluence). Sampled
+The reference is ``factors.fit`` in one process (tests/test_fisher.py holds it to kronfluence). Sampled
 (true-Fisher) targets are drawn per shard, so a sharded fit equals another sharded fit (any workers,
 resumed or not) and the one-process fit only where nothing is sampled: with the empirical Fisher. With
 sampled targets the two are two Monte Carlo draws of one Fisher, and they differ as much as the one-process
@@ -23,12 +23,15 @@ from conftest import REPO, external_dask_cluster, in_eigenbasis, make_params
 from safetensors.torch import load_file
 from scipy.stats import spearmanr
 
-from influence import curvature, data, factor_runner
-from influence.factor_jobs import shard_path
-from influence.scorer import Scorer
+from influence import data
+from influence.curvature import factors
+from influence.curvature import runner as factor_runner
+from influence.curvature.jobs import shard_path
+from influence.scoring.scorer import Scorer
 from pipeline.core.corpus_reader import read_doc_ids, read_texts
 from pipeline.core.model import load_model
-from pipeline.stages import factors
+from pipeline.runs import settings
+from pipeline.stages import factors as factors_stage
 
 SHARD = 20  # documents per shard: the test corpus makes several
 
@@ -44,12 +47,12 @@ def fit_params(trained, out: Path, workers: int = 1, scheduler: str | None = Non
 def reference(trained, tmp_path_factory) -> Path:
     """The test profile's factors fitted on one worker, shards of ``SHARD`` documents (shared, read-only)."""
     out = tmp_path_factory.mktemp("reference") / "factors"
-    factors.run(fit_params(trained, out))
+    factors_stage.run(fit_params(trained, out))
     return out
 
 
 def factor_files(root: Path) -> dict[str, dict[str, torch.Tensor]]:
-    return {p.stem: load_file(p) for p in (root / curvature.ANALYSIS / f"factors_{curvature.FACTORS_NAME}").glob(
+    return {p.stem: load_file(p) for p in (root / factors.ANALYSIS / f"factors_{factors.FACTORS_NAME}").glob(
         "*.safetensors")}
 
 
@@ -86,7 +89,7 @@ def min_spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.slow
 def test_one_and_two_workers_fit_the_same_factors_and_one_process_agrees_without_sampling(trained, reference,
                                                                                           tmp_path):
-    factors.run(fit_params(trained, tmp_path / "two", workers=2))
+    factors_stage.run(fit_params(trained, tmp_path / "two", workers=2))
     assert not factor_runner.partial_dir(reference).exists()  # the partial sums are cleaned up
     assert_same_factors(tmp_path / "two", reference)
     assert min_spearman(scores(trained, tmp_path / "two"), scores(trained, reference)) >= 0.9999
@@ -94,11 +97,12 @@ def test_one_and_two_workers_fit_the_same_factors_and_one_process_agrees_without
     # with the documents' own tokens as targets (nothing drawn), the sums are the one-process fit's
     doc_ids = read_doc_ids(trained.corpus.out_dir)
     one = fit_params(trained, tmp_path / "sharded")
-    factor_runner.fit(one, doc_ids, tmp_path / "sharded", {}, sample=False)
+    empirical = dataclasses.replace(settings.factor_settings(one, tmp_path / "sharded"), sample=False)
+    factor_runner.fit(one.model.dir, settings.documents(one), empirical, doc_ids, settings.cluster(one))
     model, tok = load_model(trained.model.dir)
     docs = data.documents(tok, read_texts(trained.corpus.out_dir, doc_ids), trained.model.context).by_length()
-    curvature.fit(model, tok.pad_token_id, docs, "ekfac", one.influence.tracked, one.influence.batch_size,
-                  tmp_path / "single", empirical_fisher=True)
+    factors.fit(model, tok.pad_token_id, docs, "ekfac", one.influence.tracked, one.influence.batch_size,
+                tmp_path / "single", empirical_fisher=True)
     assert_same_factors(tmp_path / "sharded", tmp_path / "single")
     assert min_spearman(scores(trained, tmp_path / "sharded"), scores(trained, tmp_path / "single")) >= 0.9999
 
@@ -121,8 +125,8 @@ def test_sampled_factors_differ_from_one_process_as_much_as_its_own_seeds_do(tra
     tok = load_model(trained.model.dir)[1]
     docs = data.documents(tok, read_texts(trained.corpus.out_dir), trained.model.context).by_length()
     for seed in (params.seed, params.seed + 1):  # a fresh model each: fitting wraps its modules
-        curvature.fit(load_model(trained.model.dir)[0], tok.pad_token_id, docs, "ekfac", params.influence.tracked,
-                      params.influence.batch_size, tmp_path / f"seed={seed}", seed=seed)
+        factors.fit(load_model(trained.model.dir)[0], tok.pad_token_id, docs, "ekfac", params.influence.tracked,
+                    params.influence.batch_size, tmp_path / f"seed={seed}", seed=seed)
     one, other = tmp_path / f"seed={params.seed}", tmp_path / f"seed={params.seed + 1}"
     draws = relative_distance(other, one)
     assert 0 < relative_distance(reference, one) <= 2 * draws
@@ -137,7 +141,7 @@ BLOCK_AFTER_TWO_SHARDS = """
 import os
 import threading
 
-from influence import factor_jobs
+from influence.curvature import jobs as factor_jobs
 
 if not hasattr(factor_jobs, "unblocked_write"):  # Dask may execute a preload twice in one worker
     factor_jobs.unblocked_write, factor_jobs.written = factor_jobs.write_sums, []
@@ -190,7 +194,7 @@ def test_killed_fit_resumes_without_redoing_finished_shards(trained, reference, 
         assert f"covariance pass over {n_shards} shards of up to {SHARD} documents ({n_shards} already" in rerun.stdout
         assert "eigendecomposition kept from the interrupted run" in rerun.stdout
     assert_same_factors(tmp_path / "factors", reference)  # the uninterrupted run's
-    manifests = [json.loads((d / curvature.MANIFEST).read_text()) for d in (tmp_path / "factors", reference)]
+    manifests = [json.loads((d / factors.MANIFEST).read_text()) for d in (tmp_path / "factors", reference)]
     assert manifests[0] | {"factors_sha256": ""} == manifests[1] | {"factors_sha256": ""}  # model, modules, documents
 
 
@@ -198,12 +202,12 @@ def test_killed_fit_resumes_without_redoing_finished_shards(trained, reference, 
 def test_an_external_dask_cluster_fits_the_same_factors(trained, reference, tmp_path):
     """`dask scheduler` and `dask worker` started by hand, the worker in another directory."""
     with external_dask_cluster(tmp_path) as address:
-        factors.run(fit_params(trained, tmp_path / "external", scheduler=address))
+        factors_stage.run(fit_params(trained, tmp_path / "external", scheduler=address))
     assert_same_factors(tmp_path / "external", reference)
 
 
 def test_a_shard_file_that_is_not_whole_is_redone(tmp_path):
-    from influence.factor_jobs import is_complete, write_sums
+    from influence.curvature.jobs import is_complete, write_sums
 
     path = shard_path(tmp_path, "covariance", 3)
     write_sums(path, {"activation_covariance": {"m": torch.ones(2, 2)}}, "key")

@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 from scipy.stats import spearmanr
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from influence import curvature
+from influence.curvature import factors
 from influence.data import Encoded
-from influence.scorer import Scorer
+from influence.scoring.scorer import Scorer
 
 VOCAB = 40
 
@@ -39,15 +39,15 @@ DOCS, QUERIES = encoded(40, 1), encoded(4, 2, start=3)
 
 
 def factor_files(root) -> dict[str, dict[str, torch.Tensor]]:
-    return {p.stem: load_file(p) for p in (root / curvature.ANALYSIS / f"factors_{curvature.FACTORS_NAME}").glob(
+    return {p.stem: load_file(p) for p in (root / factors.ANALYSIS / f"factors_{factors.FACTORS_NAME}").glob(
         "*.safetensors")}
 
 
 @pytest.mark.parametrize("strategy", ["ekfac", "kfac"])
 @pytest.mark.parametrize("arch,tracked", [("llama", "all_linear"), ("gpt_neox", "mlp")])
 def test_wherefrom_fitter_equals_kronfluence(tmp_path, arch, tracked, strategy):
-    for fitter in curvature.FITTERS:
-        curvature.fit(tiny(arch), 0, DOCS, strategy, tracked, 8, tmp_path / fitter, seed=3, fitter=fitter)
+    for fitter in factors.FITTERS:
+        factors.fit(tiny(arch), 0, DOCS, strategy, tracked, 8, tmp_path / fitter, seed=3, fitter=fitter)
     ours, reference = factor_files(tmp_path / "wherefrom"), factor_files(tmp_path / "kronfluence")
     assert set(ours) == set(reference) and ("lambda_matrix" in reference) == (strategy == "ekfac")
     for factor, by_module in reference.items():
@@ -63,7 +63,7 @@ def test_wherefrom_fitter_equals_kronfluence(tmp_path, arch, tracked, strategy):
             torch.testing.assert_close(ours[factor][module].double(), expected.double(), rtol=1e-4,
                                        atol=1e-5 * scale, msg=f"{factor} of {module}")
 
-    scores = {fitter: Scorer(tiny(arch), 0, tmp_path / fitter, QUERIES, 8).score(DOCS) for fitter in curvature.FITTERS}
+    scores = {fitter: Scorer(tiny(arch), 0, tmp_path / fitter, QUERIES, 8).score(DOCS) for fitter in factors.FITTERS}
     rho = [spearmanr(scores["wherefrom"][q], scores["kronfluence"][q]).statistic for q in range(len(QUERIES))]
     assert min(rho) > 0.999, rho
     torch.testing.assert_close(scores["wherefrom"], scores["kronfluence"], rtol=1e-3,
@@ -71,5 +71,5 @@ def test_wherefrom_fitter_equals_kronfluence(tmp_path, arch, tracked, strategy):
 
 
 def test_unknown_fitter_is_refused(tmp_path):
-    with pytest.raises(curvature.WherefromError, match="influence.fitter: unknown fitter 'fast'"):
-        curvature.fit(tiny("llama"), 0, DOCS, "ekfac", "mlp", 8, tmp_path, fitter="fast")
+    with pytest.raises(factors.WherefromError, match="influence.fitter: unknown fitter 'fast'"):
+        factors.fit(tiny("llama"), 0, DOCS, "ekfac", "mlp", 8, tmp_path, fitter="fast")

@@ -21,17 +21,20 @@ import torch
 import yaml
 from conftest import REPO, make_params, write_params
 
-from influence import data, index_build, measurements, methods, projection
-from influence.asker import Asker
-from influence.gradient_index import GradientIndex, ProjectedTap, project_documents, project_query_gradients
-from influence.prepared import prepare
-from influence.scorer import Scorer
-from influence.variants import GradientTap
+from influence import data, measurements
+from influence.curvature.prepared import prepare
+from influence.curvature.tap import GradientTap
+from influence.index import build as index_build
+from influence.index import projection
+from influence.index.store import GradientIndex, ProjectedTap, project_documents, project_query_gradients
+from influence.scoring.scorer import Scorer
 from pipeline.core import schemas
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import build_model, load_model
 from pipeline.core.seeds import for_seed
+from pipeline.runs import asking, settings
+from pipeline.runs import methods as run_methods
 from pipeline.stages import factors, index, probe
 
 
@@ -74,7 +77,7 @@ def indexed(staged, tmp_path_factory):
     """The default index (whitened, k = 32, float16) of the staged run, its queries scored from it, and its asker."""
     params = with_index(staged, tmp_path_factory.mktemp("indexed"))
     index.run(params)
-    return params, Asker.from_params(params)
+    return params, asking.asker(params)
 
 
 def trivia(params) -> tuple[list[str], list[str]]:
@@ -110,8 +113,8 @@ def test_the_index_stage_scores_the_runs_queries_as_method_index_beside_the_exac
     """index.score_queries: every row of the run (whole completions and answer segments) scored from the index,
     in the scores schema, where the analysis and the SQL views read each method's scores."""
     params, asker = indexed
-    assert methods.selected(params)[-1] == "index" and methods.stage("index") == "index"
-    files = sorted(methods.scores_dir(params, "index").glob(schemas.SHARD_FILES))
+    assert run_methods.selected(params)[-1] == "index" and run_methods.stage("index") == "index"
+    files = sorted(run_methods.scores_dir(params, "index").glob(schemas.SHARD_FILES))
     table = pa.concat_tables(pq.read_table(f) for f in files)
     assert table.schema.remove_metadata() == schemas.SCORES
     rows = measurements.read(params.queries.out, params.queries.segments)
@@ -123,14 +126,14 @@ def test_the_index_stage_scores_the_runs_queries_as_method_index_beside_the_exac
     for q, s, d, v in zip(*(table.column(c).to_pylist() for c in ("query_id", "segment", "doc_id", "score"))):
         got[at[q, s], column[d]] = v
     np.testing.assert_allclose(got, expected, rtol=1e-6)
-    assert "index" not in methods.selected(for_seed(params, 1))  # a seed's run builds no index
+    assert "index" not in run_methods.selected(for_seed(params, 1))  # a seed's run builds no index
 
 
 # A Dask worker preload: the worker writes two index shards, then its next write blocks until the test kills the run.
 BLOCK_AFTER_TWO_SHARDS = """
 import threading
 
-from influence import index_build
+from influence.index import build as index_build
 
 if not hasattr(index_build, "unblocked_write"):  # Dask may execute a preload twice in one worker
     index_build.unblocked_write, index_build.written = index_build.write_shard, []
@@ -185,9 +188,14 @@ def test_a_killed_index_build_resumes_from_its_finished_shards(indexed, tmp_path
     assert index_rows(out) == index_rows(params.index.out_dir)  # as the uninterrupted build wrote them
 
 
+def index_key(params) -> str:
+    factors = params.influence.factors_dir
+    return index_build.run_key(settings.documents(params), factors, settings.index_settings(params))
+
+
 def test_a_changed_corpus_model_or_factors_makes_a_new_index(indexed, tmp_path):
     params, _ = indexed
-    key = index_build.run_key(params)
+    key = index_key(params)
     corpus = tmp_path / "corpus"
     shutil.copytree(params.corpus.out_dir, corpus)
     first = sorted(corpus.glob("*.parquet"))[0]
@@ -195,16 +203,15 @@ def test_a_changed_corpus_model_or_factors_makes_a_new_index(indexed, tmp_path):
     texts = table.column("text").to_pylist()
     texts[0] += " Edited."
     pq.write_table(table.set_column(table.schema.get_field_index("text"), "text", pa.array(texts)), first)
-    assert index_build.run_key(dataclasses.replace(
+    assert index_key(dataclasses.replace(
         params, corpus=dataclasses.replace(params.corpus, out_dir=str(corpus)))) != key
     factors = tmp_path / "factors"  # refitted on another model: its manifest holds the model's fingerprint
     shutil.copytree(params.influence.factors_dir, factors)
     manifest = json.loads((factors / "manifest.json").read_text())
     (factors / "manifest.json").write_text(json.dumps({**manifest, "fingerprint": "0" * 16}))
-    assert index_build.run_key(dataclasses.replace(
+    assert index_key(dataclasses.replace(
         params, influence=dataclasses.replace(params.influence, factors_dir=str(factors)))) != key
-    assert index_build.run_key(dataclasses.replace(params, index=dataclasses.replace(params.index, k=8))) != key
-    assert index_build.run_key(dataclasses.replace(params, dask=dataclasses.replace(params.dask, workers=2))) == key
+    assert index_key(dataclasses.replace(params, index=dataclasses.replace(params.index, k=8))) != key
 
 
 def test_an_index_of_another_model_or_other_factors_is_refused(indexed, tmp_path):
@@ -215,14 +222,14 @@ def test_an_index_of_another_model_or_other_factors_is_refused(indexed, tmp_path
     tok.save_pretrained(tmp_path / "other")
     moved = dataclasses.replace(params, model=dataclasses.replace(params.model, dir=str(tmp_path / "other")))
     with pytest.raises(WherefromError, match=r"index: the index was built from another model \(fingerprint"):
-        Asker.from_params(moved)
+        asking.asker(moved)
     factors = tmp_path / "factors"
     shutil.copytree(params.influence.factors_dir, factors)
     manifest = json.loads((factors / "manifest.json").read_text())
     (factors / "manifest.json").write_text(json.dumps({**manifest, "factors_sha256": "f" * 16}))
     refitted = dataclasses.replace(params, influence=dataclasses.replace(params.influence, factors_dir=str(factors)))
     with pytest.raises(WherefromError, match="the index was built with other factors"):
-        Asker.from_params(refitted)
+        asking.asker(refitted)
 
 
 def test_ask_refuses_a_prompt_too_long_for_the_context_and_an_empty_one(indexed):
@@ -251,7 +258,7 @@ def test_ask_before_the_index_is_built_says_which_stage_to_run(staged, tmp_path)
     params = with_index(staged, tmp_path)
     with pytest.raises(WherefromError, match=rf"^{re.escape(str(tmp_path / 'index'))}: no gradient index here; run "
                                              r"the index stage first \(wherefrom index, or dvc repro index\)$"):
-        Asker.from_params(params)
+        asking.asker(params)
 
 
 def test_wherefrom_ask_prints_the_top_documents_and_writes_a_suite_in_the_scores_schema(indexed, tmp_path):
@@ -291,7 +298,7 @@ def test_a_search_on_dask_workers_that_each_hold_some_shards_gives_the_same_top_
     questions, answers = trivia(params)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        on_dask = Asker.from_params(params, client)
+        on_dask = asking.asker(params, client)
         assert len(on_dask.index.rows) == 0  # the rows stay in the workers
         for question, answer in zip(questions[:3], answers[:3]):
             here, there = asker.ask(question, answer, top=5), on_dask.ask(question, answer, top=5)

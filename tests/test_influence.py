@@ -10,8 +10,9 @@ from kronfluence.arguments import ScoreArguments
 from kronfluence.utils.dataset import DataLoaderKwargs
 from scipy.stats import spearmanr
 
-from influence import curvature, data
-from influence.scorer import Scorer
+from influence import data
+from influence.curvature import factors
+from influence.scoring.scorer import Scorer
 from influence.task import CausalLMTask, summed_token_nll
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.errors import WherefromError
@@ -32,7 +33,7 @@ def world(trained):
 
 def fit(trained, tok, docs, strategy, root, batch_size=8, **kwargs):
     model, _ = load_model(trained.model.dir)
-    return curvature.fit(model, tok.pad_token_id, docs, strategy, "mlp", batch_size, root, **kwargs)
+    return factors.fit(model, tok.pad_token_id, docs, strategy, "mlp", batch_size, root, **kwargs)
 
 
 def scorer(trained, tok, root, queries, batch_size=8):
@@ -70,10 +71,10 @@ def test_scorer_equals_kronfluence_pairwise_scores(world, tmp_path):
     ours = prepared.score(docs)
 
     model, _ = load_model(trained.model.dir)
-    task = CausalLMTask(curvature.Manifest.load(tmp_path).tracked)
-    reference = curvature.analyzer(prepare_model(model, task), task, tmp_path)
+    task = CausalLMTask(factors.Manifest.load(tmp_path).tracked)
+    reference = factors.analyzer(prepare_model(model, task), task, tmp_path)
     reference.compute_pairwise_scores(
-        "reference", curvature.FACTORS_NAME, queries, docs, per_device_query_batch_size=4,
+        "reference", factors.FACTORS_NAME, queries, docs, per_device_query_batch_size=4,
         per_device_train_batch_size=8, overwrite_output_dir=True, score_args=ScoreArguments(damping_factor=None),
         dataloader_kwargs=DataLoaderKwargs(collate_fn=partial(pad_batch, pad_id=tok.pad_token_id)))
     expected = reference.load_pairwise_scores("reference")["all_modules"]
@@ -193,11 +194,11 @@ def test_the_factors_hash_follows_the_numbers_not_the_file_metadata(tmp_path):
     hashes = []
     for i, metadata in enumerate([{"x": "1", "y": "2"}, {"y": "2", "x": "1"}, {"x": "1", "y": "2"}]):
         root = tmp_path / str(i)
-        (root / curvature.ANALYSIS).mkdir(parents=True)
+        (root / factors.ANALYSIS).mkdir(parents=True)
         if i == 2:
             tensors["layer.b"] = tensors["layer.b"] + 1e-6
-        save_file(tensors, root / curvature.ANALYSIS / "f.safetensors", metadata=metadata)
-        hashes.append(curvature.content_hash(root))
+        save_file(tensors, root / factors.ANALYSIS / "f.safetensors", metadata=metadata)
+        hashes.append(factors.content_hash(root))
     assert hashes[0] == hashes[1] != hashes[2]
 
 
@@ -221,7 +222,7 @@ def test_segment_scores_add_up_to_the_whole_completion_and_match_autograd(world,
         by_segment = scorer(trained, tok, tmp_path / strategy, parts).score(docs).view(2, len(SEGMENTS), -1)
         torch.testing.assert_close(by_segment.sum(1), all_scores, rtol=1e-4, atol=1e-4 * all_scores.abs().max().item())
 
-    tracked = curvature.Manifest.load(tmp_path / "identity").tracked
+    tracked = factors.Manifest.load(tmp_path / "identity").tracked
     expected = (autograd_gradients(trained, tok, tracked, parts.items)
                 @ autograd_gradients(trained, tok, tracked, docs.items).T)
     ours = by_segment.reshape(len(parts), -1)
@@ -249,9 +250,9 @@ def test_one_pass_gives_dot_products_and_self_influence_as_kronfluence_and_autog
                                atol=1e-6 * dots.abs().max().item())
 
     model, _ = load_model(trained.model.dir)
-    reference = curvature.analyzer(prepare_model(model, plain.task), plain.task, tmp_path)
+    reference = factors.analyzer(prepare_model(model, plain.task), plain.task, tmp_path)
     reference.compute_self_scores(
-        "self", curvature.FACTORS_NAME, docs, per_device_train_batch_size=8, overwrite_output_dir=True,
+        "self", factors.FACTORS_NAME, docs, per_device_train_batch_size=8, overwrite_output_dir=True,
         score_args=ScoreArguments(damping_factor=None),
         dataloader_kwargs=DataLoaderKwargs(collate_fn=partial(pad_batch, pad_id=tok.pad_token_id)))
     self_scores = reference.load_self_scores("self")["all_modules"].double().numpy()

@@ -12,9 +12,9 @@ from scipy.stats import spearmanr
 from torch.func import functional_call, jacrev
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from influence import curvature
+from influence.curvature import factors
 from influence.data import Encoded
-from influence.scorer import Scorer
+from influence.scoring.scorer import Scorer
 from influence.task import summed_token_nll
 from pipeline.core.model import pad_batch
 
@@ -80,7 +80,7 @@ def test_ekfac_ranks_documents_like_exact_influence(tmp_path):
     queries = Encoded(whole + [(ids, start, counted) for ids, start in whole for counted in split])
     results = {}
     for strategy in ("ekfac", "identity"):
-        manifest = curvature.fit(tiny_model(), 0, docs, strategy, "mlp", 32, tmp_path / strategy)
+        manifest = factors.fit(tiny_model(), 0, docs, strategy, "mlp", 32, tmp_path / strategy)
         results[strategy] = Scorer(tiny_model(), 0, tmp_path / strategy, queries, 32).score(docs).double()
     exact = exact_scores(docs, queries, manifest.tracked)
     results["ekfac vs per-layer exact"] = results["ekfac"]

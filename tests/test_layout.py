@@ -1,6 +1,7 @@
 """The house rules, checked from the code itself: each stage's DVC deps cover the code it imports, no
-stage imports another, ``influence`` stands on ``pipeline.core`` alone, one list of stages, and
-``params.yaml``'s demo values are the typed configs' defaults."""
+stage imports another, ``influence`` stands on ``pipeline.core`` alone and takes settings of its own, one list of
+stages and one of methods with no name written outside them, and ``params.yaml``'s demo values are the typed
+configs' defaults."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import pytest
 import yaml
 from conftest import REPO
 
-from pipeline import cli
-from pipeline.core.config import READ_BY_DVC, STAGE_SECTIONS, Params, load_params
+from influence.methods import REGISTRY
+from pipeline.core.config import READ_BY_DVC, Params, load_params
+from pipeline.core.stages import STAGES
 
 PACKAGES = ("pipeline", "influence", "queries")
 # every stage: the main pipeline's, then those kept out of `dvc repro`'s default run (validation, the seed study);
@@ -99,23 +101,37 @@ def test_each_stage_depends_on_all_the_code_it_imports(stage):
 
 
 def test_the_deps_check_catches_a_missing_dependency():
-    deps = [d for d in DVC["factors"]["deps"] if d not in ("influence/fisher.py", "influence")]
-    assert "influence/fisher.py" in uncovered("factors", deps)
+    deps = [d for d in DVC["factors"]["deps"] if d not in ("influence/curvature/fisher.py", "influence")]
+    assert "influence/curvature/fisher.py" in uncovered("factors", deps)
 
 
 def test_no_stage_imports_another_and_influence_imports_only_core():
     stages = set((REPO / "pipeline" / "stages").glob("[!_]*.py"))
     for path in stages:
         assert not (imported_files(path) & stages), path.name
-    for path in (REPO / "influence").glob("*.py"):
+    for path in (REPO / "influence").rglob("*.py"):
         for f in closure({path}):
             part = f.relative_to(REPO).parts
             assert part[0] != "pipeline" or part[1] == "core", f"{path.name} imports {f.relative_to(REPO)}"
 
 
+# What the engine may use of pipeline/core: errors, atomic writes, schemas, corpus reading, the LM helpers and the
+# training run its retrains repeat. Not the params, nor the pipeline's own machinery (stages, steps, draws).
+PIPELINE_ONLY = {"pipeline/core/steps.py", "pipeline/core/seeds.py", "pipeline/core/stages.py"}
+
+
+def test_the_engine_takes_its_own_settings_not_the_pipelines_params():
+    for path in (REPO / "influence").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for a in node.names}
+        assert "Params" not in names, f"{path.relative_to(REPO)} takes the pipeline's Params"
+        used = {str(f.relative_to(REPO)) for f in imported_files(path)}
+        assert not used & PIPELINE_ONLY, f"{path.relative_to(REPO)} imports {sorted(used & PIPELINE_ONLY)}"
+
+
 def test_the_stages_run_without_torch_import_none_of_it_anywhere():
     """`wherefrom` pins torch's threads except for these stages: a torch import in their code would run unpinned."""
-    for name in cli.WITHOUT_TORCH:
+    for name in (name for name, stage in STAGES.items() if not stage.torch):
         for f in closure({REPO / "pipeline" / "stages" / f"{name}.py"}):
             tops = {n.split(".")[0] for node in ast.walk(ast.parse(f.read_text()))
                     for n in ([a.name for a in node.names] if isinstance(node, ast.Import)
@@ -123,22 +139,32 @@ def test_the_stages_run_without_torch_import_none_of_it_anywhere():
             assert not tops & {"torch", "transformers", "kronfluence"}, f"{name}: {f.relative_to(REPO)}"
 
 
-# the house's floors, lowest first: a module imports from its own room or a lower floor, never from a higher one
+# the house's floors, lowest first: a module imports from its own room or a lower floor, never from a higher one.
+# influence's wings by concern stand on its shared modules (task, data, shards, cluster, measurements).
 FLOORS = (
     ("pipeline/core", "pipeline/__init__.py"),
     ("influence", "pipeline/world"),
-    ("queries",),
+    ("influence/methods", "influence/curvature", "influence/retraining"),
+    ("influence/index",),
+    ("influence/scoring",),
+    ("influence/workspace.py",),  # the engine on its own, over every wing
+    ("queries", "pipeline/runs"),
     ("pipeline/analysis", "pipeline/sql", "pipeline/ask.py"),
     ("pipeline/stages",),
-    ("pipeline/cli.py", "pipeline/bench.py", "pipeline/bench_index.py"),
+    ("pipeline/cli.py", "pipeline/bench"),
     ("pipeline/__main__.py",),
 )
 
 
+ROOMS = {r for rooms in FLOORS for r in rooms}
+
+
 def room(path: Path) -> str:
-    """The room a project file lives in: its folder under pipeline/, or its top folder, or a module of its own."""
+    """The room a project file lives in: its folder under pipeline/ or influence/ (a wing), or its top folder, or a
+    module of its own."""
     parts = path.relative_to(REPO).parts
-    return "/".join(parts[:2]) if parts[0] == "pipeline" else parts[0]
+    wing = parts[0] == "pipeline" or (parts[0] == "influence" and (len(parts) > 2 or "/".join(parts) in ROOMS))
+    return "/".join(parts[:2]) if wing else parts[0]
 
 
 def upward_imports(files: list[Path], imports=imported_files) -> list[str]:
@@ -158,9 +184,94 @@ def test_the_floors_check_catches_an_upward_import():
         "pipeline/world/tasks.py imports queries/suites.py"]
 
 
-def test_dvc_the_cli_and_the_configs_name_the_same_stages():
-    assert list(DVC) == list(cli.STAGES) == ["params", *STAGE_SECTIONS]
-    assert {p.stem for p in (REPO / "pipeline" / "stages").glob("[!_]*.py")} == set(DVC)
+def test_the_list_of_stages_is_dvcs_and_each_names_its_module():
+    assert list(DVC) == list(STAGES)
+    assert {p.stem for p in (REPO / "pipeline" / "stages").glob("[!_]*.py")} == set(STAGES)
+    assert all(module_file(s.module) == REPO / "pipeline" / "stages" / f"{name}.py" for name, s in STAGES.items())
+    for path in (REPO / "pipeline" / "stages").glob("[!_]*.py"):  # the steps a stage runs are stages too
+        module = ast.parse(path.read_text())
+        steps = next((ast.literal_eval(node.value) for node in module.body if isinstance(node, ast.Assign)
+                      and [getattr(t, "id", None) for t in node.targets] == ["STEPS"]), ())
+        assert set(steps) <= set(STAGES), path.name
+
+
+# Where the lists live: the stages' table and the methods' registry. params' schema may name a method as a default.
+LISTS = ("pipeline/core/stages.py", "pipeline/core/config.py", "influence/methods/")
+SECTIONS = {f.name for f in dataclasses.fields(Params)}
+CONFIG = ast.parse((REPO / "pipeline" / "core" / "config.py").read_text())
+CHOICES = {c.value for node in ast.walk(CONFIG) if isinstance(node, ast.Subscript)  # a setting's Literal choices
+           and getattr(node.value, "id", None) == "Literal" for c in ast.walk(node.slice)
+           if isinstance(c, ast.Constant)}
+KINDS = {"gradients", "corpus", "index"}  # Method.kind
+
+
+def _side_by_side(node: ast.AST) -> list[ast.AST]:
+    """The values a node sets beside each other: a literal's elements, a call's arguments, a conditional's
+    branches, a comparison's sides, a match's cases."""
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return node.elts
+    if isinstance(node, ast.Dict):
+        return [k for k in node.keys if k is not None] + node.values
+    if isinstance(node, ast.Call):
+        return node.args
+    if isinstance(node, ast.IfExp):
+        return [node.body, node.orelse]
+    if isinstance(node, ast.Compare):
+        return [node.left, *node.comparators]
+    if isinstance(node, ast.Match):
+        return [case.pattern.value for case in node.cases if isinstance(case.pattern, ast.MatchValue)]
+    return []
+
+
+def names_outside_their_lists(path: Path, methods: set[str], stages: set[str]) -> list[str]:
+    """Where code names methods or stages itself instead of asking their list: a method's name that is no other
+    word of the project (no params section, setting's choice or stage) anywhere, or two methods or two stages side
+    by side (a list, a mapping, a branch by hand). A stage's ``STEPS`` names the stages it runs: held to the list by
+    test_the_list_of_stages_is_dvcs_and_each_names_its_module. Stage names that are also params sections or method
+    kinds count only in a branch (a conditional or a match)."""
+    tree = ast.parse(path.read_text())
+    steps = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+             and [getattr(t, "id", None) for t in n.targets] == ["STEPS"]}
+    distinct_methods = methods - SECTIONS - CHOICES - stages
+    distinct_stages = stages - SECTIONS - KINDS
+    where, out = path.relative_to(REPO) if path.is_relative_to(REPO) else path.name, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and node.value in distinct_methods:
+            out.append(f"{where}:{node.lineno}: method {node.value!r}")
+        if id(node) in steps:
+            continue
+        named = {c.value for c in _side_by_side(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+        branch = isinstance(node, (ast.IfExp, ast.Match))
+        for kind, names in (("methods", named & methods), ("stages", named & (stages if branch else distinct_stages))):
+            if len(names) >= 2:
+                out.append(f"{where}:{node.lineno}: {kind} {', '.join(sorted(names))}")
+    return out
+
+
+def _named_outside(methods: set[str] = set(REGISTRY), stages: set[str] = set(STAGES)) -> list[str]:
+    files = [f for pkg in (*PACKAGES, "reports") for f in sorted((REPO / pkg).rglob("*.py"))
+             if not str(f.relative_to(REPO)).startswith(LISTS)]
+    return [hit for f in files for hit in names_outside_their_lists(f, methods, stages)]
+
+
+def test_no_stage_or_method_is_named_outside_its_list():
+    assert _named_outside() == []
+    for sql in sorted((REPO / "reports" / "sql").glob("*.sql")):  # a named query's help lists no methods by hand
+        for number, line in enumerate(sql.read_text().splitlines(), 1):
+            words = set(re.findall(r"[a-z_0-9]+", line))
+            assert len(words & set(REGISTRY)) < 2, f"{sql.name}:{number}: {sorted(words & set(REGISTRY))}"
+
+
+def test_the_names_check_catches_a_hand_list(tmp_path):
+    """What the lists replaced: a view-to-stage mapping, a branch on stage names, lists of methods."""
+    code = tmp_path / "hand.py"
+    code.write_text('VIEW_STAGE = {"queries": "probe", "results": "analyze"}\n'
+                    'stage = "scores" if gradients else "baselines"\n'
+                    'baselines = ["identity", "bm25"]\n'
+                    'COLOURS = {"relatif": "#000000"}\n')
+    found = [hit.split(": ", 1)[1] for hit in names_outside_their_lists(code, set(REGISTRY), set(STAGES))]
+    assert found == ["stages analyze, probe", "stages baselines, scores", "methods bm25, identity", "method 'bm25'",
+                     "method 'relatif'"], found
 
 
 def test_the_readmes_dvc_dag_is_the_main_pipeline_in_mermaid():

@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from influence import methods
 from pipeline.analysis.spread import spread as study_spread
 from pipeline.core import schemas
 from pipeline.core.atomic import write_parquet
 from pipeline.core.config import load_params
+from pipeline.runs import methods as run_methods
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = [
@@ -189,7 +189,7 @@ def test_validate_and_a_seed_study_add_their_report_sections(project):
     assert patched.schema == schemas.VALIDATION
     grouped = [q["query_id"] for q in queries if q["task"] in ("factual", "arithmetic", "slope", "linear")]
     cells = {(r["method"], r["test"], r["setting"]) for r in patched.to_pylist()}
-    assert cells == {(m, t, s) for m in methods.selected(load_params(project / "params.yaml"))
+    assert cells == {(m, t, s) for m in run_methods.selected(load_params(project / "params.yaml"))
                      for t in ("tail_patch_adamw", "tail_patch_sgd") for s in ("top=1", "top=10")}
     assert patched.num_rows == len(cells) * len(grouped) and None not in patched["value"].to_pylist()
     shown = _run(["wherefrom", "sql", "SELECT test, setting, count(*) AS n FROM validation GROUP BY ALL ORDER BY ALL",
@@ -211,7 +211,8 @@ def test_validate_and_a_seed_study_add_their_report_sections(project):
     assert "influence's removal hurt more than bm25's for" in page
     retraining = page.split("14. Which attribution predicts retraining?")[-1]  # the heading, after the contents
     table = retraining.split("</table>")[0]
-    assert re.findall(r"<th>([a-z_0-9]+)</th>\s*<td>", table) == methods.selected(load_params(project / "params.yaml"))
+    shown = re.findall(r"<th>([a-z_0-9]+)</th>\s*<td>", table)
+    assert shown == run_methods.selected(load_params(project / "params.yaml"))
     best = patched.to_pandas().query("test == 'tail_patch_sgd' and setting == 'top=1'").groupby("method").value.mean()
     assert re.search(rf"tail-patch, SGD \(top=1\): highest <strong>[a-z_ ]*{best.idxmax()}", retraining)
     # each declared expectation, checked in this one draw

@@ -17,7 +17,8 @@ import pytest
 import yaml
 from conftest import REPO, external_dask_cluster, make_params
 
-from influence import measurements, runner, shards
+from influence import measurements, shards
+from influence.scoring import runner
 from pipeline.core import schemas
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.errors import WherefromError
@@ -248,7 +249,8 @@ def test_bm25_baseline_writes_the_same_schema_and_finds_lexical_matches(staged, 
 
 def test_refitted_factors_invalidate_finished_shards(staged, tmp_path):
     """Same model, strategy and documents but other factors (another sampling seed): every shard is redone."""
-    from influence import curvature, data
+    from influence import data
+    from influence.curvature import factors as curvature
 
     factors_dir = tmp_path / "factors"
     shutil.copytree(staged.influence.factors_dir, factors_dir)
@@ -310,9 +312,9 @@ def _worker_settings() -> dict:
 def test_local_workers_run_with_the_torch_friendly_dask_settings():
     """The settings reach the worker processes themselves (the nanny passes config and environment on)."""
     from influence.cluster import TORCH_FRIENDLY_DASK, dask_client
-    from pipeline.core.config import DaskConfig
+    from influence.settings import Cluster
 
-    with dask_client(DaskConfig(workers=2)) as client:
+    with dask_client(Cluster(workers=2)) as client:
         settings = client.run(_worker_settings)
     assert len(settings) == 2
     for worker, seen in settings.items():

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from influence import curvature, data
-from influence.scorer import Scorer
-from influence.tail_patch import completion_log_prob, sgd, tail_patch
+from influence import data
+from influence.curvature import factors
+from influence.retraining.tail_patch import completion_log_prob, sgd, tail_patch
+from influence.scoring.scorer import Scorer
 from influence.task import tracked_module_names
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.model import load_model
@@ -31,7 +32,7 @@ def patched(trained, tmp_path_factory):
     queries = data.queries(tok, [t.split("\n")[-2] for t in trivia], [t.split("\n")[-1] for t in trivia])
     docs = data.documents(tok, texts[:8], 24)  # a short context: several documents in windows
     root = tmp_path_factory.mktemp("factors")
-    curvature.fit(model, tok.pad_token_id, docs, "ekfac", "mlp", 8, root)
+    factors.fit(model, tok.pad_token_id, docs, "ekfac", "mlp", 8, root)
     scores = Scorer(load_model(trained.model.dir)[0], tok.pad_token_id, root, queries, 8,
                     variants=True).attribute(docs.by_length()).identity
     model = load_model(trained.model.dir)[0].double()  # float64: a rise of 1e-4 nats is read exactly

@@ -26,8 +26,9 @@ from test_pipeline_e2e import _run, new_project, run_env
 
 from pipeline.analysis import validation
 from pipeline.core import schemas, seeds
-from pipeline.core.config import load_params, of_one_draw, resolved
+from pipeline.core.config import load_params
 from pipeline.core.errors import ParamsError, WherefromError
+from pipeline.core.stages import of_one_draw, resolved
 from pipeline.sql import db
 from pipeline.stages import lds
 from pipeline.stages.lds import leave_k_sets

@@ -2,9 +2,9 @@
 
 A method is one of three kinds:
 - derived from the scoring pass's gradients (``from_gradients``: EK-FAC scores, gradient dot products and
-  self-influence, ``influence/variants.py``), so that it costs no second pass over the corpus;
+  self-influence, ``influence/scoring/variants.py``), so that it costs no second pass over the corpus;
 - scored from the corpus and the query texts alone (``from_corpus``: BM25, chance);
-- read from the gradient index (``from_index``: ``influence/gradient_index.py``), by the index stage.
+- read from the gradient index (``from_index``: ``influence/index/store.py``), by the index stage.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # the registry is read by the analysis and `wherefrom sql`, which need no torch
-    from influence.asker import Asker
+    from influence.index.asker import Asker
     from influence.measurements import Measurements
+    from influence.scoring.variants import GradientScores
     from influence.shards import Shard
-    from influence.variants import GradientScores
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,16 @@ class Method:
     # the same, from the gradient index
     from_index: Callable[[IndexInputs], ShardScores] | None = None
 
+    colour: str | None = None  # its colour in the report's figures (None: one of a palette)
+
     def __post_init__(self) -> None:
         if [self.from_gradients, self.from_corpus, self.from_index].count(None) != 2:
             raise ValueError(f"method {self.name!r}: give exactly one of from_gradients, from_corpus and from_index")
+
+    @property
+    def kind(self) -> str:
+        """Where its scores come from: ``gradients`` (the scoring pass), ``corpus`` or ``index``."""
+        return "gradients" if self.from_gradients else "corpus" if self.from_corpus else "index"
 
 
 def per_self_influence(scores: np.ndarray, norms: np.ndarray) -> np.ndarray:

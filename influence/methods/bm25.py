@@ -48,4 +48,5 @@ def bm25(inputs: CorpusInputs):
     return lambda shard: matrix[:, [column[d] for d in shard.doc_ids]]
 
 
-METHOD = Method("bm25", "BM25 of the query text (prompt and completion, or a segment's text)", from_corpus=bm25)
+METHOD = Method("bm25", "BM25 of the query text (prompt and completion, or a segment's text)", from_corpus=bm25,
+                colour="#8c564b")

@@ -14,4 +14,4 @@ def chance(inputs: CorpusInputs):
     return lambda shard: random_scores(inputs.seed, shard.index, len(inputs.rows), len(shard.doc_ids))
 
 
-METHOD = Method("random", "standard normal scores, seeded per shard", from_corpus=chance)
+METHOD = Method("random", "standard normal scores, seeded per shard", from_corpus=chance, colour="#7f7f7f")

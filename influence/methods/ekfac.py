@@ -2,4 +2,5 @@
 
 from influence.methods.base import Method
 
-METHOD = Method("influence", "EK-FAC influence, q·H⁻¹g (the paper's)", from_gradients=lambda g: g.ekfac)
+METHOD = Method("influence", "EK-FAC influence, q·H⁻¹g (the paper's)", from_gradients=lambda g: g.ekfac,
+                colour="#2ca02c")

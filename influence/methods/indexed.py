@@ -1,5 +1,5 @@
 """The gradient index's estimate of influence: each query's preconditioned gradient, projected, against every
-document's stored projection (``influence/gradient_index.py``). Scored beside the exact EK-FAC scores so that
+document's stored projection (``influence/index/store.py``). Scored beside the exact EK-FAC scores so that
 every finding says what the compressed index keeps of them."""
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats as sps
 
+from influence.methods import PAPER
 from pipeline.core.errors import WherefromError
 from pipeline.core.schemas import WHOLE
 from pipeline.world.tasks import REASONING_TASKS
@@ -100,12 +101,12 @@ def summary(table: pa.Table) -> dict:
         out["accuracy_after"][method] = {t: _share([r["correct_after"] for r in mine if r["task"] == t]) for t in tasks}
     first = [r for r in rows if r["method"] == methods[0]]
     out["accuracy_before"] = {t: _share([r["correct_before"] for r in first if r["task"] == t]) for t in tasks}
-    if "influence" in methods:
+    if PAPER in methods:
         delta = {(r["method"], r["seed"], r["query_id"]): r["delta_nll"] for r in rows}
-        for other in (m for m in methods if m != "influence"):
-            out[f"influence_vs_{other}"] = {
+        for other in (m for m in methods if m != PAPER):
+            out[f"{PAPER}_vs_{other}"] = {
                 kind: paired(*(np.array([delta[m, r["seed"], r["query_id"]] for r in first if r["task"] in group])
-                               for m in ("influence", other)))
+                               for m in (PAPER, other)))
                 for kind, group in KINDS.items()}
     return out
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats as sps
 
+from influence.methods import PAPER
 from pipeline.core import schemas
 from pipeline.core.schemas import ANSWER_SEGMENTS, FAILS, HOLDS, UNTESTABLE, WHOLE
 from pipeline.world.tasks import REASONING_TASKS
@@ -299,7 +300,7 @@ def compute(results: dict[str, dict[str, Tables]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schemas.FINDINGS)
 
 
-def count(table: pa.Table, method: str = "influence") -> tuple[int, int, int]:
+def count(table: pa.Table, method: str = PAPER) -> tuple[int, int, int]:
     """The paper's findings (whole completion) for ``method``: (holding, testable, all)."""
     rows = [r for r in table.to_pylist() if r["segment"] == WHOLE and r["method"] == method]
     testable = [r for r in rows if r["verdict"] != UNTESTABLE]

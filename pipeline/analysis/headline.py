@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from influence.methods import PAPER
 from pipeline.analysis import findings
 from pipeline.core.atomic import write_csv, write_json
 from pipeline.world.tasks import TASKS
@@ -29,7 +30,7 @@ def _number(value) -> float | None:
 def headline(table: pa.Table) -> dict:
     """How many of the paper's testable findings reproduce (influence's), and its central contrast."""
     holding, testable, total = findings.count(table)
-    ours = {r["finding"]: r["value"] for r in table.to_pylist() if r["method"] == "influence"}
+    ours = {r["finding"]: r["value"] for r in table.to_pylist() if r["method"] == PAPER}
     return {"findings_reproduced": holding, "findings_testable": testable, "findings_total": total,
             "same_task_r": _number(ours.get("same_task_reasoning_r")),
             "factual_r": _number(ours.get("factual_pairs_r"))}
@@ -40,7 +41,7 @@ def detail(table: pa.Table, summaries: dict[str, dict]) -> dict:
     accuracy, per method."""
     classifier = {f"{method}_vs_{ref}": _number(s["classifier"][f"vs_{ref}"]["accuracy"])
                   for method, s in summaries.items() for ref in ("kind", "truth")}
-    return {"findings": {r["finding"]: _number(r["value"]) for r in table.to_pylist() if r["method"] == "influence"},
+    return {"findings": {r["finding"]: _number(r["value"]) for r in table.to_pylist() if r["method"] == PAPER},
             "classifier": classifier}
 
 

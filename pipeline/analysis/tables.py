@@ -23,12 +23,12 @@ from scipy import sparse
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
-from influence import methods as registry
 from pipeline.analysis import classify, labels, stats
 from pipeline.analysis.score_matrix import open_matrix
 from pipeline.core import schemas
 from pipeline.core.config import AnalysisConfig, Params
 from pipeline.core.errors import ParamsError, WherefromError
+from pipeline.runs import methods as run_methods
 from pipeline.world.tasks import CONTROLS, REASONING_TASKS, TASK_KIND
 from queries.answers import ParsedText
 
@@ -120,7 +120,7 @@ def analyze_method(method: Method, queries: pa.Table, corpus: Corpus, params: Pa
         if n_docs != corpus.n_docs:
             raise WherefromError(
                 f"{method.scores_dir}: scores cover {n_docs} of the corpus's {corpus.n_docs} documents; "
-                f"rerun the {'scores' if registry.get(method.name, 'method').from_gradients else 'baselines'} stage"
+                f"rerun the {run_methods.stage(method.name)} stage"
             )
         k_top, k_tail = stats.capped_k(cfg.top_k, n_docs), stats.capped_k(cfg.tail_k, n_docs)
         ks = sorted({min(k, n_docs) for k in cfg.enrichment_ks} | {k_top})

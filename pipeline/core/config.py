@@ -9,7 +9,6 @@ writes anything.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -154,7 +153,7 @@ class ScoresConfig:
         "influence", description="influence (the paper's EK-FAC, with its variants), or a corpus or index method of "
         "influence/methods in the same schema (the baselines and index stages set it)")
     variants: tuple[StrictStr, ...] | None = Field(
-        None, description="methods derived from the same pass (influence/methods: identity, ekfac_cosine, relatif), "
+        None, description="methods derived from the same pass (the registry's gradient methods, influence/methods), "
         "each in its own directory under out_dir; null = every registered one, [] = none")
     shard_size: StrictInt = Field(1000, gt=0, description="documents per shard: one Dask task, one Parquet file")
     batch_size: StrictInt = Field(
@@ -176,8 +175,8 @@ class IndexConfig:
     out_dir: StrictStr = Field("results/index")
     projection: Literal["random", "eigen", "whitened"] = Field(
         "whitened", description="random: LoGra's seeded random projection per layer side; eigen: the k EK-FAC "
-        "eigenvectors of most curvature; whitened: random rows on EK-FAC-whitened gradients (influence/projection.py; "
-        "docs/engineering.md compares them)")
+        "eigenvectors of most curvature; whitened: random rows on EK-FAC-whitened gradients "
+        "(influence/index/projection.py; docs/engineering.md compares them)")
     k: StrictInt = Field(32, gt=0, description="projected size per side of each tracked layer: k x k numbers per "
                                                "layer and document")
     seed: StrictInt = Field(0, description="the random projection's seed")
@@ -196,7 +195,7 @@ class BaselinesConfig:
     """Scores computed beside influence, in its schema, and analysed the same way."""
 
     methods: tuple[StrictStr, ...] | None = Field(
-        None, description="corpus methods of influence/methods (bm25: lexical overlap of the query text; random: "
+        None, description="corpus methods of influence/methods (scored from the texts alone: lexical overlap, "
         "chance); null = every registered one")
     out_dir: StrictStr = Field("results/baselines", description="one scores directory per method")
 
@@ -414,49 +413,3 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as err:
         raise WherefromError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
     return parse_params(raw or {}, str(path))
-
-
-
-# What each stage reads, after profile overrides. The `params` stage writes these to one JSON file per
-# stage, and each stage depends on its file: DVC then reruns a stage only when a value it uses changes,
-# whichever profile that value came from.
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "corpus": ("seed", "corpus"),
-    "pretrain": ("seed", "model", "pretrain"),
-    "probe": ("seed", "corpus", "model", "queries"),
-    "factors": ("seed", "corpus", "model", "influence"),
-    "scores": ("seed", "corpus", "model", "influence", "scores"),
-    "index": ("seed", "corpus", "model", "influence", "index"),
-    "baselines": ("seed", "scores", "baselines"),
-    "analyze": ("baselines", "index", "analysis"),
-    "report": ("baselines", "index", "analysis", "report", "counterfactual"),
-    "counterfactual": ("seed", "corpus", "model", "pretrain", "queries", "analysis", "counterfactual", "validation",
-                       "study"),
-    # make validate's retraining tests: a run of their own (validation.profile's overrides on every section)
-    "lds": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines", "index",
-            "validation"),
-    "tail_patch": ("seed", "corpus", "model", "queries", "scores", "baselines", "index", "validation", "study"),
-    # make seeds: one seed's run (its own paths and pretrain.seed are set per seed), then the study's analysis
-    "seed": ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines"),
-    "study": ("seed", "corpus", "queries", "baselines", "analysis", "study"),
-}
-RESOLVED_DIR = Path("data/params")
-
-
-def of_one_draw(settings: dict[str, Any]) -> dict[str, Any]:
-    """A stage's resolved settings less the list of training draws (``validation.seeds``, the ``study`` section): what
-    one draw's result depends on, so that naming another draw redoes none already done."""
-    out = {k: v for k, v in settings.items() if k != "study"}
-    if "validation" in out:
-        out["validation"] = {k: v for k, v in out["validation"].items() if k != "seeds"}
-    return out
-
-
-def resolved(params: Params, stage: str) -> dict[str, Any]:
-    full = dataclasses.asdict(params)
-    out = {section: full[section] for section in STAGE_SECTIONS[stage]}
-    if stage == "lds" and params.validation.profile:  # the profile it reads: another profile's edit reruns nothing
-        out["validation_profile"] = {params.validation.profile: params.profiles.get(params.validation.profile)}
-    if stage == "seed":  # each run of the study sets its own training seed: the main run's is not its setting
-        out["pretrain"] = {k: v for k, v in out["pretrain"].items() if k != "seed"}
-    return out

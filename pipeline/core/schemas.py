@@ -32,7 +32,7 @@ def shard_file(index: int) -> str:
 
 
 def index_schema(width: int, dtype: str) -> pa.Schema:
-    """results/index/shard=NNNNN/part.parquet: each document's projected gradient (``influence/gradient_index.py``)."""
+    """results/index/shard=NNNNN/part.parquet: each document's projected gradient (``influence/index/store.py``)."""
     return pa.schema([
         pa.field("doc_id", pa.int64(), nullable=False),
         pa.field("gradient", pa.list_(pa.field("item", pa.from_numpy_dtype(np.dtype(dtype)), nullable=False), width),
@@ -237,8 +237,8 @@ ANALYSIS = {"query_stats": QUERY_STATS, "top_mass": TOP_MASS, "top_docs": TOP_DO
 RESULTS = {**ANALYSIS, "findings": FINDINGS}
 STUDY = {"findings_by_seed": FINDINGS_BY_SEED, "finding_spread": FINDING_SPREAD}
 
-# One retrain (influence/retrains.py: an LDS subset, a leave-k-out arm or a counterfactual arm) measured on every
-# query.
+# One retrain (influence/retraining/retrains.py: an LDS subset, a leave-k-out arm or a counterfactual arm) measured
+# on every query.
 RETRAIN = pa.schema([
     pa.field("retrain", pa.string(), nullable=False),  # its name: lds-NNNNN, leave-K-METHOD, or a counterfactual METHOD
     pa.field("query_id", pa.string(), nullable=False),

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from pipeline.core.atomic import atomic_path
-from pipeline.core.config import Params, resolved
+from pipeline.core.config import Params
+from pipeline.core.stages import resolved
 
 MARKERS = ".done"  # one marker file per finished step, inside the run's directory
 
@@ -43,20 +44,11 @@ def step_keys(params: Params, steps: tuple[str, ...], start: str) -> dict[str, s
     return keys
 
 
-def code_hash(paths: tuple[str, ...]) -> str:
-    """A hash of the project's Python files under ``paths`` (relative to the checkout): a step redone after
-    its code changed, not skipped."""
-    root = Path(__file__).resolve().parents[2]
-    h = hashlib.sha256()
-    for path in sorted(f for p in paths for f in ([root / p] if p.endswith(".py") else (root / p).rglob("*.py"))):
-        h.update(str(path.relative_to(root)).encode() + path.read_bytes())
-    return h.hexdigest()
-
-
 def run_steps(params: Params, steps: tuple[str, ...], run: Path, start: str, label: str,
-              resume: bool = True) -> list[str]:
-    """Run each stage in ``steps`` not yet done under its key (with ``resume``; without, every step runs);
-    returns the steps run. Stages are found by name, as the CLI finds them, so that no stage imports another."""
+              run_stage: Callable[[str, Params], None], resume: bool = True) -> list[str]:
+    """Run each stage in ``steps`` not yet done under its key (with ``resume``; without, every step runs), each by
+    ``run_stage`` (``pipeline.stages.run_stage``: the caller's floor runs stages, not this one); returns the steps
+    run."""
     write_params(params, run / "params.yaml")
     done_dir = run / MARKERS
     ran = []
@@ -66,7 +58,7 @@ def run_steps(params: Params, steps: tuple[str, ...], run: Path, start: str, lab
             print(f"{label}: {step} already done")
             continue
         print(f"{label}: {step}", flush=True)
-        importlib.import_module(f"pipeline.stages.{step}").run(params)
+        run_stage(step, params)
         with atomic_path(marker) as tmp:
             tmp.write_text(key)
         ran.append(step)

@@ -5,7 +5,7 @@
     wherefrom sql --list                    # the named queries and their parameters
     wherefrom sql --views                   # the views there are now, and their columns
 
-The views (``scores``, ``baseline_scores``, ``queries``, ``corpus`` and every ``results/`` table) are
+The views (``scores``, ``method_scores``, ``queries``, ``corpus`` and every ``results/`` table) are
 made by ``pipeline/sql/db.py`` at connect time. CSV and JSON are streamed batch by batch, so the
 first rows reach a pipe (``| head``) before the whole result is read.
 """

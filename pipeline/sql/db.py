@@ -25,19 +25,15 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from influence import methods
 from pipeline.core.config import Params
 from pipeline.core.errors import WherefromError
 from pipeline.core.schemas import RESULTS, SHARD_FILES, STUDY
+from pipeline.core.stages import STAGES
+from pipeline.runs import methods as run_methods
 
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 # the stage that writes what each view reads, named when a view is asked for before it exists
-VIEW_STAGE = {"corpus": "corpus", "queries": "probe", "segments": "probe", "scores": "scores",
-              "baseline_scores": "baselines", **{name: "analyze" for name in RESULTS},
-              "counterfactual": "counterfactual", "validation": "lds", **{name: "study" for name in STUDY}}
-_HOW_TO_RUN = {"counterfactual": "make validate: it retrains the model",  # stages outside `dvc repro`
-               "lds": "make validate: it retrains the model",
-               "study": "make seeds: it trains one model per seed"}
+VIEW_STAGE = {view: stage for stage in STAGES.values() for view in stage.views}
 
 
 def _literal(path: Path) -> str:
@@ -56,12 +52,12 @@ def view_sources(params: Params) -> dict[str, str]:
     scores = Path(params.scores.out_dir)
     if any(scores.glob(SHARD_FILES)):
         views["scores"] = f"SELECT * FROM read_parquet({_literal(scores)} || '/{SHARD_FILES}', hive_partitioning=false)"
-    others = {m: methods.scores_dir(params, m) for m in methods.selected(params)[1:]}
-    others = {m: path for m, path in others.items() if any(path.glob(SHARD_FILES))}
-    if others:  # every method beside influence: its variants and the corpus methods
-        views["baseline_scores"] = " UNION ALL ".join(
+    every = {m: run_methods.scores_dir(params, m) for m in run_methods.selected(params)}
+    every = {m: path for m, path in every.items() if any(path.glob(SHARD_FILES))}
+    if every:  # every method of the run, the paper's too, each row with its method
+        views["method_scores"] = " UNION ALL ".join(
             f"SELECT '{m}' AS method, * FROM read_parquet({_literal(path)} || '/{SHARD_FILES}', "
-            "hive_partitioning=false)" for m, path in others.items())
+            "hive_partitioning=false)" for m, path in every.items())
     for name, path in (("queries", Path(params.queries.out)), ("segments", Path(params.queries.segments))):
         if path.is_file():
             views[name] = f"SELECT * FROM read_parquet({_literal(path)})"
@@ -142,8 +138,8 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict | None, sour
         missing = re.search(r"Table with name (\w+) does not exist", str(err))
         if missing and missing.group(1) in VIEW_STAGE:
             stage = VIEW_STAGE[missing.group(1)]
-            how = _HOW_TO_RUN.get(stage, f"wherefrom {stage}, or dvc repro")
-            raise WherefromError(f"{source}: no {missing.group(1)} yet: run the {stage} stage first ({how})") from None
+            raise WherefromError(f"{source}: no {missing.group(1)} yet: run the {stage.name} stage first "
+                                 f"({stage.how_to_run})") from None
         if missing:  # DuckDB would suggest one of its own catalog functions
             raise WherefromError(f"{source}: no view {missing.group(1)!r} (views: {', '.join(view_names(con))}; "
                                  "wherefrom sql --views lists their columns)") from None

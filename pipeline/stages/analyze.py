@@ -30,15 +30,17 @@ from pipeline.core import schemas
 from pipeline.core.atomic import write_json, write_parquet
 from pipeline.core.config import Params
 from pipeline.core.errors import WherefromError
+from pipeline.runs import methods as run_methods
 
 
 def methods(params: Params) -> list[Method]:
     """Every method of the run (``influence/methods``), the paper's first."""
     out = []
-    for name in registry.selected(params):
-        path = registry.scores_dir(params, name)
+    for name in run_methods.selected(params):
+        path = run_methods.scores_dir(params, name)
         if name != registry.PAPER and not any(path.glob(schemas.SHARD_FILES)):
-            raise WherefromError(f"{path}: no scores for method {name!r}; run the {registry.stage(name)} stage first")
+            raise WherefromError(f"{path}: no scores for method {name!r}; "
+                                 f"run the {run_methods.stage(name)} stage first")
         out.append(Method(name, path))
     return out
 

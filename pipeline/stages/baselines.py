@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from influence import methods
-from influence.runner import score_method
+from influence.scoring.runner import score_corpus
 from pipeline.core.config import Params
+from pipeline.runs import methods, scoring, settings
 
 
 def run(params: Params) -> Path:
     out = Path(params.baselines.out_dir)
     out.mkdir(parents=True, exist_ok=True)  # the stage's output, even with no baselines
     for method in methods.baselines(params):
-        score_method(params, method)
+        score_corpus(settings.documents(params), settings.queries(params), scoring.score_settings(params, method))
     return out

@@ -12,8 +12,8 @@ seed, tokenizer, batches and steps, the removed documents' tokens masked out of 
 completion on it: NLL in float64, prompt masked, and whether its own greedy answer is still right.
 Removing nothing reproduces the original model exactly, so ΔNLL is what the removal did.
 
-Each method's retrain is one arm, a Dask task of ``influence/retrains.py`` as the lds stage's retrains are: on a
-cluster the arms run side by side, and a finished arm is kept in ``counterfactual.arms_dir`` under a key of
+Each method's retrain is one arm, a Dask task of ``influence/retraining/retrains.py`` as the lds stage's retrains
+are: on a cluster the arms run side by side, and a finished arm is kept in ``counterfactual.arms_dir`` under a key of
 everything it depends on, so an interrupted run redoes none that finished.
 
 One run is one draw: with ``validation.seeds`` the check runs on the seed study's run of each training seed
@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from influence.cluster import dask_client
-from influence.retrains import Retrain, job_for, measure, run_all
+from influence.retraining.retrains import Retrain, measure, run_all
 from pipeline.analysis.counterfactual import removal_sets, summary
 from pipeline.core import schemas
 from pipeline.core.atomic import write_json, write_parquet
@@ -37,6 +37,7 @@ from pipeline.core.config import Params
 from pipeline.core.errors import ParamsError, WherefromError
 from pipeline.core.model import load_model
 from pipeline.core.seeds import draws
+from pipeline.runs import retraining, settings
 from queries.answers import is_correct
 
 
@@ -60,7 +61,7 @@ def run(params: Params) -> Path:
         raise ParamsError("counterfactual: retraining needs a model pretrained here; model.name_or_path is set "
                           f"({params.model.name_or_path})")
     runs = draws(params, Path(cfg.arms_dir))
-    with dask_client(params.dask) as client:
+    with dask_client(settings.cluster(params)) as client:
         table = pa.concat_tables([_arms(own, arms, client) for own, arms in runs])
     write_parquet(table, cfg.out, schemas.COUNTERFACTUAL)
     numbers = summary(table)
@@ -83,7 +84,7 @@ def _arms(params: Params, arms_dir: Path, client) -> pa.Table:
     sets = {m: removal_sets(top_docs, m, tasks, cfg.docs_per_group, str(top_docs_path)) for m in cfg.methods}
     arms = [Retrain(i, m, tuple(sorted(set().union(*by_group.values()))))
             for i, (m, by_group) in enumerate(sets.items())]
-    job = job_for(params, arms_dir, answer_tokens=params.queries.max_new_tokens)
+    job = retraining.retrain_job(params, arms_dir, answer_tokens=params.queries.max_new_tokens)
     measured = run_all(client, arms, job, f"counterfactual, seed {params.training_seed}")
 
     model, tokenizer = load_model(params.model.dir)

@@ -5,7 +5,7 @@
 The factors (covariances, eigendecomposition, corrected eigenvalues) are kronfluence's files. With
 ``influence.fitter: wherefrom`` (EK-FAC, K-FAC) both passes run as Dask tasks over document shards, on
 the cluster the scores use, and a killed run resumes at its first unfinished shard
-(``influence/factor_runner.py``); kronfluence's own fitter runs in this process. The directory also
+(``influence/curvature/runner.py``); kronfluence's own fitter runs in this process. The directory also
 holds a manifest naming the model it belongs to, so scores never mix factors and models.
 """
 
@@ -15,11 +15,13 @@ import random
 import time
 from pathlib import Path
 
-from influence import curvature, data, factor_runner
+from influence import data
+from influence.curvature import factors, runner
 from pipeline.core.atomic import atomic_dir
 from pipeline.core.config import Params
 from pipeline.core.corpus_reader import read_doc_ids, read_texts
 from pipeline.core.model import load_model
+from pipeline.runs import settings
 
 
 def run(params: Params) -> Path:
@@ -29,16 +31,17 @@ def run(params: Params) -> Path:
         doc_ids = random.Random(f"factors-{params.seed}").sample(doc_ids, cfg.factor_docs)
     out = Path(cfg.factors_dir)
     start, steps = time.perf_counter(), {}
-    if cfg.fitter == "wherefrom" and cfg.strategy in curvature.NATIVE_STRATEGIES:
-        manifest, tokens = factor_runner.fit(params, doc_ids, out, steps)
+    if cfg.fitter == "wherefrom" and cfg.strategy in factors.NATIVE_STRATEGIES:
+        manifest, tokens = runner.fit(params.model.dir, settings.documents(params), settings.factor_settings(params),
+                                      doc_ids, settings.cluster(params), steps)
         how = f"{params.dask.scheduler or f'{params.dask.workers} local'} Dask worker(s)"
     else:
         model, tokenizer = load_model(params.model.dir)
         docs = data.documents(tokenizer, read_texts(params.corpus.out_dir, doc_ids), params.model.context,
                               whole=params.corpus.long_docs != "truncate").by_length()
         with atomic_dir(out) as tmp:
-            manifest = curvature.fit(model, tokenizer.pad_token_id, docs, cfg.strategy, cfg.tracked, cfg.batch_size,
-                                     tmp, seed=params.seed, fitter=cfg.fitter, seconds=steps)
+            manifest = factors.fit(model, tokenizer.pad_token_id, docs, cfg.strategy, cfg.tracked, cfg.batch_size,
+                                   tmp, seed=params.seed, fitter=cfg.fitter, seconds=steps)
         tokens, how = data.n_targets(docs), "this process"
     seconds = time.perf_counter() - start
     print(

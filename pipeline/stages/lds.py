@@ -2,7 +2,7 @@
 
     wherefrom lds               # writes results/validation/lds.parquet and metrics/validation_lds.json
 
-Two tests of every registered method, on retrains of a training run (``influence/retrains.py``):
+Two tests of every registered method, on retrains of a training run (``influence/retraining/retrains.py``):
 
 - **LDS** (Park et al. 2023): ``validation.subsets`` retrains, each keeping a random ``validation.fraction``
   of the documents; per query, the Spearman r across retrains between the sum of the method's scores over
@@ -35,9 +35,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from influence import methods
 from influence.cluster import dask_client
-from influence.retrains import Retrain, job_for, measure, run_all
+from influence.retraining.retrains import Retrain, measure, run_all
 from pipeline.analysis import lds, validation
 from pipeline.analysis.counterfactual import GROUPS, removal_set
 from pipeline.analysis.score_matrix import in_memory
@@ -45,12 +44,16 @@ from pipeline.analysis.validation import rows
 from pipeline.core.config import Params, parse_params
 from pipeline.core.corpus_reader import content_hash
 from pipeline.core.errors import ParamsError
+from pipeline.core.hashing import code_hash
 from pipeline.core.model import load_model
 from pipeline.core.seeds import relocated
-from pipeline.core.steps import code_hash, run_steps
+from pipeline.core.steps import run_steps
+from pipeline.runs import methods, retraining, settings
+from pipeline.stages import run_stage
 
 STEPS = ("corpus", "pretrain", "probe", "factors", "scores", "baselines")
-CODE = ("pipeline/core", "pipeline/world", "influence", "queries", *(f"pipeline/stages/{s}.py" for s in STEPS))
+CODE = ("pipeline/core", "pipeline/world", "pipeline/runs", "influence", "queries",
+        *(f"pipeline/stages/{s}.py" for s in STEPS))
 
 
 def run_params(params: Params) -> Params:
@@ -110,12 +113,12 @@ def _build(params: Params, runs: list[Params]) -> None:
     cfg, start = params.validation, time.perf_counter()
     run_dir, code = Path(cfg.out_dir) / "lds_run", code_hash(CODE)
     if cfg.seeds is None:
-        ran = run_steps(runs[0], STEPS, run_dir, code, "lds run")
+        ran = run_steps(runs[0], STEPS, run_dir, code, "lds run", run_stage)
     else:
-        ran = run_steps(runs[0], STEPS[:1], run_dir, code, "lds run")
+        ran = run_steps(runs[0], STEPS[:1], run_dir, code, "lds run", run_stage)
         for own in runs:
             ran += run_steps(own, STEPS[1:], run_dir / f"seed={own.training_seed}",
-                             content_hash(own.corpus.out_dir) + code, f"lds run, seed {own.training_seed}")
+                             content_hash(own.corpus.out_dir) + code, f"lds run, seed {own.training_seed}", run_stage)
     print(f"lds run: {', '.join(ran) or 'nothing left'} run in {time.perf_counter() - start:.0f}s -> {run_dir}/")
 
 
@@ -126,7 +129,7 @@ def run(params: Params) -> Path:
     if cfg.profile:
         _build(params, [own for own, _ in runs])
     found, n_retrains = [], 0
-    with dask_client(runs[0][0].dask) as client:
+    with dask_client(settings.cluster(runs[0][0])) as client:
         for own, retrains_dir in runs:
             label = "lds retrains" if cfg.seeds is None else f"lds retrains, seed {own.training_seed}"
             draw, n = _tests(own, client, retrains_dir, label)
@@ -142,7 +145,7 @@ def _tests(own: Params, client, retrains_dir: Path, label: str) -> tuple[list[di
     queries = pq.read_table(own.queries.out, columns=["query_id", "task"]).to_pylist()
     query_ids, tasks = [q["query_id"] for q in queries], {q["query_id"]: q["task"] for q in queries}
     doc_ids, scores = in_memory({m: methods.scores_dir(own, m) for m in methods.selected(own)}, query_ids)
-    job = job_for(own, retrains_dir)
+    job = retraining.retrain_job(own, retrains_dir)
 
     subsets = lds.random_subsets(len(doc_ids), cfg.subsets, cfg.fraction, own.seed)
     retrains = [Retrain(i, f"lds-{i:05d}", tuple(doc_ids[~keep].tolist())) for i, keep in enumerate(subsets)]

@@ -8,10 +8,11 @@ It runs on every `dvc repro` (it is cheap); a file whose content did not change 
 from __future__ import annotations
 
 from pipeline.core.atomic import write_json
-from pipeline.core.config import RESOLVED_DIR, STAGE_SECTIONS, Params, resolved
+from pipeline.core.config import Params
+from pipeline.core.stages import RESOLVED_DIR, resolved, with_settings
 
 
 def run(params: Params) -> None:
-    for stage in STAGE_SECTIONS:
+    for stage in with_settings():
         write_json(resolved(params, stage), RESOLVED_DIR / f"{stage}.json")
-    print(f"params: profile {params.profile!r} resolved for {', '.join(STAGE_SECTIONS)} -> {RESOLVED_DIR}/")
+    print(f"params: profile {params.profile!r} resolved for {', '.join(with_settings())} -> {RESOLVED_DIR}/")

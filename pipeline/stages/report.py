@@ -23,6 +23,7 @@ from influence import methods
 from pipeline.core.atomic import atomic_path
 from pipeline.core.config import Params
 from pipeline.core.errors import WherefromError
+from pipeline.runs import methods as run_methods
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "reports" / "offline.html.j2"  # no CDN scripts
 TITLE = "wherefrom: which documents taught the model, facts or procedures?"
@@ -101,7 +102,7 @@ def run(params: Params) -> Path:
                 extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
                 parameters={"resolved": json.loads(json.dumps(dataclasses.asdict(params))),  # tuples as lists
                             "method": methods.PAPER,
-                            "baselines": methods.selected(params)[1:], "docs_shown": cfg.docs_shown,
+                            "baselines": run_methods.selected(params)[1:], "docs_shown": cfg.docs_shown,
                             "provenance": provenance(params)})
         except papermill.PapermillExecutionError as err:
             raise WherefromError(f"{source}: cell {err.exec_count} failed: {err.ename}: {err.evalue}") from None

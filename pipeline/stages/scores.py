@@ -4,7 +4,7 @@
 
 It also records the run's documents and rate in ``scores.metrics`` (a DVC metrics file).
 
-The run itself (shards, resuming, the Dask cluster) is ``influence/runner.py``. ``scores.method``
+The run itself (shards, resuming, the Dask cluster) is ``influence/scoring/runner.py``. ``scores.method``
 can name a baseline instead, in the same schema.
 """
 
@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from influence.runner import Scored, score_corpus
+from influence.scoring.runner import Scored, score_corpus
 from pipeline.core.atomic import write_json
 from pipeline.core.config import Params
+from pipeline.runs import scoring, settings
 
 
 def run(params: Params) -> Scored:
-    done = score_corpus(params)
+    cfg = scoring.score_settings(params, params.scores.method, params.scores.out_dir)
+    done = score_corpus(settings.documents(params), settings.queries(params), cfg, **scoring.score_inputs(params),
+                        cluster=settings.cluster(params))
     metrics = Path(params.scores.metrics)
     if done.documents or not metrics.is_file():  # a run with nothing left to score keeps the last rate
         write_json({"documents": done.documents, "ready_s": round(done.ready_s, 1),

@@ -16,18 +16,21 @@ from pathlib import Path
 
 from pipeline.core.config import Params
 from pipeline.core.corpus_reader import content_hash
+from pipeline.core.hashing import code_hash
 from pipeline.core.seeds import for_seed, run_dir
-from pipeline.core.steps import code_hash, run_steps
+from pipeline.core.steps import run_steps
+from pipeline.stages import run_stage
 
 STEPS = ("pretrain", "probe", "factors", "scores", "baselines")
 # the code the steps run (seeds/dvc.yaml lists the same as deps): a step done by other code is redone
-CODE = ("pipeline/core", "pipeline/world", "influence", "queries", *(f"pipeline/stages/{s}.py" for s in STEPS))
+CODE = ("pipeline/core", "pipeline/world", "pipeline/runs", "influence", "queries",
+        *(f"pipeline/stages/{s}.py" for s in STEPS))
 
 
 def run(params: Params, seed: int) -> Path:
     start = time.perf_counter()
     run = run_dir(params, seed)
     inputs = content_hash(params.corpus.out_dir) + code_hash(CODE)
-    ran = run_steps(for_seed(params, seed), STEPS, run, inputs, f"seed {seed}")
+    ran = run_steps(for_seed(params, seed), STEPS, run, inputs, f"seed {seed}", run_stage)
     print(f"seed {seed}: {', '.join(ran) or 'nothing left'} run in {time.perf_counter() - start:.0f}s -> {run}/")
     return run

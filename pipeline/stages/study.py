@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from influence.methods import PAPER
 from pipeline.analysis.spread import spread
 from pipeline.core import schemas
 from pipeline.core.atomic import write_json, write_parquet
@@ -24,6 +25,7 @@ from pipeline.core.config import Params
 from pipeline.core.errors import WherefromError
 from pipeline.core.seeds import analysis_dir, for_seed, run_dir
 from pipeline.core.steps import MARKERS, run_steps
+from pipeline.stages import run_stage
 
 STEPS = ("analyze",)  # run per seed, as its own command
 
@@ -37,7 +39,8 @@ def run(params: Params) -> Path:
         if not finished.is_file():
             raise WherefromError(f"{run_dir(params, seed)}: seed {seed}'s run is not finished; run make seeds")
         folder = analysis_dir(params, seed)
-        run_steps(for_seed(params, seed), STEPS, folder, finished.read_text(), f"study: seed {seed}", resume=False)
+        run_steps(for_seed(params, seed), STEPS, folder, finished.read_text(), f"study: seed {seed}", run_stage,
+                  resume=False)
         findings = pq.read_table(folder / "findings.parquet")
         per_seed.append(findings.add_column(0, "seed", pa.array([seed] * findings.num_rows, pa.int64())))
     by_seed = pa.concat_tables(per_seed).cast(schemas.FINDINGS_BY_SEED)
@@ -50,7 +53,7 @@ def run(params: Params) -> Path:
                                           "testable": r["n_testable"]} for r in paper}}, cfg.metrics)
     runs = f"{len(cfg.seeds)} run{'' if len(cfg.seeds) == 1 else 's'}"
     print(f"study: {runs} (seeds {', '.join(map(str, cfg.seeds))}); each finding over them -> {out}/")
-    for r in (r for r in paper if r["method"] == "influence"):
+    for r in (r for r in paper if r["method"] == PAPER):
         print(f"  {r['finding']:<26} {_fmt(r['mean'])} ± {_fmt(r['sd'])}  holds in {r['n_holds']} of "
               f"{r['n_testable']} testable runs")
     return out

@@ -7,7 +7,7 @@ completion's log-probability rise? (Chang et al. 2024, TrackStar.)
 
 For each query of a removal group (factual, each reasoning task) and each method, the method's top documents
 (``validation.tail_patch_top``: the top 1, and the top 10) are each stepped on alone from the final weights,
-and the completion's Δ log p is measured (``influence/tail_patch.py``), in float64. Twice, because the two
+and the completion's Δ log p is measured (``influence/retraining/tail_patch.py``), in float64. Twice, because the two
 answer different questions:
 
 - ``tail_patch_adamw``: the pretraining's own next step (AdamW in its final state, at its last learning
@@ -38,18 +38,20 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from influence import data, methods, shards
-from influence.tail_patch import sgd, tail_patch
+from influence import data, shards
+from influence.retraining.tail_patch import sgd, tail_patch
 from pipeline.analysis import validation
 from pipeline.analysis.counterfactual import GROUPS
 from pipeline.analysis.score_matrix import in_memory
 from pipeline.analysis.validation import rows
 from pipeline.core.atomic import write_parquet
-from pipeline.core.config import Params, of_one_draw, resolved
+from pipeline.core.config import Params
 from pipeline.core.errors import ParamsError, WherefromError
 from pipeline.core.model import load_model, set_threads
 from pipeline.core.seeds import draws
+from pipeline.core.stages import of_one_draw, resolved
 from pipeline.core.training import FINAL_OPTIMIZER, adamw_after_training
+from pipeline.runs import methods
 
 PART = 100  # documents per kept part
 RISES = pa.schema([

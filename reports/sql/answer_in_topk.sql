@@ -1,5 +1,5 @@
 -- Per task: share of queries with the answer in a top-k document (anywhere; to this question) and fact recall.
--- param method = influence: influence, bm25 or random
+-- param method = influence: a method of the run (influence/methods; `wherefrom sql --name methods` lists them)
 -- param correct_only = true: only queries the model answered correctly (as in the paper)
 -- param segment = all: all (the whole completion) or an answer segment: answer, computed, copied, scaffold
 SELECT task, count(*) AS n_queries, any_value(top_k) AS top_k,

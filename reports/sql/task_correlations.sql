@@ -1,6 +1,6 @@
 -- Mean Pearson (and Spearman) r of document scores between the queries of two tasks (the paper's main evidence),
 -- and of their summed scores per (document category x source) cell, a coarse procedure-level r.
--- param method = influence: influence, bm25 or random
+-- param method = influence: a method of the run (influence/methods; `wherefrom sql --name methods` lists them)
 -- param segment = all: all (the whole completion) or an answer segment: answer, computed, copied, scaffold
 WITH pairs AS (
     SELECT task_a, task_b, pearson, spearman, pearson_cells FROM correlations WHERE method = $method AND segment = $segment

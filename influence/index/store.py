@@ -1,5 +1,5 @@
 """The gradient index: every document's projected gradient, stored once, so that a new query costs one
-backward pass and one matrix product instead of a pass over the corpus (LoGra; ``influence/projection.py``).
+backward pass and one matrix product instead of a pass over the corpus (LoGra; ``influence/index/projection.py``).
 
 On disk (``index.out_dir``): ``manifest.json`` (what the index belongs to: the run key, the factors' manifest,
 the projection), ``projection.npz``, and one ``shard=NNNNN/part.parquet`` per document shard
@@ -21,11 +21,11 @@ from kronfluence.module.tracked_module import TrackedModule
 from kronfluence.utils.constants import ACTIVATION_EIGENVECTORS_NAME, GRADIENT_EIGENVECTORS_NAME, LAMBDA_MATRIX_NAME
 
 from influence import data
+from influence.curvature.prepared import Prepared
+from influence.curvature.tap import GradientTap
 from influence.data import Encoded
-from influence.prepared import Prepared
-from influence.projection import Projection
+from influence.index.projection import Projection
 from influence.shards import RUN_KEY
-from influence.variants import GradientTap
 from pipeline.core.atomic import atomic_path, write_json
 from pipeline.core.errors import WherefromError
 from pipeline.core.schemas import SHARD_FILES, index_schema
@@ -162,7 +162,7 @@ class GradientIndex:
     @classmethod
     def load(cls, root: Path, with_rows: bool = True) -> GradientIndex:
         """The index at ``root``, checked complete; ``with_rows=False`` reads no rows (a search on Dask reads them
-        in its workers: ``influence/index_search.py``)."""
+        in its workers: ``influence/index/search.py``)."""
         root = Path(root)
         manifest = IndexManifest.load(root)
         files = sorted(root.glob(SHARD_FILES))

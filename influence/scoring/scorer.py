@@ -21,9 +21,10 @@ from kronfluence.module.utils import accumulate_iterations, set_mode
 from kronfluence.utils.constants import PAIRWISE_SCORE_MATRIX_NAME
 
 from influence import data
+from influence.curvature.prepared import prepare
+from influence.curvature.tap import GradientTap
 from influence.data import Encoded
-from influence.prepared import prepare
-from influence.variants import GradientScores, GradientTap
+from influence.scoring.variants import GradientScores
 
 
 class Scorer:
@@ -31,7 +32,8 @@ class Scorer:
 
     def __init__(self, model, pad_id: int, factors_root: Path, queries: Encoded, batch_size: int,
                  damping: float | None = None, amp_dtype: torch.dtype | None = None, variants: bool = False) -> None:
-        """``variants``: also collect what ``attribute`` returns besides EK-FAC scores (``influence/variants.py``)."""
+        """``variants``: also collect what ``attribute`` returns besides EK-FAC scores
+        (``influence/scoring/variants.py``)."""
         ready = prepare(model, factors_root, damping, amp_dtype, ModuleMode.PRECONDITION_GRADIENT)
         manifest, self.task, self.model, self.state = ready.manifest, ready.task, ready.model, ready.state
         self.score_args, self.tracked, self.modules = ready.score_args, ready.tracked, ready.modules

@@ -21,12 +21,12 @@ import transformers
 
 from influence import data, shards
 from influence.cluster import dask_client, pin_gpu, run_shards, threads_per_worker, warm_up
-from influence.curvature import MANIFEST as FACTORS_MANIFEST
-from influence.curvature import Manifest
-from influence.gradient_index import MANIFEST, PROJECTION, IndexManifest, ProjectedTap, project_documents, write_shard
-from influence.prepared import prepare
-from influence.projection import Projection, make
-from pipeline.core.config import Params
+from influence.curvature.factors import MANIFEST as FACTORS_MANIFEST
+from influence.curvature.factors import Manifest
+from influence.curvature.prepared import prepare
+from influence.index.projection import Projection, make
+from influence.index.store import MANIFEST, PROJECTION, IndexManifest, ProjectedTap, project_documents, write_shard
+from influence.settings import Cluster, Documents, IndexSettings, absolute
 from pipeline.core.corpus_reader import content_hash, read_doc_ids, read_texts
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import load_model, set_threads
@@ -47,15 +47,13 @@ class IndexJob:
     threads: int
 
 
-def run_key(params: Params) -> str:
+def run_key(documents: Documents, factors_dir: str, cfg: IndexSettings) -> str:
     """Everything a document's row depends on: corpus content, the factors (and through their manifest, the
     model), the projection's settings, and how documents are read. Not the queries: they come at ask time."""
-    cfg = params.index
     h = hashlib.sha256()
-    h.update(content_hash(params.corpus.out_dir).encode())
-    h.update((Path(params.influence.factors_dir) / FACTORS_MANIFEST).read_bytes())
-    h.update(json.dumps([cfg.projection, cfg.k, cfg.seed, cfg.dtype, params.model.context, params.corpus.long_docs,
-                         params.seed]).encode())
+    h.update(content_hash(documents.path).encode())
+    h.update((Path(factors_dir) / FACTORS_MANIFEST).read_bytes())
+    h.update(json.dumps([cfg.projection, cfg.k, cfg.seed, cfg.dtype, documents.context, documents.whole]).encode())
     return h.hexdigest()[:16]
 
 
@@ -93,15 +91,14 @@ def index_shard(shard: shards.Shard, job: IndexJob) -> int:
     return len(shard.doc_ids)
 
 
-def _projection(params: Params, out: Path, key: str) -> Projection:
+def _projection(model_dir: str, factors_dir: str, cfg: IndexSettings, out: Path, key: str) -> Projection:
     """This run's projection, made once (kept across resumed runs, remade when the run key changes)."""
     path = out / PROJECTION
     if path.is_file() and (out / MANIFEST).is_file() and IndexManifest.load(out).run_key == key:
         return Projection.load(path)
-    model, _ = load_model(params.model.dir)
-    ready = prepare(model, Path(params.influence.factors_dir))
-    projection = make(params.index.projection, params.index.k, params.index.seed,
-                      {m.name: m.storage for m in ready.modules})
+    model, _ = load_model(model_dir)
+    ready = prepare(model, Path(factors_dir))
+    projection = make(cfg.projection, cfg.k, cfg.seed, {m.name: m.storage for m in ready.modules})
     projection.save(path)
     return projection
 
@@ -116,19 +113,20 @@ class Built:
     bytes_per_doc: int = 0
 
 
-def build_index(params: Params) -> Built:
-    """Project every shard of the corpus not yet complete for this run."""
-    cfg = params.index
-    factors = Path(params.influence.factors_dir)
+def build_index(model_dir: str, factors_dir: str, documents: Documents, cfg: IndexSettings,
+                cluster: Cluster = Cluster()) -> Built:
+    """Project every shard of ``documents`` not yet complete for this run: the gradients of the model in
+    ``model_dir``, in the eigenbasis of its EK-FAC factors in ``factors_dir``."""
+    factors = Path(factors_dir)
     fitted = Manifest.load(factors)
     if fitted.strategy != "ekfac":
         raise WherefromError(f"{factors}: the gradient index preconditions with EK-FAC factors "
                              "(influence.strategy: ekfac)")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    key = run_key(params)
-    projection = _projection(params, out, key)
-    doc_ids = read_doc_ids(params.corpus.out_dir)
+    key = run_key(documents, factors_dir, cfg)
+    projection = _projection(model_dir, factors_dir, cfg, out, key)
+    doc_ids = read_doc_ids(documents.path)
     plan = shards.plan(doc_ids, cfg.shard_size)
     manifest = IndexManifest(key, fitted.fingerprint, fitted.factors_sha256, projection.kind, cfg.k, cfg.seed,
                              cfg.dtype, projection.width, len(doc_ids))
@@ -137,17 +135,16 @@ def build_index(params: Params) -> Built:
     for stale in out.glob(SHARD_DIRS):
         if stale.name not in planned:
             shutil.rmtree(stale)
-    job = IndexJob(key, str(Path(params.model.dir).resolve()), str(factors.resolve()),
-                   str(Path(params.corpus.out_dir).resolve()), str(out.resolve()), cfg.dtype, cfg.batch_size,
-                   params.model.context, params.corpus.long_docs != "truncate",
-                   threads_per_worker(params.dask.threads_per_worker, params.dask.workers))
+    job = IndexJob(key, absolute(model_dir), absolute(factors), absolute(documents.path), absolute(out), cfg.dtype,
+                   cfg.batch_size, documents.context, documents.whole,
+                   threads_per_worker(cluster.threads_per_worker, cluster.workers))
     todo = [s for s in plan if not shards.is_complete(s.path(out), key, len(s.doc_ids))]
     print(f"index: {len(plan)} shards of up to {cfg.shard_size} documents, {projection.kind} projection k={cfg.k}: "
           f"{manifest.bytes_per_doc:,} bytes per document ({len(plan) - len(todo)} shards already complete)")
     if not todo:
         return Built(out, 0, 0.0, manifest.bytes_per_doc)
     start = time.perf_counter()
-    with dask_client(params.dask) as client:
+    with dask_client(cluster) as client:
         warm_up(client, prepare_worker, job)
         done = run_shards(client, index_shard, todo, job, "index")
     seconds = time.perf_counter() - start

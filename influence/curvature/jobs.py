@@ -26,9 +26,10 @@ from kronfluence.factor.eigen import load_eigendecomposition
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from influence import data, fisher
+from influence import data
 from influence.cluster import pin_gpu
-from influence.fisher import Factors
+from influence.curvature import fisher
+from influence.curvature.fisher import Factors
 from influence.shards import Shard
 from influence.task import CausalLMTask
 from pipeline.core.atomic import atomic_path

@@ -1,5 +1,6 @@
-"""A model with its fitted factors loaded into kronfluence's tracked modules, ready for the preconditioner:
-what exact scoring (``influence/scorer.py``) and the gradient index's queries (``influence/asker.py``) start from."""
+"""A model with its fitted factors loaded into kronfluence's tracked modules, ready for the preconditioner: what
+exact scoring (``influence/scoring/scorer.py``) and the gradient index's queries (``influence/index/asker.py``)
+start from."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from kronfluence.module.utils import (
     update_score_args,
 )
 
-from influence.curvature import FACTORS_NAME, Manifest, analyzer
+from influence.curvature.factors import FACTORS_NAME, Manifest, analyzer
 from influence.task import CausalLMTask
 
 

@@ -1,6 +1,6 @@
 """Benchmark the gradient index on a finished run (after `make demo`): fidelity to the exact scores, and speed.
 
-    python -m pipeline.bench_index [--params params.yaml] [--sizes 16 32 64] [--kinds random eigen]
+    python -m pipeline.bench.index [--params params.yaml] [--sizes 16 32 64] [--kinds random eigen]
 
 It first runs the `scores` stage as the run's params set it, into a temporary folder: that pass is both the
 exact reference and the baseline time. Then, for each projection kind and size k, it builds the index (the
@@ -28,11 +28,11 @@ import yaml
 from scipy.stats import spearmanr
 
 from influence import measurements
-from influence.asker import Asker
-from influence.index_build import build_index
-from influence.runner import score_corpus
+from influence.index.build import build_index
+from influence.scoring.runner import score_corpus
 from pipeline.core.config import load_params
 from pipeline.core.schemas import SHARD_FILES, WHOLE
+from pipeline.runs import asking, scoring, settings
 
 
 def exact_matrix(scores_dir: Path, query_ids: list[str], doc_ids: np.ndarray) -> np.ndarray:
@@ -69,9 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = measurements.read(params.queries.out, None)  # whole completions: the index's own rows
     query_ids = [qid for qid, _ in rows.keys]
 
-    exact_params = dataclasses.replace(params, scores=dataclasses.replace(params.scores, out_dir=str(tmp / "scores")))
+    exact = scoring.score_settings(params, params.scores.method, tmp / "scores")
     start = time.perf_counter()
-    score_corpus(exact_params)
+    score_corpus(settings.documents(params), settings.queries(params), exact, **scoring.score_inputs(params),
+                 cluster=settings.cluster(params))
     scores_s = time.perf_counter() - start
     print(f"exact scores pass (the scores stage as configured): {scores_s:.0f} s\n")
 
@@ -80,8 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         for k in args.sizes:
             cfg = dataclasses.replace(params.index, out_dir=str(tmp / f"index-{kind}-{k}"), projection=kind, k=k)
             run = dataclasses.replace(params, index=cfg)
-            built = build_index(run)
-            asker = Asker.from_params(run)
+            built = build_index(run.model.dir, run.influence.factors_dir, settings.documents(run),
+                                settings.index_settings(run), settings.cluster(run))
+            asker = asking.asker(run)
             exact = exact_matrix(tmp / "scores", query_ids, asker.index.doc_ids)
             start = time.perf_counter()
             got = asker.scores(rows)
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     if default_dir is None:
         return
     run = dataclasses.replace(params, index=dataclasses.replace(params.index, out_dir=default_dir))
-    asker = Asker.from_params(run)
+    asker = asking.asker(run)
     hundred = measurements.Measurements(rows.keys[:100], rows.nll[:100], rows.prompts[:100], rows.completions[:100],
                                         {}, {})
     start = time.perf_counter()

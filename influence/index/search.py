@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from influence.gradient_index import IndexManifest
+from influence.index.store import IndexManifest
 from pipeline.core.schemas import SHARD_FILES
 
 _OWNED: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # (shard file, run key) -> doc ids, stored rows

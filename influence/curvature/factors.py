@@ -30,7 +30,8 @@ from kronfluence.factor.eigen import load_eigendecomposition, save_lambda_matric
 from kronfluence.utils.dataset import DataLoaderKwargs
 from safetensors.torch import load_file
 
-from influence import data, fisher
+from influence import data
+from influence.curvature import fisher
 from influence.data import Encoded
 from influence.task import CausalLMTask, tracked_module_names
 from pipeline.core.errors import WherefromError

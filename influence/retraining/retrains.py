@@ -24,9 +24,10 @@ import torch
 
 from influence import shards
 from influence.cluster import pin_gpu, run_shards, threads_per_worker
+from influence.settings import Cluster, absolute
 from pipeline.core import training
 from pipeline.core.atomic import write_parquet
-from pipeline.core.config import ModelConfig, Params, PretrainConfig
+from pipeline.core.config import ModelConfig, PretrainConfig  # the training recipe: pipeline/core/training.py's
 from pipeline.core.corpus_reader import content_hash
 from pipeline.core.model import completion_nll, greedy_completions, load_model, set_threads
 from pipeline.core.schemas import RETRAIN
@@ -75,20 +76,20 @@ class RetrainJob:
         return shards.is_complete(self.path(retrain), self.key(retrain), self.n_queries())
 
 
-def job_for(params: Params, out_dir: Path, answer_tokens: int = 0) -> RetrainJob:
-    """The job of retraining ``params``' run, its retrains kept in ``out_dir``."""
-    h = hashlib.sha256(content_hash(params.corpus.out_dir).encode() + Path(params.queries.out).read_bytes())
-    for path in (*sorted(Path(params.model.dir).glob("tokenizer*")), Path(training.__file__)):
+def job_for(model_dir: str, corpus_dir: str, queries_path: str, model: ModelConfig, pretrain: PretrainConfig,
+            seed: int, out_dir: Path, *, query_batch_size: int, checkpoint_every: int, cluster: Cluster = Cluster(),
+            answer_tokens: int = 0) -> RetrainJob:
+    """The job of retraining the run that trained ``model_dir`` (its recipe: ``model``, ``pretrain`` and the
+    training ``seed``) on ``corpus_dir``, measured on ``queries_path``, its retrains kept in ``out_dir``."""
+    h = hashlib.sha256(content_hash(corpus_dir).encode() + Path(queries_path).read_bytes())
+    for path in (*sorted(Path(model_dir).glob("tokenizer*")), Path(training.__file__)):
         h.update(path.read_bytes())
-    h.update(json.dumps([dataclasses.asdict(params.model), dataclasses.asdict(params.pretrain),
-                         params.training_seed], sort_keys=True).encode())
+    h.update(json.dumps([dataclasses.asdict(model), dataclasses.asdict(pretrain), seed], sort_keys=True).encode())
     return RetrainJob(
-        run_key=h.hexdigest()[:16], model_dir=str(Path(params.model.dir).resolve()),
-        corpus_dir=str(Path(params.corpus.out_dir).resolve()), queries_path=str(Path(params.queries.out).resolve()),
-        out_dir=str(out_dir.resolve()), model=params.model,
-        pretrain=params.pretrain, seed=params.training_seed, query_batch_size=params.queries.batch_size,
-        checkpoint_every=params.runtime.checkpoint_every,
-        threads=threads_per_worker(params.dask.threads_per_worker, params.dask.workers), answer_tokens=answer_tokens)
+        run_key=h.hexdigest()[:16], model_dir=absolute(model_dir), corpus_dir=absolute(corpus_dir),
+        queries_path=absolute(queries_path), out_dir=absolute(out_dir), model=model, pretrain=pretrain, seed=seed,
+        query_batch_size=query_batch_size, checkpoint_every=checkpoint_every,
+        threads=threads_per_worker(cluster.threads_per_worker, cluster.workers), answer_tokens=answer_tokens)
 
 
 _CORPUS: dict[str, tuple] = {}

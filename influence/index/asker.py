@@ -1,7 +1,8 @@
 """Ask the gradient index: the model, its factors and the index loaded once, then each question is one
 backward pass, one preconditioning and one matrix product (``wherefrom ask``; in a notebook, ``Asker``).
 
-    asker = Asker.from_params(load_params("params.yaml"))
+    asker = Asker("models/lm", "results/factors", "results/index", "data/corpus", context=256)
+    # in the pipeline: pipeline.runs.asking.asker(load_params("params.yaml"))
     answer = asker.ask("What is the capital of Varnia?")     # the model's own greedy completion
     answer.top                                               # documents, best first, with text and labels
 """
@@ -16,12 +17,11 @@ import pyarrow.dataset as ds
 import torch
 
 from influence import data, measurements
-from influence.curvature import Manifest, model_fingerprint
-from influence.gradient_index import GradientIndex, project_query_gradients
-from influence.index_search import top_k
-from influence.prepared import prepare
-from influence.variants import GradientTap
-from pipeline.core.config import Params
+from influence.curvature.factors import Manifest, model_fingerprint
+from influence.curvature.prepared import prepare
+from influence.curvature.tap import GradientTap
+from influence.index.search import top_k
+from influence.index.store import GradientIndex, project_query_gradients
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import completion_nll, encode_query, greedy_completions, load_model
 
@@ -57,12 +57,6 @@ class Asker:
         self.tap = GradientTap(self.ready.modules)
         self.corpus_dir, self.context = str(corpus_dir), context
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-
-    @classmethod
-    def from_params(cls, params: Params, client=None) -> Asker:
-        return cls(params.model.dir, params.influence.factors_dir, params.index.out_dir, params.corpus.out_dir,
-                   params.model.context, params.queries.max_new_tokens, params.influence.damping,
-                   params.index.batch_size, client)
 
     def project(self, queries: data.Encoded) -> torch.Tensor:
         """Each query's preconditioned, projected gradient: ``[queries, width]``."""

@@ -16,7 +16,7 @@ import transformers
 
 from influence import data, measurements, methods, shards
 from influence.cluster import pin_gpu
-from influence.scorer import Scorer
+from influence.scoring.scorer import Scorer
 from pipeline.core.corpus_reader import read_texts
 from pipeline.core.model import load_model, set_threads
 

@@ -1,0 +1,5 @@
+-- The corpus's documents per source, most first.
+SELECT source, count(*) AS n
+FROM corpus
+GROUP BY source
+ORDER BY n DESC, source
