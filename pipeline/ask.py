@@ -5,7 +5,7 @@
     wherefrom ask --queries my_queries.jsonl --out my_scores.parquet  # a whole suite, in the scores schema
 
 Loading torch, the model and the index takes seconds; to ask many questions, keep them loaded
-(``influence.asker.Asker`` in a notebook).
+(``pipeline.runs.asking.asker(params)`` in a notebook).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """An EK-FAC (or K-FAC) fit on Dask: the covariance pass over shards, one eigendecomposition, the lambda pass.
 
-Each pass is one Dask task per shard of ``influence.shard_size`` documents (``factor_jobs.py``), on the
-cluster the `scores` stage uses (``dask.*``). Their sums are added here in shard order, so the factors
+Each pass is one Dask task per shard of ``FactorSettings.shard_size`` documents (``jobs.py``), on the
+cluster given (the pipeline's ``dask.*``, as the scores). Their sums are added here in shard order, so the factors
 do not depend on the number of workers beyond the rounding of each shard's own arithmetic. What a run
-has finished lies under ``FACTORS_DIR.partial/`` beside a key of everything that determines the
+has finished lies under ``OUT_DIR.partial/`` beside a key of everything that determines the
 factors (model, corpus, documents, settings, code): a rerun after a kill redoes only unfinished shards,
 and the eigendecomposition in between, once done, is kept too. Another key clears it. The factors
-then replace ``FACTORS_DIR`` in one rename and the partial sums are removed.
+then replace ``OUT_DIR`` in one rename and the partial sums are removed.
 """
 
 from __future__ import annotations
