@@ -18,7 +18,7 @@ def absolute(path: str | Path) -> str:
 
 @dataclass(frozen=True)
 class Documents:
-    """A document source: Parquet files (a folder of them, or one) with ``doc_id`` (int64) and ``text`` columns, read
+    """A document source: a folder of Parquet files with ``doc_id`` (int64) and ``text`` columns (and any others), read
     the way the model reads them."""
 
     path: str

@@ -432,7 +432,7 @@ def test_sql_before_a_run_names_the_stage_and_works_from_a_subdirectory(tmp_path
         (["CREATE TABLE t AS SELECT 1"], "read-only"),
         (["SELECT * FROM read_csv('/etc/passwd')"], "Permission Error"),
         (["SELECT 1; SELECT 2"], "expected one SQL statement, got 2"),
-        (["--name", "nope"], "nope.sql: no such named query (known: answer_in_topk, finding_spread, findings,"),
+        (["--name", "nope"], "nope.sql: no such named query (known: accuracy, answer_in_topk, classifier,"),
         (["--name", "top_documents"], "top_documents.sql: missing parameter 'query_id' (give --param query_id=VALUE)"),
         (["--name", "findings", "--param", "k=1"], "findings.sql: unknown parameter 'k'"),
         (["--name", "findings", "--param", "k"], "--param 'k': expected KEY=VALUE"),

@@ -2,6 +2,7 @@
 invalidated by what it depends on, and `wherefrom ask`'s one-line errors."""
 
 import dataclasses
+import importlib
 import json
 import os
 import re
@@ -304,6 +305,6 @@ def test_a_search_on_dask_workers_that_each_hold_some_shards_gives_the_same_top_
             here, there = asker.ask(question, answer, top=5), on_dask.ask(question, answer, top=5)
             assert [d["doc_id"] for d in there.top] == [d["doc_id"] for d in here.top]
             np.testing.assert_allclose([d["score"] for d in there.top], [d["score"] for d in here.top], rtol=1e-5)
-        held = client.run(lambda: len(__import__("influence.index_search").index_search._OWNED))
+        held = client.run(lambda: len(importlib.import_module("influence.index.search")._OWNED))
     # in-process workers share one module: each shard was read once, and kept for the next question
     assert set(held.values()) == {len(list(Path(params.index.out_dir).glob("shard=*")))}
