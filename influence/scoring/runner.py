@@ -95,8 +95,10 @@ def score_corpus(documents: Documents, queries: Queries, cfg: ScoreSettings, *, 
     rows = measurements.read(queries.path, queries.segments)
     paper = cfg.method == methods.PAPER
     method = methods.get(cfg.method, "scores.method")
-    if paper and not (Path(factors_dir) / MANIFEST).is_file():
-        raise WherefromError(f"{factors_dir}: no factors here; run the factors stage first")
+    if paper and not (factors_dir and (Path(factors_dir) / MANIFEST).is_file()):
+        raise WherefromError(f"{factors_dir or 'factors_dir'}: no factors here; run the factors stage first")
+    if method.from_index and not index_dir:
+        raise WherefromError(f"scores.method: {cfg.method!r} reads the gradient index, and no index_dir is given")
     if not paper and method.from_gradients:
         raise WherefromError(f"scores.method: {cfg.method!r} is derived from influence's pass, not scored alone")
     doc_ids = read_doc_ids(documents.path)
