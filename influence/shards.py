@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipeline.core.atomic import atomic_path
-from pipeline.core.schemas import SCORES, shard_file
+from pipeline.core.schemas import SCORES, SHARD_FILES, WHOLE, shard_file
 
 RUN_KEY = b"wherefrom.run_key"
 COVERAGE = b"wherefrom.coverage"  # {"windows": read, "tokens": whose prediction was attributed}
@@ -72,3 +73,17 @@ def coverage(paths: list[Path]) -> dict[str, int]:
         for key, value in json.loads((pq.read_metadata(path).metadata or {}).get(COVERAGE, b"{}")).items():
             total[key] = total.get(key, 0) + value
     return total
+
+
+def whole_scores(out_dir: str | Path, query_ids: list[str], doc_ids: list[int] | np.ndarray) -> np.ndarray:
+    """Each query's whole-completion scores in ``out_dir``'s shards (not a variant's folder beside them),
+    ``[queries, documents]`` in the given orders; NaN where a pair was not scored."""
+    files = [str(f) for f in sorted(Path(out_dir).glob(SHARD_FILES))]
+    table = ds.dataset(files, format="parquet").to_table(columns=["query_id", "doc_id", "score"],
+                                                         filter=ds.field("segment") == WHOLE)
+    q = {qid: i for i, qid in enumerate(query_ids)}
+    d = {int(doc): i for i, doc in enumerate(doc_ids)}
+    out = np.full((len(query_ids), len(d)), np.nan)
+    for qid, doc, score in zip(*(table.column(c).to_pylist() for c in ("query_id", "doc_id", "score"))):
+        out[q[qid], d[doc]] = score
+    return out

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 
+from influence import shards
 from influence.curvature import runner as factor_runner
 from influence.curvature.factors import Manifest
 from influence.index.asker import Answer, Asker
@@ -31,7 +31,6 @@ from influence.settings import Cluster, Documents, FactorSettings, IndexSettings
 from pipeline.core.atomic import write_parquet
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import completion_nll
-from pipeline.core.schemas import SHARD_FILES, WHOLE
 
 TEXTS = pa.schema([pa.field("doc_id", pa.int64(), nullable=False), pa.field("text", pa.string(), nullable=False)])
 QUERIES = pa.schema([pa.field(n, t, nullable=False) for n, t in (
@@ -76,13 +75,8 @@ class Workspace:
         settings = settings or ScoreSettings(str(self.folder / "scores"), batch_size=self.batch_size)
         score_corpus(self.documents, queries, settings, model_dir=str(self.model_dir), factors_dir=self.factors_dir,
                      index_dir=self.index_dir, cluster=self.cluster)
-        files = [str(f) for f in sorted(Path(settings.out_dir).glob(SHARD_FILES))]  # not a variant's folder
-        table = ds.dataset(files, format="parquet").to_table(columns=["query_id", "segment", "doc_id", "score"],
-                                                             filter=ds.field("segment") == WHOLE)
-        out = np.zeros((len(prompts), self.n_texts), np.float32)
-        rows = [int(q[1:]) for q in table.column("query_id").to_pylist()]
-        out[rows, table.column("doc_id").to_numpy()] = table.column("score").to_numpy()
-        return out
+        scores = shards.whole_scores(settings.out_dir, self._query_ids(len(prompts)), range(self.n_texts))
+        return scores.astype(np.float32)
 
     def build_index(self, settings: IndexSettings | None = None) -> Built:
         """Store every text's projected gradient (``settings``: the projection and its size), for ``ask``."""
@@ -98,13 +92,17 @@ class Workspace:
                                 self.documents.context, batch_size=self.batch_size)
         return self._asker.ask(prompt, completion, top)
 
+    @staticmethod
+    def _query_ids(n: int) -> list[str]:
+        return [f"q{i:06d}" for i in range(n)]
+
     def _queries(self, prompts: Sequence[str], completions: Sequence[str]) -> Queries:
         """The queries as the scorer reads them, with each completion's NLL under the model (the per-nat divisor)."""
         if len(prompts) != len(completions) or not prompts:
             raise WherefromError(f"score: {len(prompts)} prompts and {len(completions)} completions; give one "
                                  "completion per prompt, at least one")
         nll = completion_nll(self.model, self.tokenizer, list(prompts), list(completions), self.batch_size)
-        table = pa.table({"query_id": [f"q{i:06d}" for i in range(len(prompts))], "prompt": list(prompts),
+        table = pa.table({"query_id": self._query_ids(len(prompts)), "prompt": list(prompts),
                           "completion": list(completions), "completion_nll": nll}, schema=QUERIES)
         path = self.folder / "queries.parquet"
         write_parquet(table, path, QUERIES)

@@ -1,6 +1,6 @@
 """Fit the curvature (EK-FAC by default) in kronfluence's layout and keep it beside a manifest.
 
-Two fitters write the same files: ``wherefrom`` (``influence.fisher``'s faster covariance and lambda
+Two fitters write the same files: ``wherefrom`` (``fisher``'s faster covariance and lambda
 passes, kronfluence's eigendecomposition) for EK-FAC and K-FAC, and ``kronfluence``'s
 ``fit_all_factors``, used for every strategy. A test holds them to the same numbers.
 

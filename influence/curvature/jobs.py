@@ -1,6 +1,6 @@
 """The Dask tasks of the factors stage: one EK-FAC pass over one shard of documents, its sums kept on disk.
 
-A task runs ``influence.fisher``'s covariance or lambda pass over its shard and writes what it summed
+A task runs ``fisher``'s covariance or lambda pass over its shard and writes what it summed
 (the covariance pass: activation and output-gradient covariance sums with their token counts; the
 lambda pass: corrected-eigenvalue sums with their document count) to
 ``PARTIAL/PASS/shard=NNNNN.safetensors``, atomically, with the run key in the file's metadata. A shard

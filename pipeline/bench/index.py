@@ -23,29 +23,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as ds
 import yaml
 from scipy.stats import spearmanr
 
-from influence import measurements
+from influence import measurements, shards
 from influence.index.build import build_index
 from influence.scoring.runner import score_corpus
 from pipeline.core.config import load_params
-from pipeline.core.schemas import SHARD_FILES, WHOLE
 from pipeline.runs import asking, scoring, settings
 
 
 def exact_matrix(scores_dir: Path, query_ids: list[str], doc_ids: np.ndarray) -> np.ndarray:
     """The exact scores of every query's whole completion, ``[queries, documents]`` in the given orders."""
-    files = [str(f) for f in sorted(scores_dir.glob(SHARD_FILES))]  # not the variants' folders beside them
-    table = ds.dataset(files, format="parquet").to_table(columns=["query_id", "segment", "doc_id", "score"],
-                                                         filter=ds.field("segment") == WHOLE)
-    q = {qid: i for i, qid in enumerate(query_ids)}
-    d = {int(doc): i for i, doc in enumerate(doc_ids)}
-    out = np.full((len(query_ids), len(doc_ids)), np.nan)
-    cols = table.to_pydict()
-    for qid, doc, score in zip(cols["query_id"], cols["doc_id"], cols["score"]):
-        out[q[qid], d[doc]] = score
+    out = shards.whole_scores(scores_dir, query_ids, doc_ids)
     assert not np.isnan(out).any(), "the exact scores miss some (query, document) pairs"
     return out
 

@@ -31,14 +31,15 @@ def run(params: Params) -> Path:
         doc_ids = random.Random(f"factors-{params.seed}").sample(doc_ids, cfg.factor_docs)
     out = Path(cfg.factors_dir)
     start, steps = time.perf_counter(), {}
+    documents = settings.documents(params)
     if cfg.fitter == "wherefrom" and cfg.strategy in factors.NATIVE_STRATEGIES:
-        manifest, tokens = runner.fit(params.model.dir, settings.documents(params), settings.factor_settings(params),
-                                      doc_ids, settings.cluster(params), steps)
+        manifest, tokens = runner.fit(params.model.dir, documents, settings.factor_settings(params), doc_ids,
+                                      settings.cluster(params), steps)
         how = f"{params.dask.scheduler or f'{params.dask.workers} local'} Dask worker(s)"
     else:
         model, tokenizer = load_model(params.model.dir)
-        docs = data.documents(tokenizer, read_texts(params.corpus.out_dir, doc_ids), params.model.context,
-                              whole=params.corpus.long_docs != "truncate").by_length()
+        docs = data.documents(tokenizer, read_texts(documents.path, doc_ids), documents.context,
+                              whole=documents.whole).by_length()
         with atomic_dir(out) as tmp:
             manifest = factors.fit(model, tokenizer.pad_token_id, docs, cfg.strategy, cfg.tracked, cfg.batch_size,
                                    tmp, seed=params.seed, fitter=cfg.fitter, seconds=steps)
