@@ -85,3 +85,16 @@ class IndexSettings:
     dtype: str = "float16"  # how rows are stored (scored in float32)
     shard_size: int = 1000
     batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class ExactSettings:
+    """Exact attribution through the training run (``influence/exact``): one method's scores, its query rows in blocks,
+    one Dask task and one file each."""
+
+    out_dir: str
+    method: str  # a registered method of kind ``training`` (influence/methods: magic)
+    block: int = 8  # query rows whose adjoints share one replay of the run
+    every: int = 0  # the state is kept every N steps for the reverse pass; 0 = √steps
+    segments: bool = False  # each answer segment as a row of its own (a row costs one reverse pass)
+    shard_size: int = 1000  # documents per score shard

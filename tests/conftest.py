@@ -64,6 +64,7 @@ def raw_params(tmp: Path, **overrides) -> dict:
     raw["analysis"].update(out_dir=str(tmp / "results"), sql_dir=str(REPO / "reports/sql"),
                            metrics_dir=str(tmp / "metrics"))
     raw["baselines"]["out_dir"] = str(tmp / "results/baselines")
+    raw["exact"].update(out_dir=str(tmp / "results/exact"), metrics=str(tmp / "metrics/exact.json"))
     raw["counterfactual"].update(
         out=str(tmp / "results/counterfactual.parquet"),
         arms_dir=str(tmp / "results/counterfactual"),

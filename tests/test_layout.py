@@ -145,7 +145,7 @@ FLOORS = (
     ("pipeline/core", "pipeline/__init__.py"),
     ("influence", "pipeline/world"),
     ("influence/methods", "influence/curvature", "influence/retraining"),
-    ("influence/index",),
+    ("influence/index", "influence/exact"),
     ("influence/scoring",),
     ("influence/workspace.py",),  # the engine on its own, over every wing
     ("queries", "pipeline/runs"),

@@ -201,6 +201,22 @@ class BaselinesConfig:
 
 
 @dataclass(config=_STRICT)
+class ExactConfig:
+    """Exact attribution through the training run (influence/exact: MAGIC), analysed beside the other methods. Each
+    query row costs a reverse pass through every training step, so only make validate's small run computes it."""
+
+    methods: tuple[StrictStr, ...] | None = Field(
+        None, description="training methods of influence/methods (magic) this run computes; null = none")
+    out_dir: StrictStr = Field("results/exact", description="one scores directory per method")
+    block: StrictInt = Field(8, gt=0, description="query rows whose adjoints share one replay of the run (a Dask task)")
+    every: StrictInt = Field(0, ge=0, description="the state is kept every N steps for the reverse pass; "
+                             "0 = sqrt(steps)")
+    segments: StrictBool = Field(False, description="each answer segment as a row of its own (each row costs a reverse "
+                                 "pass); false: the whole completion only")
+    metrics: StrictStr = Field("metrics/exact.json", description="each method's rows, blocks and seconds")
+
+
+@dataclass(config=_STRICT)
 class AnalysisConfig:
     """The analyze stage: the paper's statistics, the classifier and the baselines beside influence."""
 
@@ -323,6 +339,7 @@ class Params:
     scores: ScoresConfig = ScoresConfig()
     index: IndexConfig = IndexConfig()
     baselines: BaselinesConfig = BaselinesConfig()
+    exact: ExactConfig = ExactConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     report: ReportConfig = ReportConfig()
     counterfactual: CounterfactualConfig = CounterfactualConfig()
@@ -343,7 +360,8 @@ READ_BY_DVC = {
     "corpus": ("out_dir",), "model": ("dir",), "pretrain": ("metrics", "loss_curve"),
     "queries": ("out", "segments", "metrics"), "influence": ("factors_dir",), "scores": ("out_dir", "metrics"),
     "index": ("out_dir", "metrics"),
-    "baselines": ("out_dir",), "analysis": ("out_dir", "sql_dir", "metrics_dir"), "report": ("notebook", "out_dir"),
+    "baselines": ("out_dir",), "exact": ("out_dir", "metrics"),
+    "analysis": ("out_dir", "sql_dir", "metrics_dir"), "report": ("notebook", "out_dir"),
     "counterfactual": ("out", "arms_dir", "metrics"), "validation": ("out_dir", "metrics_dir"),
     "study": ("seeds", "runs_dir", "out_dir", "metrics"),
 }

@@ -46,6 +46,7 @@ def relocated(params: Params, run: Path, analysis: Path) -> Params:
         influence=replace(params.influence, factors_dir=str(run / "factors")),
         scores=replace(params.scores, out_dir=str(run / "scores"), metrics=str(run / "metrics/scores.json")),
         baselines=replace(params.baselines, out_dir=str(run / "baselines")),
+        exact=replace(params.exact, out_dir=str(run / "exact"), metrics=str(run / "metrics/exact.json")),
         index=replace(params.index, out_dir=str(run / "index"), metrics=str(run / "metrics/index.json"),
                       score_queries=False),
         analysis=replace(params.analysis, out_dir=str(analysis), metrics_dir=str(analysis / "metrics")),

@@ -57,10 +57,13 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           ("seed", "corpus", "model", "influence", "index"), writes="index"),
     Stage("baselines", "the corpus methods' scores in the same schema -> results/baselines/METHOD/",
           ("seed", "scores", "baselines"), writes="corpus"),
+    Stage("exact", "each training method's exact scores by replaying the run (exact.methods: none in the demo) "
+          "-> results/exact/METHOD/", ("seed", "corpus", "model", "pretrain", "queries", "scores", "exact"),
+          writes="training"),
     Stage("analyze", "the paper's statistics, the classifier and the findings -> results/*.parquet, metrics.json",
-          ("baselines", "index", "analysis"), torch=False, views=tuple(RESULTS)),
+          ("baselines", "index", "exact", "analysis"), torch=False, views=tuple(RESULTS)),
     Stage("report", "execute the report notebook and render it -> reports/out/procedural_vs_factual.html",
-          ("baselines", "index", "analysis", "report", "counterfactual"), torch=False),
+          ("baselines", "index", "exact", "analysis", "report", "counterfactual"), torch=False),
     Stage("counterfactual", "retrain without each method's top documents, measure the queries (make validate) "
           "-> results/counterfactual.parquet",
           ("seed", "corpus", "model", "pretrain", "queries", "analysis", "counterfactual", "validation", "study"),
@@ -68,7 +71,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     # make validate's retraining tests: a run of their own (validation.profile's overrides on every section)
     Stage("lds", "LDS and leave-k-out of every method, on retrains of a small run of their own (make validate) "
           "-> results/validation/lds.parquet",
-          ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines", "index",
+          ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines", "index", "exact",
            "validation"), make=_VALIDATE, views=("validation",)),
     Stage("tail_patch", "one more training step on each method's top documents: the completion's rise "
           "(make validate) -> results/validation/tail_patch.parquet",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from influence.methods import PAPER, corpus_methods, get, gradient_methods, index_methods
+from influence.methods import PAPER, corpus_methods, get, gradient_methods, index_methods, training_methods
 from pipeline.core.config import Params
 from pipeline.core.errors import WherefromError
 from pipeline.core.stages import STAGES
@@ -36,9 +36,19 @@ def from_index(params: Params) -> list[str]:
     return index_methods() if params.index.score_queries else []
 
 
+def from_training(params: Params) -> list[str]:
+    """The training methods this run computes (``exact.methods``; null = none: each replays the run)."""
+    names = list(params.exact.methods or ())
+    for name in names:
+        if get(name, "exact.methods").from_training is None:
+            raise WherefromError(f"exact.methods: {name!r} is not derived from the training run "
+                                 f"(those are: {', '.join(training_methods())})")
+    return names
+
+
 def selected(params: Params) -> list[str]:
     """Every method of this run, the paper's first."""
-    return [PAPER, *variants(params), *baselines(params), *from_index(params)]
+    return [PAPER, *variants(params), *baselines(params), *from_index(params), *from_training(params)]
 
 
 def stage(name: str) -> str:
@@ -50,9 +60,10 @@ def stage(name: str) -> str:
 def scores_dir(params: Params, name: str) -> Path:
     """Where method ``name``'s score shards lie: the paper's in ``scores.out_dir``, each variant in a folder of
     its own there (written by the same pass), each corpus method under ``baselines.out_dir``, each index method
-    under ``index.out_dir``/scores."""
+    under ``index.out_dir``/scores, each training method under ``exact.out_dir``."""
     if name == PAPER:
         return Path(params.scores.out_dir)
     return {"gradients": Path(params.scores.out_dir), "corpus": Path(params.baselines.out_dir),
-            "index": Path(params.index.out_dir) / "scores"}[get(name, "method").kind] / name
+            "index": Path(params.index.out_dir) / "scores", "training": Path(params.exact.out_dir)}[
+        get(name, "method").kind] / name
 

@@ -51,7 +51,7 @@ from pipeline.core.steps import run_steps
 from pipeline.runs import methods, retraining, settings
 from pipeline.stages import run_stage
 
-STEPS = ("corpus", "pretrain", "probe", "factors", "scores", "baselines")
+STEPS = ("corpus", "pretrain", "probe", "factors", "scores", "baselines", "exact")
 CODE = ("pipeline/core", "pipeline/world", "pipeline/runs", "influence", "queries",
         *(f"pipeline/stages/{s}.py" for s in STEPS))
 
