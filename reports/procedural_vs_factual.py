@@ -740,7 +740,7 @@ else:
 # %%
 # Section 14 exists when make validate's retraining tests have run (stages lds and tail_patch).
 TESTS = {"lds": "LDS", "leave_k_out": "leave-k-out ΔNLL", "tail_patch_adamw": "tail-patch, AdamW",
-         "tail_patch_sgd": "tail-patch, SGD"}
+         "tail_patch_sgd": "tail-patch, SGD", "agreement": f"agreement with {registry.EXACT}"}
 tested = db.query(con, "SELECT * FROM validation") if "validation" in db.view_sources(params) else None
 if tested is None:
     note("*A section 14, which attribution predicts retraining (LDS, leave-k-out and tail-patch of every method), "
@@ -753,7 +753,10 @@ else:
         "of the corpus; per query, the Spearman r between a method's scores summed over the subset kept and the "
         "completion's log-probability after retraining. **Leave-k-out**: one retrain per method without k "
         "documents per query group (its top-ranked, round-robin); the completion's NLL after minus before "
-        "(positive: the removal hurt it). LDS and leave-k-out run on the `lds` profile's own small run "
+        "(positive: the removal hurt it); k per query group reaches about k / (the group's queries) documents of "
+        "each query's own. **Agreement**, where the run computes exact attribution (MAGIC, the training run "
+        "differentiated): per query, each method's Spearman r with it and its share of the exact top 10. "
+        "LDS, leave-k-out and agreement run on the `lds` profile's own small run "
         f"(`{params.validation.out_dir}/lds_run/`), since each test retrains tens of times. **Tail-patch** "
         "(Chang et al. 2024): from the demo's final weights, one more training step on each of a method's top "
         "documents alone, the completion's rise in log-probability: AdamW as pretraining's next step, and SGD "
@@ -821,12 +824,13 @@ else:
         lines.append("The last table gives what each leave-k-out arm removed: a method that picks long documents "
                      "removes more of the training signal for the same k.")
     note(" ".join(lines))
-    held = retraining.verdicts(tested, params.seed)
+    held = retraining.verdicts(tested)
     if held:
         draws = max(v["draws"] for v in held)
         note("Each expectation the README declared before the first run, checked in every training draw of its test "
              f"({draws} at most here" + ("; one draw decides nothing: `validation.seeds` repeats the tests under each "
-                                         "training seed" if draws == 1 else "") + "):")
+                                         "training seed" if draws == 1 else "") + "). A comparison holds in a draw "
+             "when a one-sided Wilcoxon signed-rank test over the draw's queries, paired by query, gives p < 0.05:")
         display(HTML(pd.DataFrame([{"test": TESTS.get(v["test"], v["test"]), "setting": v["setting"],
                                     "declared": v["statement"], "held in": f"{v['held']} of {v['draws']} draws"}
                                    for v in held]).to_html(index=False)))

@@ -4,7 +4,8 @@ per-document effects. The true effects score about 1, random scores about 0, and
 import numpy as np
 import pytest
 
-from pipeline.analysis import lds
+from pipeline.analysis import agreement, lds
+from pipeline.stages.lds import lds_settings
 
 N_DOCS, N_QUERIES, M = 400, 12, 60
 
@@ -47,3 +48,21 @@ def test_a_query_with_a_constant_output_has_no_lds_and_leaves_the_mean():
     assert values[0] == pytest.approx(0.5) and np.isnan(values[1])
     assert lds.mean_interval(values, seed=0) == pytest.approx((0.5, 0.5, 0.5))
     assert all(np.isnan(lds.mean_interval(np.array([np.nan]), seed=0)))
+
+
+def test_agreement_with_exact_scores_is_one_for_itself_and_falls_with_noise():
+    rng = np.random.default_rng(0)
+    exact = rng.standard_normal((5, 200))
+    assert agreement.spearman(exact, exact) == pytest.approx(np.ones(5))
+    assert agreement.top_overlap(exact, exact, 10) == pytest.approx(np.ones(5))
+    assert agreement.top_overlap(-exact, exact, 10) == pytest.approx(np.zeros(5))
+    noisy = exact + 2 * rng.standard_normal(exact.shape)
+    assert 0.2 < agreement.spearman(noisy, exact).mean() < 0.7
+    assert agreement.spearman(rng.standard_normal(exact.shape), exact).mean() == pytest.approx(0, abs=0.1)
+    assert np.isnan(agreement.spearman(np.ones((1, 200)), exact[:1])[0])
+
+
+def test_each_share_kept_is_a_setting_of_its_own_and_halves_keep_their_retrains_names():
+    settings = lds_settings(300, 4, (0.5, 0.99), seed=1)
+    assert [(s, p) for s, p, _ in settings] == [("M=4, fraction=0.5", "lds-"), ("M=4, fraction=0.99", "lds-0.99-")]
+    assert (settings[0][2].sum(axis=1) == 150).all() and (settings[1][2].sum(axis=1) == 297).all()  # 1% is 3 of 300

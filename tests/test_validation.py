@@ -44,6 +44,7 @@ def _edit(params: dict) -> None:
     params["baselines"]["methods"] = ["bm25"]  # two methods: more test nothing the retrains do not
     params["scores"]["variants"] = []
     params["runtime"]["checkpoint_every"] = 25
+    params["validation"]["fractions"] = [0.5]  # the second share kept is the seeds' test's
 
 
 @pytest.mark.slow
@@ -76,10 +77,11 @@ def test_lds_retrains_resume_after_kill_9_and_a_registered_method_joins_an_unint
     rows = resumed.to_pylist()
     queries = pq.read_table(root / "results/validation/lds_run/queries.parquet").to_pylist()
     scored = [q["query_id"] for q in queries if not q["task"].endswith("control")]
-    for test, setting in (("lds", f"M={SUBSETS}, fraction=0.5"), ("leave_k_out", "k=2")):
+    assert {(r["test"], r["setting"]) for r in rows} == {("lds", f"M={SUBSETS}, fraction=0.5"), ("leave_k_out", "k=2")}
+    for test, setting in {(r["test"], r["setting"]) for r in rows}:
         for method in ("influence", "bm25"):
-            got = [r for r in rows if r["test"] == test and r["method"] == method]
-            assert [r["query_id"] for r in got] == scored and {r["setting"] for r in got} == {setting}
+            got = [r for r in rows if r["test"] == test and r["setting"] == setting and r["method"] == method]
+            assert [r["query_id"] for r in got] == scored
     arm = [r for r in rows if r["test"] == "leave_k_out"]
     groups = {q["task"] for q in queries if not q["task"].endswith("control")}
     assert {r["docs_removed"] for r in arm} <= set(range(2, 2 * len(groups) + 1))  # k per group, overlaps once
@@ -110,11 +112,15 @@ def test_leave_k_takes_k_documents_per_group_by_each_querys_ranking():
     assert leave_k_sets(scores, doc_ids, ["f1", "f2", "s1"], tasks, 3, "x") == (10, 11, 12, 13, 14, 15)
 
 
-def _draw(seed: int, means: dict[str, float]) -> list[dict]:
-    """One draw's LDS rows: each method's value on four queries, spread about ``means`` by ±0.1."""
-    queries, tasks = [f"factual-{i}" for i in range(4)], {f"factual-{i}": "factual" for i in range(4)}
-    return [r for m, mean in means.items()
-            for r in validation.rows(m, "lds", "M=2", queries, tasks, mean + np.array([-0.1, 0, 0, 0.1]), seed)]
+SPREAD = np.array([-0.1, -0.05, 0, 0, 0, 0, 0.05, 0.1])
+
+
+def _draw(seed: int, means: dict[str, float], spread: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """One draw's LDS rows: each method's value on eight queries, spread about ``means`` (by ``SPREAD``, or the
+    method's own ``spread``)."""
+    queries, tasks = [f"factual-{i}" for i in range(8)], {f"factual-{i}": "factual" for i in range(8)}
+    return [r for m, mean in means.items() for r in validation.rows(
+        m, "lds", "M=2, fraction=0.5", queries, tasks, mean + (spread or {}).get(m, SPREAD), seed)]
 
 
 def test_each_declared_expectation_is_reported_as_held_in_k_of_n_draws(tmp_path):
@@ -124,13 +130,24 @@ def test_each_declared_expectation_is_reported_as_held_in_k_of_n_draws(tmp_path)
         _draw(0, {"influence": 0.3, "identity": 0.1, "bm25": 0.2, "random": 0.0})
         + _draw(1, {"influence": 0.1, "identity": 0.2, "bm25": 0.3, "random": 0.5})
         + _draw(2, {"influence": 0.4, "identity": 0.2, "random": 0.6}), schema=schemas.VALIDATION)
-    held = {v["statement"]: (v["held"], v["draws"]) for v in validation.verdicts(table, 0)}
+    held = {v["statement"]: (v["held"], v["draws"]) for v in validation.verdicts(table)}
     assert held == {"influence above identity": (2, 3), "bm25 below influence": (1, 2),
                     "random's interval covers 0": (1, 3)}
     validation.write(table.to_pylist(), str(tmp_path), str(tmp_path), "lds", 0)
     metrics = json.loads((tmp_path / "validation_lds.json").read_text())
-    assert metrics["declared"]["lds"]["M=2"]["influence above identity"] == {"held": 2, "draws": 3}
-    assert metrics["lds"]["M=2"]["influence"]["queries"] == 12  # each draw's queries count once
+    assert metrics["declared"]["lds"]["M=2, fraction=0.5"]["influence above identity"] == {"held": 2, "draws": 3}
+    assert metrics["lds"]["M=2, fraction=0.5"]["influence"]["queries"] == 24  # each draw's queries count once
+
+
+def test_a_higher_mean_is_not_held_unless_the_paired_test_says_so():
+    """Influence's mean above identity's by 0.02, below it on 6 of 8 queries: not held. A gap of 0.01 on every
+    query (a constant difference): held."""
+    noisy = {"influence": np.array([0.5, 0.5, -0.1, -0.1, -0.1, -0.1, -0.1, -0.1]), "identity": np.zeros(8)}
+    table = pa.Table.from_pylist(_draw(0, {"influence": 0.0, "identity": 0.03}, noisy)
+                                 + _draw(1, {"influence": 0.31, "identity": 0.3}), schema=schemas.VALIDATION)
+    assert np.mean(noisy["influence"]) > 0.03  # influence's mean is the higher in both draws
+    held = {v["statement"]: (v["held"], v["draws"]) for v in validation.verdicts(table)}
+    assert held["influence above identity"] == (1, 2)
 
 
 def test_training_draws_of_the_tests_need_a_run_of_their_own_to_retrain(tmp_path):
@@ -157,6 +174,7 @@ def test_the_tests_repeat_under_each_training_seed_on_one_world(tmp_path, monkey
     raw = yaml.safe_load((root / "params.yaml").read_text())
     monkeypatch.chdir(root)
     raw["validation"]["seeds"] = [0, 1]
+    raw["validation"]["fractions"] = [0.5, 0.99]  # random halves, and 1% dropped: a setting each
     Path("params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params("params.yaml")
     lds.run(params)
@@ -166,15 +184,16 @@ def test_the_tests_repeat_under_each_training_seed_on_one_world(tmp_path, monkey
     weights = [load_file(run / f"seed={s}/model/model.safetensors") for s in (0, 1)]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # two training draws
     assert [len(list(Path(f"results/validation/retrains/seed={s}").glob("*.parquet"))) for s in (0, 1)] \
-        == [SUBSETS + 2 * len(KS)] * 2
+        == [2 * SUBSETS + 2 * len(KS)] * 2
     table = pq.read_table("results/validation/lds.parquet")
     assert table.schema == schemas.VALIDATION
     for s in (0, 1):
         drawn = table.filter(pc.equal(table["seed"], s))
         queries = pq.read_table(run / f"seed={s}/queries.parquet").to_pylist()
         scored = [q["query_id"] for q in queries if not q["task"].endswith("control")]
-        assert [r["query_id"] for r in drawn.to_pylist() if r["method"] == "influence" and r["test"] == "lds"] \
-            == scored
+        for fraction in (0.5, 0.99):
+            assert [r["query_id"] for r in drawn.to_pylist() if r["method"] == "influence" and r["test"] == "lds"
+                    and r["setting"] == f"M={SUBSETS}, fraction={fraction}"] == scored
     declared = json.loads(Path("metrics/validation_lds.json").read_text())["declared"]
     assert declared["lds"][f"M={SUBSETS}, fraction=0.5"]["bm25 below influence"]["draws"] == 2
 
@@ -194,5 +213,5 @@ def test_a_validation_file_from_before_training_draws_reads_with_a_null_seed(tmp
     pq.write_table(old, Path(params.validation.out_dir) / "tail_patch.parquet")
     table = db.query(db.connect(params), "SELECT * FROM validation")
     assert table["seed"].null_count == table.num_rows == old.num_rows
-    assert {v["statement"]: (v["held"], v["draws"]) for v in validation.verdicts(table, 0)} == {
+    assert {v["statement"]: (v["held"], v["draws"]) for v in validation.verdicts(table)} == {
         "influence above identity": (1, 1)}

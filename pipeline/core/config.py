@@ -279,7 +279,9 @@ class ValidationConfig:
                                       "give the run the retraining tests use (its own world, model and scores, in "
                                       "out_dir/lds_run/); empty = this run's own model and scores (for a GPU)")
     subsets: StrictInt = Field(50, ge=2, description="LDS: M retrains, each on a random subset of the corpus")
-    fraction: StrictFloat = Field(0.5, gt=0, lt=1, description="LDS: the share of documents each subset keeps")
+    fractions: tuple[Annotated[float, Field(strict=True, gt=0, lt=1)], ...] = Field(
+        (0.5, 0.99), min_length=1, description="LDS: the share of documents each subset keeps, one setting each "
+        "(validation.subsets retrains apiece): random halves (TRAK, kronfluence) and 1% dropped (bergson, MAGIC)")
     leave_k: tuple[Annotated[StrictInt, Field(gt=0)], ...] = Field(
         (10, 50, 200), description="leave-k-out: one retrain per method and k, without k documents per query group "
                                    "(the counterfactual stage's rule)")

@@ -4,13 +4,16 @@
 
 Two tests of every registered method, on retrains of a training run (``influence/retraining/retrains.py``):
 
-- **LDS** (Park et al. 2023): ``validation.subsets`` retrains, each keeping a random ``validation.fraction``
-  of the documents; per query, the Spearman r across retrains between the sum of the method's scores over
-  the kept documents and the completion's log-probability on the retrained model
-  (``pipeline/analysis/lds.py``);
+- **LDS** (Park et al. 2023): per share in ``validation.fractions``, ``validation.subsets`` retrains, each
+  keeping a random such share of the documents (half; and 99%, the literature's 1% drops); per query, the
+  Spearman r across retrains between the sum of the method's scores over the kept documents and the
+  completion's log-probability on the retrained model (``pipeline/analysis/lds.py``);
 - **leave-k-out**: per method and k in ``validation.leave_k``, one retrain without k documents per query
   group, chosen by that method's ranking with the counterfactual stage's rule; per query, the completion's
-  NLL after minus before, beside the documents and tokens removed.
+  NLL after minus before, beside the documents and tokens removed. k per group reaches about k / (the group's
+  queries) documents of each query's own;
+- **agreement** with exact attribution, when the run computes it (``exact.methods``: magic): per query, each
+  method's Spearman r with its scores and its share of their top 10 (``pipeline/analysis/agreement.py``).
 
 A retrain of the demo's model takes 12 minutes on 2 cores, so the tests run on a run of their own:
 ``validation.profile`` (``lds``) applied to these params, with every output in ``out_dir/lds_run/``,
@@ -36,8 +39,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from influence.cluster import dask_client
+from influence.methods import EXACT
 from influence.retraining.retrains import Retrain, measure, run_all
-from pipeline.analysis import lds, validation
+from pipeline.analysis import agreement, lds, validation
 from pipeline.analysis.counterfactual import GROUPS, removal_set
 from pipeline.analysis.score_matrix import in_memory
 from pipeline.analysis.validation import rows
@@ -147,8 +151,9 @@ def _tests(own: Params, client, retrains_dir: Path, label: str) -> tuple[list[di
     doc_ids, scores = in_memory({m: methods.scores_dir(own, m) for m in methods.selected(own)}, query_ids)
     job = retraining.retrain_job(own, retrains_dir)
 
-    subsets = lds.random_subsets(len(doc_ids), cfg.subsets, cfg.fraction, own.seed)
-    retrains = [Retrain(i, f"lds-{i:05d}", tuple(doc_ids[~keep].tolist())) for i, keep in enumerate(subsets)]
+    settings = lds_settings(len(doc_ids), cfg.subsets, cfg.fractions, own.seed)
+    retrains = [Retrain(which * cfg.subsets + i, f"{prefix}{i:05d}", tuple(doc_ids[~keep].tolist()))
+                for which, (_, prefix, subsets) in enumerate(settings) for i, keep in enumerate(subsets)]
     arms = {(name, k): Retrain(len(retrains) + i, f"leave-{k}-{name}",
                                leave_k_sets(scores[name], doc_ids, query_ids, tasks, k, f"leave-{k}-out, {name}"))
             for i, (name, k) in enumerate((n, k) for k in cfg.leave_k for n in scores)}
@@ -158,14 +163,28 @@ def _tests(own: Params, client, retrains_dir: Path, label: str) -> tuple[list[di
 
     model, tokenizer = load_model(own.model.dir)
     before = np.asarray(measure(model, tokenizer, pq.read_table(own.queries.out).to_pylist(), own.queries.batch_size))
-    log_p = -np.stack([by_retrain[r.name]["nll"].to_numpy() for r in retrains])  # [subsets, queries]
-    found = []
-    setting, seed = f"M={cfg.subsets}, fraction={cfg.fraction}", own.training_seed
-    for name, matrix in scores.items():
-        found += rows(name, "lds", setting, query_ids, tasks, lds.per_query(lds.predicted(matrix, subsets), log_p),
-                      seed)
+    found, seed = [], own.training_seed
+    for setting, prefix, subsets in settings:
+        log_p = -np.stack([by_retrain[f"{prefix}{i:05d}"]["nll"].to_numpy() for i in range(len(subsets))])
+        for name, matrix in scores.items():  # log_p: [subsets, queries]
+            found += rows(name, "lds", setting, query_ids, tasks,
+                          lds.per_query(lds.predicted(matrix, subsets), log_p), seed)
     for (name, k), arm in arms.items():
         table = by_retrain[arm.name]
         found += rows(name, "leave_k_out", f"k={k}", query_ids, tasks, table["nll"].to_numpy() - before, seed,
                       len(arm.removed), int(table["tokens_removed"][0].as_py()))
+    if EXACT in scores:
+        for name, matrix in scores.items():
+            if name != EXACT:
+                found += rows(name, "agreement", "spearman", query_ids, tasks,
+                              agreement.spearman(matrix, scores[EXACT]), seed)
+                found += rows(name, "agreement", "top-10 overlap", query_ids, tasks,
+                              agreement.top_overlap(matrix, scores[EXACT], 10), seed)
     return found, len(retrains) + len(arms)
+
+
+def lds_settings(n_docs: int, n_subsets: int, fractions: tuple[float, ...], seed: int) -> list[tuple]:
+    """Per share kept, ``(setting, retrain name prefix, [subsets, docs] masks)``. Random halves keep the prefix they
+    had before there were several settings, so that their finished retrains are not redone."""
+    return [(f"M={n_subsets}, fraction={f}", "lds-" if f == 0.5 else f"lds-{f}-",
+             lds.random_subsets(n_docs, n_subsets, f, seed)) for f in fractions]
