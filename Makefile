@@ -70,10 +70,12 @@ test: $(STAMP)
 	$(BIN)/ruff check .  # the lint rules and 120 columns: pyproject.toml's [tool.ruff]
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
-## make bench: docs/s of plain forward+backward, kronfluence and wherefrom, side by side (not a test); after
-## make demo, also the gradient index against exact scoring (fidelity, build time, a question's time)
+## make bench: docs/s of plain forward+backward, kronfluence and wherefrom, side by side (not a test); MAGIC's cost
+## against a training step; after make demo, also the gradient index against exact scoring (fidelity, build time,
+## a question's time)
 bench: $(STAMP)
 	$(BIN)/python -m pipeline.bench
+	$(BIN)/python -m pipeline.bench.magic
 	@if [ -f results/factors/manifest.json ] && [ -f data/queries.parquet ]; then $(BIN)/python -m pipeline.bench.index; \
 	else echo "The gradient index's lines need a finished run: make demo, then make bench again"; fi
 

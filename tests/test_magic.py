@@ -186,3 +186,11 @@ def test_magic_scores_every_row_and_the_segments_add_up_to_the_completion(tiny_r
     again, _ = magic(build_model(model_cfg, tokenizer, 0), tokenizer, texts, Recipe.of(cfg, model_cfg.context, 0),
                      whole, progress=False)
     np.testing.assert_allclose(again[0], scores[0], rtol=1e-4, atol=1e-6 * np.abs(scores[0]).max())  # float32
+
+
+def test_the_cost_bench_runs_on_the_test_profile(capsys):
+    from pipeline.bench import magic as bench
+
+    bench.main(["--profile", "test", "--steps", "1", "--blocks", "1", "2", "--queries", "3"])
+    out = capsys.readouterr().out
+    assert "transposed step, K =  2, per query" in out and "projected: 3 queries x 500 steps" in out

@@ -44,7 +44,7 @@ def _edit(params: dict) -> None:
     params["baselines"]["methods"] = ["bm25"]  # two methods: more test nothing the retrains do not
     params["scores"]["variants"] = []
     params["runtime"]["checkpoint_every"] = 25
-    params["validation"]["fractions"] = [0.5]  # the second share kept is the seeds' test's
+    params["validation"]["fractions"] = [0.5]  # random halves here; 1% dropped in the seeds' test
 
 
 @pytest.mark.slow
@@ -174,7 +174,7 @@ def test_the_tests_repeat_under_each_training_seed_on_one_world(tmp_path, monkey
     raw = yaml.safe_load((root / "params.yaml").read_text())
     monkeypatch.chdir(root)
     raw["validation"]["seeds"] = [0, 1]
-    raw["validation"]["fractions"] = [0.5, 0.99]  # random halves, and 1% dropped: a setting each
+    raw["validation"]["fractions"] = [0.99]  # 1% dropped (the other test's are random halves)
     Path("params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params("params.yaml")
     lds.run(params)
@@ -184,18 +184,17 @@ def test_the_tests_repeat_under_each_training_seed_on_one_world(tmp_path, monkey
     weights = [load_file(run / f"seed={s}/model/model.safetensors") for s in (0, 1)]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # two training draws
     assert [len(list(Path(f"results/validation/retrains/seed={s}").glob("*.parquet"))) for s in (0, 1)] \
-        == [2 * SUBSETS + 2 * len(KS)] * 2
+        == [SUBSETS + 2 * len(KS)] * 2
     table = pq.read_table("results/validation/lds.parquet")
     assert table.schema == schemas.VALIDATION
     for s in (0, 1):
         drawn = table.filter(pc.equal(table["seed"], s))
         queries = pq.read_table(run / f"seed={s}/queries.parquet").to_pylist()
         scored = [q["query_id"] for q in queries if not q["task"].endswith("control")]
-        for fraction in (0.5, 0.99):
-            assert [r["query_id"] for r in drawn.to_pylist() if r["method"] == "influence" and r["test"] == "lds"
-                    and r["setting"] == f"M={SUBSETS}, fraction={fraction}"] == scored
+        assert [r["query_id"] for r in drawn.to_pylist() if r["method"] == "influence" and r["test"] == "lds"
+                and r["setting"] == f"M={SUBSETS}, fraction=0.99"] == scored
     declared = json.loads(Path("metrics/validation_lds.json").read_text())["declared"]
-    assert declared["lds"][f"M={SUBSETS}, fraction=0.5"]["bm25 below influence"]["draws"] == 2
+    assert declared["lds"][f"M={SUBSETS}, fraction=0.99"]["bm25 below influence"]["draws"] == 2
 
 
 @pytest.mark.parametrize("stage", ["counterfactual", "tail_patch"])

@@ -1,9 +1,10 @@
 """Benchmarks (not tests), one module each: documents/s of plain forward+backward, kronfluence, wherefrom's scorer
 and its `scores` stage (``scoring``), scale-out on Dask (``scale_out``), a factors worker's memory at the GPU shape
-(``factor_memory``), and the gradient index on a finished run (``index``).
+(``factor_memory``), the gradient index on a finished run (``index``), and exact attribution's cost (``magic``).
 
     python -m pipeline.bench [--docs 512] [--queries 16]      (or: make bench)
     python -m pipeline.bench.index                            (after make demo; make bench runs it too)
+    python -m pipeline.bench.magic                            (make bench runs it too)
 
 It also fits EK-FAC twice, with kronfluence's passes and with wherefrom's, and times each step.
 
