@@ -94,7 +94,7 @@ class ExactSettings:
 
     out_dir: str
     method: str  # a registered method of kind ``training`` (influence/methods: magic)
-    block: int = 8  # query rows whose adjoints share one replay of the run
+    block: int = 16  # query rows whose adjoints share one replay of the run
     every: int = 0  # the state is kept every N steps for the reverse pass; 0 = √steps
     segments: bool = False  # each answer segment as a row of its own (a row costs one reverse pass)
     shard_size: int = 1000  # documents per score shard

@@ -69,7 +69,7 @@ def replayed(model: torch.nn.Module, tokenizer, texts: Sequence[str], recipe: Re
 
 
 def magic(model: torch.nn.Module, tokenizer, texts: Sequence[str], recipe: Recipe, rows: Measurements,
-          block: int = 8, every: int = 0, progress: bool = True) -> tuple[np.ndarray, Replay]:
+          block: int = 16, every: int = 0, progress: bool = True) -> tuple[np.ndarray, Replay]:
     """Every document's ``dF/dw`` on every row of ``rows`` (``[len(rows.keys), docs]``), in one process, and the
     replay; ``model`` holds the run's initial weights. ``block`` rows share each reverse pass."""
     replay = replayed(model, tokenizer, texts, recipe, every)

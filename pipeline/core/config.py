@@ -208,7 +208,8 @@ class ExactConfig:
     methods: tuple[StrictStr, ...] | None = Field(
         None, description="training methods of influence/methods (magic) this run computes; null = none")
     out_dir: StrictStr = Field("results/exact", description="one scores directory per method")
-    block: StrictInt = Field(8, gt=0, description="query rows whose adjoints share one replay of the run (a Dask task)")
+    block: StrictInt = Field(16, gt=0, description="query rows whose adjoints share one replay of the run "
+                             "(a Dask task)")
     every: StrictInt = Field(0, ge=0, description="the state is kept every N steps for the reverse pass; "
                              "0 = sqrt(steps)")
     segments: StrictBool = Field(False, description="each answer segment as a row of its own (each row costs a reverse "
