@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from influence.exact.metagradients import checkpoints, default_every, reverse
 from influence.exact.replay import Batches, Recipe, State, load_theta
@@ -37,10 +36,10 @@ class Replay:
     def final(self) -> State:
         return self.kept[-1]
 
-    def metagradients(self, items: Sequence[tuple]) -> np.ndarray:
+    def metagradients(self, items: Sequence[tuple], progress: bool = False) -> np.ndarray:
         """``[len(items), docs]``: each item's ``dF/dw`` (float64), its adjoints walked back together."""
         seeds = log_prob_gradients(self.model, self.tokenizer, self.final.theta, items)
-        return reverse(self.model, self.batches, self.recipe, self.kept, seeds).numpy()
+        return reverse(self.model, self.batches, self.recipe, self.kept, seeds, progress).numpy()
 
 
 def stream_of(tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +74,6 @@ def magic(model: torch.nn.Module, tokenizer, texts: Sequence[str], recipe: Recip
     replay = replayed(model, tokenizer, texts, recipe, every)
     items = encoded(tokenizer, rows).items
     measured = np.zeros((len(items), replay.batches.n_docs))
-    for at in tqdm(range(0, len(items), block), desc="metagradients", unit="block", disable=not progress):
-        measured[at:at + block] = replay.metagradients(items[at:at + block])
+    for at in range(0, len(items), block):
+        measured[at:at + block] = replay.metagradients(items[at:at + block], progress)
     return rows.expand(measured), replay

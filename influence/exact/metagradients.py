@@ -21,6 +21,7 @@ vmap was no faster per query (0.10 s against 0.09 s at ``K = 8`` on the ``lds`` 
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from influence.exact.replay import (
     CLIP_EPS,
@@ -99,16 +100,19 @@ def _adamw_transpose(state: State, grad: torch.Tensor, recipe: Recipe,
 
 
 def reverse(model: torch.nn.Module, batches: Batches, recipe: Recipe, kept: list[State],
-            final_adjoint: torch.Tensor) -> torch.Tensor:
-    """``[K, docs]`` ``dF/dw`` from ``dF/dθ_T`` (``final_adjoint``, ``[K, P]``), walking back through the run."""
+            final_adjoint: torch.Tensor, progress: bool = False) -> torch.Tensor:
+    """``[K, docs]`` ``dF/dw`` from ``dF/dθ_T`` (``final_adjoint``, ``[K, P]``), walking back through the run (a bar
+    of steps with ``progress``: a block of the ``lds`` run takes tens of minutes)."""
     k = final_adjoint.shape[0]
     adjoint = State(recipe.steps, final_adjoint.clone(), torch.zeros_like(final_adjoint),
                     torch.zeros_like(final_adjoint))
     into = torch.zeros(k, batches.n_docs, dtype=torch.float64)
-    for start, end in reversed(list(zip(kept[:-1], kept[1:]))):
-        stretch = [start]
-        while stretch[-1].step + 1 < end.step:
-            stretch.append(step(model, batches, stretch[-1], recipe))
-        for state in reversed(stretch):
-            adjoint = transpose_step(model, batches, state, recipe, adjoint, into)
+    with tqdm(total=recipe.steps, desc=f"reverse pass, {k} rows", unit="step", disable=not progress) as bar:
+        for start, end in reversed(list(zip(kept[:-1], kept[1:]))):
+            stretch = [start]
+            while stretch[-1].step + 1 < end.step:
+                stretch.append(step(model, batches, stretch[-1], recipe))
+            for state in reversed(stretch):
+                adjoint = transpose_step(model, batches, state, recipe, adjoint, into)
+                bar.update(1)
     return into
