@@ -10,12 +10,14 @@ weight ``w_d`` that scales it in every window it falls in, in two places:
 At ``w = 1`` that is the run itself. At ``w_d = 0`` it is the retrain without ``d``
 (``influence/retraining/retrains.py``): its tokens are neither predicted (weight 0, and the mean is over
 the rest, as HF's mean over the tokens not masked) nor attended to (``log 0``: the mask's most negative
-logit). So a derivative in ``w`` at 1 is the first-order prediction of exactly what a retrain measures.
+logit). So a derivative in ``w`` at 1 is the first-order prediction of exactly what a retrain measures. (One
+case differs at ``w_d = 0``: a window that starts inside a removed document, whose all-masked query rows SDPA
+answers with zeros and the softmax's limit with a uniform mix; one loss term per such window.)
 
 The optimizer is written out rather than taken from ``torch.optim.AdamW``: its update must be replayed in the
 same arithmetic forwards and transposed backwards (``influence/exact/metagradients.py``), and torch's
-optimizers are not differentiable in their state. ``tests/test_exact.py`` checks the replay against
-``train``'s weights.
+optimizers are not differentiable in their state. ``tests/test_magic.py`` checks the replay against
+``train``'s weights, bit for bit.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Recipe:
     betas: tuple[float, float] = BETAS
     eps: float = EPS
     max_grad_norm: float | None = MAX_GRAD_NORM  # None: no clipping
-    optimizer: str = "adamw"  # or "sgd": θ - lr·g, no moments and no weight decay (tests/test_exact.py's closed form)
+    optimizer: str = "adamw"  # or "sgd": θ - lr·g, no moments and no weight decay (tests/test_magic.py's closed form)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -59,7 +61,7 @@ class Recipe:
     @classmethod
     def of(cls, cfg: PretrainConfig, context: int, seed: int) -> Recipe:
         """The recipe ``train`` follows for ``cfg``: its schedule read from the same scheduler, step by step."""
-        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)  # train's scheduler, as train builds it
         sched = get_cosine_with_min_lr_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps, min_lr_rate=0.1)
         lrs = []
         for _ in range(cfg.steps):
