@@ -10,16 +10,13 @@ which the analysis reads as any other method's.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
 
@@ -28,11 +25,11 @@ from influence.cluster import dask_client, pin_gpu, run_shards, threads_per_work
 from influence.exact.attribution import Replay, replayed
 from influence.exact.replay import Recipe
 from influence.methods import get
+from influence.retraining.retrains import run_key
 from influence.settings import Cluster, Documents, ExactSettings, Queries, absolute
-from pipeline.core import training
 from pipeline.core.atomic import write_parquet
 from pipeline.core.config import ModelConfig, PretrainConfig  # the training recipe: pipeline/core/training.py's
-from pipeline.core.corpus_reader import content_hash
+from pipeline.core.corpus_reader import read_doc_ids, read_texts
 from pipeline.core.errors import WherefromError
 from pipeline.core.model import build_model, load_model, set_threads
 
@@ -78,13 +75,9 @@ def job_for(model_dir: str, documents: Documents, queries: Queries, model: Model
     if get(cfg.method, "exact.methods").from_training is None:
         raise WherefromError(f"exact: {cfg.method!r} is not derived from the training run")
     segments = queries.segments if cfg.segments else None
-    h = hashlib.sha256(content_hash(documents.path).encode() + Path(queries.path).read_bytes())
+    h = hashlib.sha256((run_key(model_dir, documents.path, queries.path, model, pretrain, seed) + cfg.method).encode())
     if segments:
         h.update(Path(segments).read_bytes())
-    for path in (*sorted(Path(model_dir).glob("tokenizer*")), Path(training.__file__)):
-        h.update(path.read_bytes())
-    h.update(json.dumps([cfg.method, dataclasses.asdict(model), dataclasses.asdict(pretrain), seed], sort_keys=True)
-             .encode())
     return ExactJob(h.hexdigest()[:16], cfg.method, absolute(model_dir), absolute(documents.path),
                     absolute(queries.path), absolute(segments) if segments else None, absolute(cfg.out_dir), model,
                     pretrain, seed, cfg.every, threads_per_worker(cluster.threads_per_worker, cluster.workers))
@@ -93,19 +86,19 @@ def job_for(model_dir: str, documents: Documents, queries: Queries, model: Model
 _REPLAYS: dict[str, tuple] = {}
 
 
-def _replay(job: ExactJob) -> tuple[Replay, list[tuple]]:
-    """The run replayed and the measured rows' model inputs: once per worker and run."""
+def _replay(job: ExactJob) -> tuple[Replay, list[tuple], float]:
+    """The run replayed, the measured rows' model inputs and the replay's error: once per worker and run."""
     if job.run_key not in _REPLAYS:
         _REPLAYS.clear()
         pin_gpu()
         set_threads(job.threads)
         _, tokenizer = load_model(job.model_dir)
-        texts = ds.dataset(job.corpus_dir, format="parquet").to_table(columns=["text"])["text"].to_pylist()
+        texts = read_texts(job.corpus_dir)  # file order, as pretrain read it
         with torch.random.fork_rng(devices=[]):  # build_model seeds torch: leave the worker's generator as it was
             model = build_model(job.model, tokenizer, job.seed)
         replay = replayed(model, tokenizer, texts, Recipe.of(job.pretrain, job.model.context, job.seed), job.every)
         rows = measurements.read(job.queries_path, job.segments_path)
-        _REPLAYS[job.run_key] = (replay, measurements.encoded(tokenizer, rows).items)
+        _REPLAYS[job.run_key] = (replay, measurements.encoded(tokenizer, rows).items, _replay_error(job, replay))
     return _REPLAYS[job.run_key]
 
 
@@ -113,10 +106,10 @@ def score_block(block: Block, job: ExactJob) -> int:
     """Write ``block``'s rows (unless already done); returns how many."""
     if job.is_done(block):
         return 0
-    replay, items = _replay(job)
+    replay, items, error = _replay(job)
     scores = get(job.method, "exact").from_training(replay, [items[r] for r in block.rows])
     table = pa.table({"row": list(block.rows), "scores": list(scores)}, schema=BLOCK)
-    meta = {shards.RUN_KEY: job.run_key.encode(), REPLAY_ERROR: str(_replay_error(job, replay)).encode()}
+    meta = {shards.RUN_KEY: job.run_key.encode(), REPLAY_ERROR: str(error).encode()}
     write_parquet(table, block.path(job.out_dir), BLOCK.with_metadata(meta))
     return len(block.rows)
 
@@ -125,8 +118,8 @@ REPLAY_ERROR = b"wherefrom.replay_error"
 
 
 def _replay_error(job: ExactJob, replay: Replay) -> float:
-    """The largest difference between the replay's final weights and the trained model's: how closely the replay
-    (eager attention, AdamW written out) retraces the run that SDPA and torch's AdamW ran."""
+    """The largest difference between the replay's final weights and the trained model's: 0 when the replay retraces
+    the run bit for bit (on the machine and threads that trained it)."""
     model, _ = load_model(job.model_dir)
     return float((replay.final.theta - torch.nn.utils.parameters_to_vector(model.parameters()).detach()).abs().max())
 
@@ -149,7 +142,7 @@ def score_training(job: ExactJob, cfg: ExactSettings, cluster: Cluster = Cluster
     seconds = time.perf_counter() - start
     tables = [pq.read_table(b.path(job.out_dir)) for b in blocks]
     scores = rows.expand(np.stack([np.asarray(s) for t in tables for s in t["scores"].to_pylist()]))
-    doc_ids = ds.dataset(job.corpus_dir, format="parquet").to_table(columns=["doc_id"])["doc_id"].to_numpy()
+    doc_ids = np.asarray(read_doc_ids(job.corpus_dir))
     order = np.argsort(doc_ids)  # the replay's columns are in stream (file) order; shards by ascending doc id
     for shard in shards.plan(doc_ids.tolist(), cfg.shard_size):
         columns = order[np.searchsorted(doc_ids, shard.doc_ids, sorter=order)]

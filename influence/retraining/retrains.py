@@ -81,15 +81,23 @@ def job_for(model_dir: str, corpus_dir: str, queries_path: str, model: ModelConf
             answer_tokens: int = 0) -> RetrainJob:
     """The job of retraining the run that trained ``model_dir`` (its recipe: ``model``, ``pretrain`` and the
     training ``seed``) on ``corpus_dir``, measured on ``queries_path``, its retrains kept in ``out_dir``."""
+    return RetrainJob(
+        run_key=run_key(model_dir, corpus_dir, queries_path, model, pretrain, seed), model_dir=absolute(model_dir),
+        corpus_dir=absolute(corpus_dir), queries_path=absolute(queries_path), out_dir=absolute(out_dir), model=model,
+        pretrain=pretrain, seed=seed,
+        query_batch_size=query_batch_size, checkpoint_every=checkpoint_every,
+        threads=threads_per_worker(cluster.threads_per_worker, cluster.workers), answer_tokens=answer_tokens)
+
+
+def run_key(model_dir: str, corpus_dir: str, queries_path: str, model: ModelConfig, pretrain: PretrainConfig,
+            seed: int) -> str:
+    """What a training run and its measurement depend on: the corpus, the queries, the tokenizer, the recipe and
+    this training code. Retrains and exact attribution (``influence/exact/runner.py``) key their files on it."""
     h = hashlib.sha256(content_hash(corpus_dir).encode() + Path(queries_path).read_bytes())
     for path in (*sorted(Path(model_dir).glob("tokenizer*")), Path(training.__file__)):
         h.update(path.read_bytes())
     h.update(json.dumps([dataclasses.asdict(model), dataclasses.asdict(pretrain), seed], sort_keys=True).encode())
-    return RetrainJob(
-        run_key=h.hexdigest()[:16], model_dir=absolute(model_dir), corpus_dir=absolute(corpus_dir),
-        queries_path=absolute(queries_path), out_dir=absolute(out_dir), model=model, pretrain=pretrain, seed=seed,
-        query_batch_size=query_batch_size, checkpoint_every=checkpoint_every,
-        threads=threads_per_worker(cluster.threads_per_worker, cluster.workers), answer_tokens=answer_tokens)
+    return h.hexdigest()[:16]
 
 
 _CORPUS: dict[str, tuple] = {}
