@@ -44,6 +44,7 @@ from IPython.display import HTML, Markdown, display
 
 from influence import methods as registry
 from pipeline.analysis import validation as retraining
+from pipeline.analysis.findings import SHARED_TEST
 from pipeline.analysis.labels import WORKED_STEP
 from pipeline.core.config import from_resolved, load_params
 from pipeline.sql import db
@@ -167,11 +168,13 @@ display(HTML("<style>table.findings td, table.findings th{text-align:left !impor
 note("Shares are given as fractions (0.55 is the paper's 55%); `ours` is influence. A finding holds when its test "
      "gives p < 0.05; one that cannot be tested on this corpus and these queries says why, and leaves the count. "
      "Each finding's id, and every method's verdict, are in `wherefrom sql --name findings`.")
-testable = paper_rows[paper_rows.verdict != "not testable"]
-untested = len(paper_rows) - len(testable)
+counted = paper_rows[~paper_rows.index.isin(SHARED_TEST)]  # the two answer claims share one test: once
+testable = counted[counted.verdict != "not testable"]
+untested = len(counted) - len(testable)
 note(f"**{int((testable.verdict == 'holds').sum())} of {len(testable)} testable findings** reproduce on this run "
      + (f"({untested} not testable) " if untested else "")
-     + "(`ours` is influence). BM25 and random are the same statistics on baseline scores.")
+     + "(`ours` is influence; the two answer-in-top-k claims are one Fisher test, counted once). BM25 and random "
+     "are the same statistics on baseline scores.")
 if own_tasks:
     note(f"The findings test the paper's tasks; this run's own task{'s' if len(own_tasks) > 1 else ''} "
          f"({', '.join(own_tasks)}) appear in every chart and table below but in no finding.")
@@ -740,7 +743,8 @@ else:
 # %%
 # Section 14 exists when make validate's retraining tests have run (stages lds and tail_patch).
 TESTS = {"lds": "LDS", "leave_k_out": "leave-k-out ΔNLL", "tail_patch_adamw": "tail-patch, AdamW",
-         "tail_patch_sgd": "tail-patch, SGD", "agreement": f"agreement with {registry.EXACT}"}
+         "tail_patch_sgd": "tail-patch, SGD", "leave_one_out": "leave-one-out r with -scores",
+         "agreement": f"agreement with {registry.EXACT}"}
 tested = db.query(con, "SELECT * FROM validation") if "validation" in db.view_sources(params) else None
 if tested is None:
     note("*A section 14, which attribution predicts retraining (LDS, leave-k-out and tail-patch of every method), "
@@ -834,3 +838,69 @@ else:
         display(HTML(pd.DataFrame([{"test": TESTS.get(v["test"], v["test"]), "setting": v["setting"],
                                     "declared": v["statement"], "held in": f"{v['held']} of {v['draws']} draws"}
                                    for v in held]).to_html(index=False)))
+
+# %%
+# Section 15 exists when make validate's run computed exact attribution (exact.methods: magic)
+spread_by_method = (db.query(con, "SELECT * FROM validation_finding_spread").to_pandas()
+                    if "validation_finding_spread" in db.view_sources(params) else None)
+if spread_by_method is None or registry.EXACT not in set(spread_by_method.method):
+    note(f"*A section 15, the finding under exact attribution, appears once `make validate` has run with "
+         f"`exact.methods: [{registry.EXACT}]` (the `lds` profile's default).*")
+else:
+    display(Markdown(
+        "## 15. The finding under exact attribution\n\n"
+        f"**{registry.EXACT}** differentiates the training run itself with respect to each document's weight "
+        "(MAGIC: Ilyas & Engstrom 2025), so for a deterministic run it is the derivative every other method "
+        "approximates. Every finding of section 2 is computed again on the `lds` run of each training draw, from "
+        f"{registry.EXACT}'s scores beside the others'. Cells: the statistic's mean over the draws, and the draws in "
+        "which its test held (of those where it was testable)."))
+    whole = spread_by_method[(spread_by_method.segment == "all")
+                             & ~spread_by_method.finding.isin(SHARED_TEST)]
+    shown = [m for m in (registry.EXACT, registry.PAPER, LEXICAL, registry.CHANCE) if m in set(whole.method)]
+    shown += [m for m in dict.fromkeys(whole.method) if m not in shown]
+    cells = whole.set_index(["finding", "method"])
+
+    def held(finding: str, m: str) -> str:
+        if (finding, m) not in cells.index:
+            return "–"
+        r = cells.loc[(finding, m)]
+        mean = "–" if pd.isna(r["mean"]) else f"{r['mean']:.3g}"
+        return f"{mean}, {int(r.n_holds)}/{int(r.n_testable)}" if r.n_testable else f"{mean}, not testable"
+
+    order = list(dict.fromkeys(whole.finding))
+    display(HTML(pd.DataFrame([[held(f, m) for m in shown] for f in order], index=order, columns=shown)
+                 .rename_axis("finding").to_html()))
+    exact_rows = whole[whole.method == registry.EXACT].set_index("finding")
+    runs = int(exact_rows.n_runs.max())
+    always = [f for f, r in exact_rows.iterrows() if r.n_testable == runs and r.n_holds == runs]
+    never = [f for f, r in exact_rows.iterrows() if r.n_testable and r.n_holds == 0]
+
+    def same_verdicts(m: str) -> int:
+        """The findings whose test held in as many draws for ``m`` as for exact attribution."""
+        return sum((f, m) in cells.index and cells.loc[(f, m)].n_holds == r.n_holds
+                   and cells.loc[(f, m)].n_testable == r.n_testable for f, r in exact_rows.iterrows())
+
+    lines = [f"Over {runs} training draw{'s' if runs > 1 else ''}, under {registry.EXACT} "
+             f"{len(always)} of {len(exact_rows)} findings held in every draw"
+             + (f" ({', '.join(always)})" if always else "")
+             + (f", and {len(never)} in none ({', '.join(never)})" if never else "") + "."]
+    lines += [f"{m} held in as many draws as {registry.EXACT} on {same_verdicts(m)} of {len(exact_rows)} findings."
+              for m in shown if m != registry.EXACT]
+    note(" ".join(lines))
+    frame = tested.to_pandas() if tested is not None else pd.DataFrame(columns=["test", "value"])
+    agree = frame[(frame.test == "agreement") & frame.value.notna()]
+    if len(agree):
+        agree = agree.assign(kind=np.where(agree.task == "factual", "facts", "reasoning"))
+        table = agree.groupby(["method", "setting", "kind"]).value.mean().unstack(["setting", "kind"])
+        display(HTML(table.to_html(float_format=lambda v: f"{v:.3f}")))
+        best = {(setting, kind): table[(setting, kind)].idxmax() for setting, kind in table.columns}
+        note("Agreement with " + registry.EXACT + " per query, by kind of query (mean over draws and queries): "
+             + "; ".join(f"{setting}, {kind}: highest **{m}** ({table.loc[m, (setting, kind)]:.3f})"
+                         for (setting, kind), m in best.items()) + ".")
+    per_task = frame[(frame.test == "lds") & frame.value.notna()]
+    if len(per_task):
+        lds_tasks = per_task.groupby(["method", "setting", "task"]).value.mean().unstack(["setting", "task"])
+        lds_tasks = lds_tasks.reindex([m for m in registry.REGISTRY if m in lds_tasks.index]
+                                      + [m for m in lds_tasks.index if m not in registry.REGISTRY])
+        display(HTML(lds_tasks.to_html(float_format=lambda v: f"{v:.3f}")))
+        note("LDS per task (mean over draws and queries), every method beside " + registry.EXACT + ".")

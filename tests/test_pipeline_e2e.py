@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipeline.analysis.findings import SHARED_TEST
 from pipeline.analysis.spread import spread as study_spread
 from pipeline.core import schemas
 from pipeline.core.atomic import write_parquet
@@ -204,10 +205,20 @@ def test_validate_and_a_seed_study_add_their_report_sections(project):
             for s in range(3) for r in pq.read_table(project / "results/findings.parquet").to_pylist()]
     spread = study_spread(pa.Table.from_pylist(runs, schema=schemas.FINDINGS_BY_SEED))
     write_parquet(spread, study / "finding_spread.parquet", schemas.FINDING_SPREAD)
+    # and make validate's findings over its draws, exact attribution's among them (influence's rows, renamed)
+    exact = study_spread(pa.Table.from_pylist(runs + [{**r, "method": "magic"} for r in runs
+                                                       if r["method"] == "influence"], schema=schemas.FINDINGS_BY_SEED))
+    write_parquet(exact, project / "results/validation/findings/finding_spread.parquet", schemas.FINDING_SPREAD)
 
     _run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "report"], project)
     page = (project / "reports/out/procedural_vs_factual.html").read_text()
-    assert re.findall(r"<h2[^>]*>(\d+)\. ", page)[-2:] == ["13", "14"]
+    assert re.findall(r"<h2[^>]*>(\d+)\. ", page)[-3:] == ["13", "14", "15"]
+    counted = [r for r in exact.to_pylist() if r["method"] == "magic" and r["segment"] == schemas.WHOLE
+               and r["finding"] not in SHARED_TEST]
+    always = [r["finding"] for r in counted if r["n_testable"] == r["n_holds"] == 3]
+    under_exact = page.split("15. The finding under exact attribution")[-1]
+    assert f"under magic {len(always)} of {len(counted)} findings held in every draw" in under_exact
+    assert f"influence held in as many draws as magic on {len(counted)} of {len(counted)} findings" in under_exact
     assert "influence's removal hurt more than bm25's for" in page
     retraining = page.split("14. Which attribution predicts retraining?")[-1]  # the heading, after the contents
     table = retraining.split("</table>")[0]

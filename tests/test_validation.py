@@ -33,14 +33,15 @@ from pipeline.sql import db
 from pipeline.stages import lds
 from pipeline.stages.lds import leave_k_sets
 
-SUBSETS, KS = 3, [2]
+SUBSETS, KS, SINGLES = 3, [2], 3
 # Each retrain is a training run of the test profile's full steps: at half as many, a model completed a query with
 # nothing on one machine and not on another (float rounding), and the probe refuses an empty completion.
 STEPS = yaml.safe_load((REPO / "params.yaml").read_text())["profiles"]["test"]["pretrain"]["steps"]
 
 
 def _edit(params: dict) -> None:
-    assert params["profiles"]["test"]["validation"] == {"profile": "test", "subsets": SUBSETS, "leave_k": KS}
+    assert params["profiles"]["test"]["validation"] == {"profile": "test", "subsets": SUBSETS, "leave_k": KS,
+                                                        "leave_one_out": SINGLES}
     params["baselines"]["methods"] = ["bm25"]  # two methods: more test nothing the retrains do not
     params["scores"]["variants"] = []
     params["runtime"]["checkpoint_every"] = 25
@@ -67,9 +68,10 @@ def test_lds_retrains_resume_after_kill_9_and_a_registered_method_joins_an_unint
     assert len(finished) == 2 and not (root / "results/validation/lds.parquet").exists()
 
     out = _run([sys.executable, "-m", "dvc", "repro", "validate/dvc.yaml:lds"], root)
-    n = SUBSETS + 2 * len(KS)  # the subsets, then one arm per method and k
+    n = SUBSETS + 2 * len(KS) + SINGLES + 1  # subsets, an arm per method and k, single documents and no document
     assert f"lds retrains: {n} retrains of {STEPS} steps (2 already done)" in out
     assert "lds run: nothing left" in out  # its world, model and scores were not built again
+    assert "the retrain that removes nothing is 0 nats from the run" in out  # retrains are the run, bit for bit
     assert {p: (retrains / p).stat().st_mtime_ns for p in finished} == finished  # finished retrains not redone
     resumed = pq.read_table(root / "results/validation/lds.parquet")
     assert resumed.schema == schemas.VALIDATION
@@ -77,7 +79,8 @@ def test_lds_retrains_resume_after_kill_9_and_a_registered_method_joins_an_unint
     rows = resumed.to_pylist()
     queries = pq.read_table(root / "results/validation/lds_run/queries.parquet").to_pylist()
     scored = [q["query_id"] for q in queries if not q["task"].endswith("control")]
-    assert {(r["test"], r["setting"]) for r in rows} == {("lds", f"M={SUBSETS}, fraction=0.5"), ("leave_k_out", "k=2")}
+    assert {(r["test"], r["setting"]) for r in rows} == {("lds", f"M={SUBSETS}, fraction=0.5"), ("leave_k_out", "k=2"),
+                                                         ("leave_one_out", f"pearson over {SINGLES} documents")}
     for test, setting in {(r["test"], r["setting"]) for r in rows}:
         for method in ("influence", "bm25"):
             got = [r for r in rows if r["test"] == test and r["setting"] == setting and r["method"] == method]
@@ -97,7 +100,8 @@ def test_lds_retrains_resume_after_kill_9_and_a_registered_method_joins_an_unint
     rows = pq.read_table("results/validation/lds.parquet").to_pylist()
     assert [r for r in rows if r["method"] in ("influence", "bm25")] == resumed.to_pylist()
     every = ("influence", "bm25", "random", "toy")
-    assert {(r["method"], r["test"]) for r in rows} == {(m, t) for m in every for t in ("lds", "leave_k_out")}
+    assert {(r["method"], r["test"]) for r in rows} == {(m, t) for m in every
+                                                        for t in ("lds", "leave_k_out", "leave_one_out")}
     assert [r["query_id"] for r in rows if r["method"] == "toy" and r["test"] == "lds"] == scored
 
 
@@ -110,6 +114,27 @@ def test_leave_k_takes_k_documents_per_group_by_each_querys_ranking():
     # factual round-robin: f1's 10, f2's 11, then f1's 11 (taken) -> f2's 12 is third; slope: 13, 14
     assert leave_k_sets(scores, doc_ids, ["f1", "f2", "s1"], tasks, 2, "x") == (10, 11, 13, 14)
     assert leave_k_sets(scores, doc_ids, ["f1", "f2", "s1"], tasks, 3, "x") == (10, 11, 12, 13, 14, 15)
+
+
+def test_leave_one_out_is_each_querys_pearson_r_with_minus_the_scores_of_the_removed_documents():
+    scores = np.array([[1.0, 2, 3, 4], [4, 3, 2, 1], [1, 1, 1, 1]])
+    columns = np.array([3, 0, 1])  # documents removed, in retrain order
+    change = np.array([[-8.0, -2, -4], [-2, -8, -6], [-1, -2, -3]])  # log p after minus before
+    r = lds.leave_one_out(scores, columns, change)
+    assert r[:2] == pytest.approx([1.0, 1.0])  # removing a document costs twice its score: a perfect prediction
+    assert np.isnan(r[2])  # scores all equal: no correlation to speak of
+    assert lds.leave_one_out(-scores[:2], columns, change[:2]) == pytest.approx([-1.0, -1.0])
+
+
+def test_leave_one_out_removes_the_documents_exact_attribution_ranks_highest_then_random_ones():
+    doc_ids = np.arange(100, 110)
+    exact = np.zeros((2, 10))
+    exact[0, 7], exact[1, 2], exact[1, 5] = 5.0, -9.0, 1.0  # |score| ranks documents 102, 107, 105
+    chosen = lds.leave_one_out_documents({"influence": np.ones((2, 10)), "magic": exact}, doc_ids, 6, seed=0)
+    assert chosen[:3] == [102, 107, 105] and len(set(chosen)) == 6 and set(chosen) <= set(doc_ids)
+    assert chosen == lds.leave_one_out_documents({"influence": np.ones((2, 10)), "magic": exact}, doc_ids, 6, 0)
+    assert lds.leave_one_out_documents({"influence": exact}, doc_ids, 3, 0)[:2] == [102, 107]  # no magic: influence
+    assert sorted(lds.leave_one_out_documents({"bm25": exact}, doc_ids, 20, 0)) == doc_ids.tolist()  # at most all
 
 
 SPREAD = np.array([-0.1, -0.05, 0, 0, 0, 0, 0.05, 0.1])
@@ -184,7 +209,7 @@ def test_the_tests_repeat_under_each_training_seed_on_one_world(tmp_path, monkey
     weights = [load_file(run / f"seed={s}/model/model.safetensors") for s in (0, 1)]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # two training draws
     assert [len(list(Path(f"results/validation/retrains/seed={s}").glob("*.parquet"))) for s in (0, 1)] \
-        == [SUBSETS + 2 * len(KS)] * 2
+        == [SUBSETS + 2 * len(KS) + SINGLES + 1] * 2
     table = pq.read_table("results/validation/lds.parquet")
     assert table.schema == schemas.VALIDATION
     for s in (0, 1):
@@ -195,6 +220,15 @@ def test_the_tests_repeat_under_each_training_seed_on_one_world(tmp_path, monkey
                 and r["setting"] == f"M={SUBSETS}, fraction=0.99"] == scored
     declared = json.loads(Path("metrics/validation_lds.json").read_text())["declared"]
     assert declared["lds"][f"M={SUBSETS}, fraction=0.99"]["bm25 below influence"]["draws"] == 2
+    # each draw's run analysed: every finding of every method, per draw as that draw's own analysis has it
+    by_draw = pq.read_table("results/validation/findings/findings_by_draw.parquet")
+    assert by_draw.schema == schemas.FINDINGS_BY_SEED
+    for s in (0, 1):
+        own = pq.read_table(run / f"seed={s}/analysis/findings.parquet").to_pylist()
+        assert [{k: v for k, v in r.items() if k != "seed"} for r in by_draw.to_pylist() if r["seed"] == s] == own
+    assert {r["method"] for r in by_draw.to_pylist()} == {"influence", "bm25"}
+    spread = db.query(db.connect(params), "SELECT DISTINCT n_runs FROM validation_finding_spread WHERE segment = 'all'")
+    assert spread["n_runs"].to_pylist() == [2]
 
 
 @pytest.mark.parametrize("stage", ["counterfactual", "tail_patch"])

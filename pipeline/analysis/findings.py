@@ -54,6 +54,7 @@ class Finding:
     test: str  # the test the verdict states, decided at p < ALPHA
     p_value: Callable[[Tables], float]  # raises NotTestable
     segment: str = WHOLE  # the paper's findings are on the whole completion; the others decompose it
+    counted: bool = True  # False: its test is another finding's, so the tally counts that test once
 
 
 def _pairs(t: Tables, group: str) -> np.ndarray:
@@ -220,7 +221,8 @@ FINDINGS = (
             "55% (7B), 30% (35B)", 0.55, 0.30, lambda t: _answer_share(t, ("factual",)), ANSWER_TEST, _answer_p),
     Finding("answer_in_topk_reasoning", "The answer to a reasoning question is almost never in its top documents",
             "share of correctly answered reasoning queries with a top-k document stating the answer to the question",
-            "7% (7B), 0% (35B)", 0.07, 0.0, lambda t: _answer_share(t, REASONING_TASKS), ANSWER_TEST, _answer_p),
+            "7% (7B), 0% (35B)", 0.07, 0.0, lambda t: _answer_share(t, REASONING_TASKS), ANSWER_TEST, _answer_p,
+            counted=False),  # one Fisher test decides both answer claims: it counts once
     Finding("reasoning_sources", "StackExchange and code are over-represented among reasoning queries' top documents",
             "mean top-k enrichment of stackexchange and code, reasoning queries", "over-represented (> 1)", None, None,
             lambda t: _avg(_enrichment(t, "reasoning", REASONING_SOURCES)),
@@ -300,9 +302,14 @@ def compute(results: dict[str, dict[str, Tables]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schemas.FINDINGS)
 
 
+SHARED_TEST = frozenset(f.finding for f in FINDINGS if not f.counted)
+
+
 def count(table: pa.Table, method: str = PAPER) -> tuple[int, int, int]:
-    """The paper's findings (whole completion) for ``method``: (holding, testable, all)."""
-    rows = [r for r in table.to_pylist() if r["segment"] == WHOLE and r["method"] == method]
+    """The paper's findings (whole completion) for ``method``: (holding, testable, all), each test once (the two
+    answer-in-top-k claims share one)."""
+    rows = [r for r in table.to_pylist() if r["segment"] == WHOLE and r["method"] == method
+            and r["finding"] not in SHARED_TEST]
     testable = [r for r in rows if r["verdict"] != UNTESTABLE]
     return sum(r["verdict"] == HOLDS for r in testable), len(testable), len(rows)
 

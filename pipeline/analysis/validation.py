@@ -140,6 +140,7 @@ DECLARED = (
     Declared(f"{IDENTITY} above {LEXICAL}", "agreement", _above(IDENTITY, LEXICAL)),
     Declared(f"{PAPER} above {IDENTITY}", "agreement", _above(PAPER, IDENTITY)),
     Declared(f"{CHANCE}'s interval covers 0", "agreement", _covers_zero(CHANCE)),
+    Declared(f"leave-one-out follows -{EXACT} (r above 0.5)", "leave_one_out", _at_least(EXACT, 0.5)),
 )
 
 

@@ -286,6 +286,9 @@ class ValidationConfig:
     leave_k: tuple[Annotated[StrictInt, Field(gt=0)], ...] = Field(
         (10, 50, 200), description="leave-k-out: one retrain per method and k, without k documents per query group "
                                    "(the counterfactual stage's rule)")
+    leave_one_out: StrictInt = Field(8, ge=0, description="leave-one-out: this many retrains, each without one "
+                                     "document (half those of largest |score| under exact attribution, or influence "
+                                     "without it; half at random); per query, each method's Pearson r with them")
     tail_patch_top: tuple[Annotated[StrictInt, Field(gt=0)], ...] = Field(
         (1, 10), description="tail-patch: each method's top documents per query, each stepped on alone")
     sgd_lr: StrictFloat = Field(1e-5, gt=0, description="tail-patch's SGD step: small enough to be first order "

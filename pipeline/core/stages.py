@@ -72,7 +72,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("lds", "LDS and leave-k-out of every method, on retrains of a small run of their own (make validate) "
           "-> results/validation/lds.parquet",
           ("seed", "corpus", "model", "pretrain", "queries", "influence", "scores", "baselines", "index", "exact",
-           "validation"), make=_VALIDATE, views=("validation",)),
+           "analysis", "validation"), make=_VALIDATE,
+          views=("validation", "validation_findings", "validation_finding_spread")),
     Stage("tail_patch", "one more training step on each method's top documents: the completion's rise "
           "(make validate) -> results/validation/tail_patch.parquet",
           ("seed", "corpus", "model", "queries", "scores", "baselines", "index", "validation", "study"),

@@ -73,6 +73,10 @@ def view_sources(params: Params) -> dict[str, str]:
                           "WHERE removal_group IS NOT NULL")
     if validation:
         views["validation"] = " UNION ALL ".join(validation)
+    for name, file in (("validation_findings", "findings_by_draw"), ("validation_finding_spread", "finding_spread")):
+        path = Path(params.validation.out_dir) / "findings" / f"{file}.parquet"  # the lds stage's run, per draw
+        if path.is_file():
+            views[name] = f"SELECT * FROM read_parquet({_literal(path)})"
     corpus = Path(params.corpus.out_dir)
     if any(corpus.glob("*.parquet")):
         views["corpus"] = f"SELECT * FROM read_parquet({_literal(corpus)} || '/*.parquet')"

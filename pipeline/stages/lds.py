@@ -12,6 +12,10 @@ Two tests of every registered method, on retrains of a training run (``influence
   group, chosen by that method's ranking with the counterfactual stage's rule; per query, the completion's
   NLL after minus before, beside the documents and tokens removed. k per group reaches about k / (the group's
   queries) documents of each query's own;
+- **leave-one-out**: ``validation.leave_one_out`` retrains, each without one document: half those of largest
+  |score| under exact attribution (influence without it), half at random; per query and method, the Pearson r
+  across them between the change in the completion's log-probability (from a retrain that removes nothing) and
+  minus the method's score (what removing the document predicts);
 - **agreement** with exact attribution, when the run computes it (``exact.methods``: magic): per query, each
   method's Spearman r with its scores and its share of their top 10 (``pipeline/analysis/agreement.py``).
 
@@ -20,6 +24,11 @@ A retrain of the demo's model takes 12 minutes on 2 cores, so the tests run on a
 built step by step as a seed of the study is (``pipeline/core/steps.py``). An empty profile tests this
 run's own model and scores instead, for a GPU or a cluster. Retrains are Dask tasks kept in
 ``out_dir/retrains/``: an interrupted run redoes none that finished.
+
+Each draw's run is then analysed as the demo is (stage ``analyze``, in its ``analysis/`` folder), so that every
+finding is computed from every method's scores, exact attribution's included: ``out_dir/findings/`` holds them
+per draw (``findings_by_draw.parquet``) and over the draws (``finding_spread.parquet``), the views
+``validation_findings`` and ``validation_finding_spread``.
 
 One training run is one draw. ``validation.seeds`` repeats both tests under each training seed (the run's
 initialisation and batch order; the world and the LDS subsets fixed), each draw in ``lds_run/seed=N/`` with
@@ -35,16 +44,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from influence.cluster import dask_client
-from influence.methods import EXACT
+from influence.methods import EXACT, PAPER
 from influence.retraining.retrains import Retrain, measure, run_all
 from pipeline.analysis import agreement, lds, validation
 from pipeline.analysis.counterfactual import GROUPS, removal_set
 from pipeline.analysis.score_matrix import in_memory
+from pipeline.analysis.spread import spread
 from pipeline.analysis.validation import rows
+from pipeline.core import schemas
+from pipeline.core.atomic import write_parquet
 from pipeline.core.config import Params, parse_params
 from pipeline.core.corpus_reader import content_hash
 from pipeline.core.errors import ParamsError
@@ -55,6 +68,8 @@ from pipeline.core.steps import run_steps
 from pipeline.runs import methods, retraining, settings
 from pipeline.stages import run_stage
 
+UNCHANGED = "loo-none"  # leave-one-out's reference: the retrain that removes no document
+FINDINGS = "findings"  # out_dir's folder of every finding per draw and over the draws
 STEPS = ("corpus", "pretrain", "probe", "factors", "scores", "baselines", "exact")
 CODE = ("pipeline/core", "pipeline/world", "pipeline/runs", "influence", "queries",
         *(f"pipeline/stages/{s}.py" for s in STEPS))
@@ -92,6 +107,27 @@ def leave_k_sets(scores: np.ndarray, doc_ids: np.ndarray, query_ids: list[str], 
         if members:
             removed |= set(removal_set(ranked, members, k, f"{where}, {group}"))
     return tuple(sorted(removed))
+
+
+def leave_one_out_documents(scores: dict[str, np.ndarray], doc_ids: np.ndarray, n: int, seed: int) -> list[int]:
+    """The documents leave-one-out removes, one per retrain: the first half by their largest |score| over queries
+    under exact attribution (influence where the run has none), so that some removals matter; the rest at random,
+    so that the test is not only of documents one method picked."""
+    by = scores.get(EXACT, scores.get(PAPER))
+    n = min(n, len(doc_ids))
+    top = [] if by is None else np.argsort(-np.abs(by).max(axis=0), kind="stable")[:(n + 1) // 2].tolist()
+    rest = np.setdiff1d(np.arange(len(doc_ids)), top)
+    chosen = top + np.random.default_rng(seed).choice(rest, n - len(top), replace=False).tolist()
+    return [int(doc_ids[c]) for c in chosen]
+
+
+def leave_one_out(matrix: np.ndarray, columns: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """Per query, the Pearson r across the removed documents between ``change`` ([queries, documents]: log-prob
+    after minus before) and minus the method's scores of those documents; NaN where either is constant."""
+    predicted = -matrix[:, columns]
+    with np.errstate(all="ignore"):
+        p, c = predicted - predicted.mean(axis=1, keepdims=True), change - change.mean(axis=1, keepdims=True)
+        return (p * c).sum(axis=1) / np.sqrt((p * p).sum(axis=1) * (c * c).sum(axis=1))
 
 
 def draws(params: Params) -> list[tuple[Params, Path]]:
@@ -139,8 +175,22 @@ def run(params: Params) -> Path:
             draw, n = _tests(own, client, retrains_dir, label)
             found, n_retrains = found + draw, n_retrains + n
     out = validation.write(found, cfg.out_dir, cfg.metrics_dir, "lds", params.seed)
+    _findings([own for own, _ in runs], Path(cfg.out_dir) / FINDINGS)
     print(f"lds: {n_retrains} retrains, {len(runs)} training draw(s), in {time.perf_counter() - start:.0f}s -> {out}")
     return out
+
+
+def _findings(runs: list[Params], out: Path) -> None:
+    """Each draw's run analysed (every time: cheap beside its retrains, and the analysis code may have changed),
+    then every finding of every method per draw and over the draws, as the seed study reports the demo's."""
+    per_draw = []
+    for own in runs:
+        run_stage("analyze", own)
+        table = pq.read_table(Path(own.analysis.out_dir) / "findings.parquet")
+        per_draw.append(table.add_column(0, "seed", pa.array([own.training_seed] * table.num_rows, pa.int64())))
+    by_draw = pa.concat_tables(per_draw).cast(schemas.FINDINGS_BY_SEED)
+    write_parquet(by_draw, out / "findings_by_draw.parquet", schemas.FINDINGS_BY_SEED)
+    write_parquet(spread(by_draw), out / "finding_spread.parquet", schemas.FINDING_SPREAD)
 
 
 def _tests(own: Params, client, retrains_dir: Path, label: str) -> tuple[list[dict], int]:
@@ -157,7 +207,11 @@ def _tests(own: Params, client, retrains_dir: Path, label: str) -> tuple[list[di
     arms = {(name, k): Retrain(len(retrains) + i, f"leave-{k}-{name}",
                                leave_k_sets(scores[name], doc_ids, query_ids, tasks, k, f"leave-{k}-out, {name}"))
             for i, (name, k) in enumerate((n, k) for k in cfg.leave_k for n in scores)}
-    measured = run_all(client, [*retrains, *arms.values()], job, label)
+    singles = [Retrain(len(retrains) + len(arms) + i, f"loo-{d}", (d,))
+               for i, d in enumerate(leave_one_out_documents(scores, doc_ids, cfg.leave_one_out, own.seed))]
+    # the reference each removal is measured from: the retrain that removes nothing (the run itself, on a worker)
+    unchanged = [Retrain(len(retrains) + len(arms) + len(singles), UNCHANGED, ())] if singles else []
+    measured = run_all(client, [*retrains, *arms.values(), *singles, *unchanged], job, label)
     by_retrain = {name: measured.filter(pc.equal(measured["retrain"], name)) for name in
                   dict.fromkeys(measured["retrain"].to_pylist())}
 
@@ -173,6 +227,16 @@ def _tests(own: Params, client, retrains_dir: Path, label: str) -> tuple[list[di
         table = by_retrain[arm.name]
         found += rows(name, "leave_k_out", f"k={k}", query_ids, tasks, table["nll"].to_numpy() - before, seed,
                       len(arm.removed), int(table["tokens_removed"][0].as_py()))
+    if singles:
+        columns = np.searchsorted(doc_ids, [r.removed[0] for r in singles])  # in_memory's doc ids ascend
+        reference = by_retrain[UNCHANGED]["nll"].to_numpy()
+        drift = np.abs(reference - before).max()
+        print(f"leave-one-out: the retrain that removes nothing is {drift:.3g} nats from the run at most (0: a "
+              "retrain is the run until the removed document's first batch)")
+        change = reference[:, None] - np.stack([by_retrain[r.name]["nll"].to_numpy() for r in singles], axis=1)
+        for name, matrix in scores.items():
+            found += rows(name, "leave_one_out", f"pearson over {len(singles)} documents", query_ids, tasks,
+                          leave_one_out(matrix, columns, change), seed, 1)
     if EXACT in scores:
         for name, matrix in scores.items():
             if name != EXACT:
@@ -180,7 +244,7 @@ def _tests(own: Params, client, retrains_dir: Path, label: str) -> tuple[list[di
                               agreement.spearman(matrix, scores[EXACT]), seed)
                 found += rows(name, "agreement", "top-10 overlap", query_ids, tasks,
                               agreement.top_overlap(matrix, scores[EXACT], 10), seed)
-    return found, len(retrains) + len(arms)
+    return found, len(retrains) + len(arms) + len(singles) + len(unchanged)
 
 
 def lds_settings(n_docs: int, n_subsets: int, fractions: tuple[float, ...], seed: int) -> list[tuple]:
