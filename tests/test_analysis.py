@@ -243,7 +243,8 @@ def test_findings_and_metrics_cover_every_finding(planted):
     assert metrics["influence"]["classifier"]["vs_kind"]["n"] == len(QUERIES)
     # 3 reasoning and 2 factual queries: every test needs 5 of a kind, so none is testable, and none counts
     assert {f["verdict"] for f in paper} == {"not testable"} and all(f["reason"] for f in paper)
-    assert metrics["findings_reproduced"] == f"0 of 0 testable findings reproduce ({len(paper)} not testable)"
+    counted = len(paper) - len(analyze.findings.SHARED_TEST)  # the two answer claims are one test
+    assert metrics["findings_reproduced"] == f"0 of 0 testable findings reproduce ({counted} not testable)"
     headline = json.loads((Path(params.analysis.metrics_dir) / "headline.json").read_text())
     assert (headline["findings_reproduced"], headline["findings_testable"]) == (0, 0)
     assert metrics["influence"]["segments"]["scaffold"]["mean_r"]["within arithmetic"] == pytest.approx(1.0)

@@ -200,6 +200,7 @@ def test_the_tests_repeat_under_each_training_seed_on_one_world(tmp_path, monkey
     monkeypatch.chdir(root)
     raw["validation"]["seeds"] = [0, 1]
     raw["validation"]["fractions"] = [0.99]  # 1% dropped (the other test's are random halves)
+    raw["validation"]["leave_one_out"] = 0  # none (the other test's): no reference retrain either
     Path("params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params("params.yaml")
     lds.run(params)
@@ -209,7 +210,7 @@ def test_the_tests_repeat_under_each_training_seed_on_one_world(tmp_path, monkey
     weights = [load_file(run / f"seed={s}/model/model.safetensors") for s in (0, 1)]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # two training draws
     assert [len(list(Path(f"results/validation/retrains/seed={s}").glob("*.parquet"))) for s in (0, 1)] \
-        == [SUBSETS + 2 * len(KS) + SINGLES + 1] * 2
+        == [SUBSETS + 2 * len(KS)] * 2
     table = pq.read_table("results/validation/lds.parquet")
     assert table.schema == schemas.VALIDATION
     for s in (0, 1):

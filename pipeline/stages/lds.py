@@ -2,7 +2,7 @@
 
     wherefrom lds               # writes results/validation/lds.parquet and metrics/validation_lds.json
 
-Two tests of every registered method, on retrains of a training run (``influence/retraining/retrains.py``):
+The tests of every registered method, on retrains of a training run (``influence/retraining/retrains.py``):
 
 - **LDS** (Park et al. 2023): per share in ``validation.fractions``, ``validation.subsets`` retrains, each
   keeping a random such share of the documents (half; and 99%, the literature's 1% drops); per query, the
@@ -194,7 +194,8 @@ def _findings(runs: list[Params], out: Path) -> None:
 
 
 def _tests(own: Params, client, retrains_dir: Path, label: str) -> tuple[list[dict], int]:
-    """LDS and leave-k-out on one draw's run: its rows of ``schemas.VALIDATION``, and how many retrains they took."""
+    """LDS, leave-k-out, leave-one-out and agreement on one draw's run: its rows of ``schemas.VALIDATION``, and how
+    many retrains they took."""
     cfg = own.validation
     queries = pq.read_table(own.queries.out, columns=["query_id", "task"]).to_pylist()
     query_ids, tasks = [q["query_id"] for q in queries], {q["query_id"]: q["task"] for q in queries}
