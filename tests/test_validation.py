@@ -200,7 +200,7 @@ def test_the_tests_repeat_under_each_training_seed_on_one_world(tmp_path, monkey
     monkeypatch.chdir(root)
     raw["validation"]["seeds"] = [0, 1]
     raw["validation"]["fractions"] = [0.99]  # 1% dropped (the other test's are random halves)
-    raw["validation"]["leave_one_out"] = 0  # none (the other test's): no reference retrain either
+    raw["profiles"]["test"]["validation"]["leave_one_out"] = 0  # none (the other test's), nor their reference
     Path("params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params("params.yaml")
     lds.run(params)
